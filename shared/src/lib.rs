@@ -1,0 +1,2 @@
+//! The shared library of the engagement fleet.
+#![forbid(unsafe_code)]

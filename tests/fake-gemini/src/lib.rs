@@ -1,0 +1,2 @@
+//! Test support: a Gemini-wire-compatible fake server.
+#![forbid(unsafe_code)]

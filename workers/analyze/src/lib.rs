@@ -1,0 +1,2 @@
+//! The analyze stage: pure domain logic (no I/O) and the worker stage built on the shared runtime.
+#![forbid(unsafe_code)]

@@ -1,0 +1,4 @@
+//! `engage-analyze`: the analyze stage worker binary.
+#![forbid(unsafe_code)]
+
+fn main() {}

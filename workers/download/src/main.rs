@@ -1,0 +1,4 @@
+//! `engage-download`: the download stage worker binary.
+#![forbid(unsafe_code)]
+
+fn main() {}
