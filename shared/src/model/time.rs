@@ -1,0 +1,116 @@
+//! Timestamps: parsing RFC 3339 strings and epoch milliseconds into one instant.
+//!
+//! An instant is nanoseconds since the Unix epoch in UTC (`i64`), the same
+//! resolution as pandas `datetime64[ns]`, so matching agrees with pandas to the
+//! nanosecond, including the inclusive 5-minute tolerance.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+/// Nanoseconds since 1970-01-01T00:00:00Z.
+pub type Timestamp = i64;
+
+/// Nanoseconds in one millisecond.
+pub const NANOS_PER_MILLI: i64 = 1_000_000;
+/// Nanoseconds in one second.
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// Why a timestamp could not be understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimestampError {
+    /// The string is neither RFC 3339 nor an integer number of epoch milliseconds.
+    #[error("not an RFC 3339 timestamp or epoch milliseconds: {0:?}")]
+    Unparseable(String),
+    /// The instant is outside the representable range (years 1678..2262).
+    #[error("timestamp out of range")]
+    OutOfRange,
+    /// The JSON value is not a string or an integer.
+    #[error("timestamp is not a string or an integer")]
+    WrongType,
+}
+
+/// Converts epoch milliseconds to an instant.
+pub fn from_epoch_millis(ms: i64) -> Result<Timestamp, TimestampError> {
+    ms.checked_mul(NANOS_PER_MILLI)
+        .ok_or(TimestampError::OutOfRange)
+}
+
+/// Parses an RFC 3339 string, or a string of decimal digits as epoch milliseconds.
+pub fn parse_timestamp_str(s: &str) -> Result<Timestamp, TimestampError> {
+    let t = s.trim();
+    if !t.is_empty()
+        && t.bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+    {
+        let ms: i64 = t
+            .parse()
+            .map_err(|_| TimestampError::Unparseable(s.to_string()))?;
+        return from_epoch_millis(ms);
+    }
+    let dt = DateTime::parse_from_rfc3339(t)
+        // Accept the common "2024-01-01 10:00:00Z" space-separated variant too.
+        .or_else(|_| DateTime::parse_from_rfc3339(&t.replacen(' ', "T", 1)))
+        .map_err(|_| TimestampError::Unparseable(s.to_string()))?;
+    dt.with_timezone(&Utc)
+        .timestamp_nanos_opt()
+        .ok_or(TimestampError::OutOfRange)
+}
+
+/// Parses a JSON value: an RFC 3339 string or an integer of epoch milliseconds.
+pub fn parse_timestamp_json(v: &serde_json::Value) -> Result<Timestamp, TimestampError> {
+    match v {
+        serde_json::Value::String(s) => parse_timestamp_str(s),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(ms) => from_epoch_millis(ms),
+            None => match n.as_f64() {
+                // Integral floats such as 1.7e12 are accepted; fractions are not.
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.2e15 => from_epoch_millis(f as i64),
+                _ => Err(TimestampError::WrongType),
+            },
+        },
+        _ => Err(TimestampError::WrongType),
+    }
+}
+
+/// Formats an instant as RFC 3339 UTC with a `Z` suffix and only the fractional
+/// digits it needs (`2024-01-01T10:00:00Z`, `2024-01-01T10:00:00.250Z`).
+pub fn format_rfc3339(ts: Timestamp) -> String {
+    DateTime::<Utc>::from_timestamp_nanos(ts).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Seconds between two instants as a float (`b - a`).
+pub fn seconds_between(a: Timestamp, b: Timestamp) -> f64 {
+    (b as i128 - a as i128) as f64 / NANOS_PER_SEC as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_and_millis_agree() {
+        let a = parse_timestamp_str("2024-03-01T10:00:00Z").unwrap();
+        let b = parse_timestamp_str("1709287200000").unwrap();
+        let c = parse_timestamp_json(&serde_json::json!(1709287200000i64)).unwrap();
+        let d = parse_timestamp_str("2024-03-01T15:30:00+05:30").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a, d);
+    }
+
+    #[test]
+    fn bad_timestamps_are_errors() {
+        assert!(parse_timestamp_str("yesterday").is_err());
+        assert!(parse_timestamp_str("").is_err());
+        assert!(parse_timestamp_json(&serde_json::json!(true)).is_err());
+        assert!(parse_timestamp_json(&serde_json::json!(1.5)).is_err());
+        assert!(parse_timestamp_str("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn formats_utc_with_needed_fraction() {
+        let t = parse_timestamp_str("2024-03-01T10:00:00.250+01:00").unwrap();
+        assert_eq!(format_rfc3339(t), "2024-03-01T09:00:00.250Z");
+        assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
+    }
+}
