@@ -1,4 +1,6 @@
-//! Integration tests against real RabbitMQ, Redis, an S3-compatible server and the Gemini-wire fake.
+//! Integration tests against real RabbitMQ, Redis, an S3-compatible server and
+//! the Gemini-wire fake. One test binary (zero-to-production style); every test
+//! uses its own namespace so tests run in parallel without interfering.
 
-#[test]
-fn workspace_builds() {}
+mod support;
+mod storage;

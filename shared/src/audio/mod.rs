@@ -1,0 +1,1 @@
+//! Audio decoding (symphonia) and acoustic features, shared by download (probe) and analyze.

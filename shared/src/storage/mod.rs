@@ -1,0 +1,1 @@
+//! Object storage behind URIs: `s3://bucket/key` (aws-sdk-s3) and `file:///dir` (local).

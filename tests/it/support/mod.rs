@@ -1,0 +1,3 @@
+//! Test support: starting real services on loopback and unique namespaces.
+
+pub mod s3;
