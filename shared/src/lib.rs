@@ -10,6 +10,19 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod broker;
+pub mod config;
+pub mod envelope;
+pub mod health;
+pub mod idempotency;
+pub mod layout;
+pub mod ledger;
+pub mod metrics;
 pub mod model;
 pub mod ratelimit;
+pub mod redis_conn;
+pub mod secret;
+pub mod services;
 pub mod storage;
+pub mod telemetry;
+pub mod worker;

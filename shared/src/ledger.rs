@@ -1,0 +1,438 @@
+//! The batch ledger in Redis: expected and completed work per batch, and the
+//! fan-in that emits exactly one aggregate job per learner and one report per
+//! batch.
+//!
+//! All keys of a batch share the hash tag `{ns:batch}`, so every script runs
+//! on one Redis Cluster slot. Completion is recorded with set membership, never
+//! blind increments: a redelivered completion is not counted twice.
+//!
+//! A learner is complete only when (1) every clean piece of the batch has
+//! finished, (2) every match job those pieces produced has registered its
+//! items ("registered"), and (3) each of the learner's items is final. Claims
+//! store the claiming job's id, so a job that crashed after claiming re-emits
+//! on redelivery instead of losing the emission.
+//!
+//! If the ledger is gone (Redis restarted without persistence, `FLUSHALL`),
+//! scripts answer [`LedgerError::Lost`] and the caller rebuilds it from the
+//! durable store (see `rebuild`).
+
+use std::collections::BTreeMap;
+
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+
+use crate::redis_conn::RedisConn;
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// Redis did not answer (transient).
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The batch's ledger is missing: rebuild it from the store.
+    #[error("batch ledger missing in Redis (data lost?); rebuild from the store")]
+    Lost,
+    /// A script answered something unexpected.
+    #[error("unexpected ledger answer: {0}")]
+    Protocol(String),
+}
+
+/// Batch ledger operations of one namespace.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    conn: RedisConn,
+    ns: String,
+}
+
+/// A learner's items to register after matching.
+#[derive(Debug, Default, Clone)]
+pub struct LearnerItems {
+    /// Every response id of the learner in this match job.
+    pub items: Vec<String>,
+    /// Those already final at match time (unmatched, no audio, bad link).
+    pub final_items: Vec<String>,
+}
+
+/// What the fan-in decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FanIn {
+    /// Nothing to emit yet.
+    Wait,
+    /// Emit the follow-up (this job holds the claim).
+    Emit,
+}
+
+/// Progress of a batch, for `engage status`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    pub pieces_expected: u64,
+    pub pieces_done: u64,
+    pub match_expected: u64,
+    pub match_done: u64,
+    pub registered: bool,
+    pub items: u64,
+    pub downloaded: u64,
+    pub final_items: u64,
+    pub learners: u64,
+    pub learners_aggregated: u64,
+    pub complete: bool,
+    /// Failed items by reason.
+    pub failed: BTreeMap<String, u64>,
+}
+
+// A shared Lua prelude: is the batch registered? Claims registration for ARGV job id.
+const REGISTERED: &str = r#"
+local function registered(p, job)
+  local exp = redis.call('HGET', p .. ':meta', 'pieces_expected')
+  if not exp then return -1 end
+  local reg = redis.call('HGET', p .. ':meta', 'registered')
+  if reg then return 1 end
+  if redis.call('SCARD', p .. ':pieces_done') >= tonumber(exp)
+     and redis.call('SCARD', p .. ':match_done') >= redis.call('SCARD', p .. ':match_expected') then
+    redis.call('HSET', p .. ':meta', 'registered', job)
+    return 2
+  end
+  return 0
+end
+local function claim(key, job)
+  local ok = redis.call('SET', key, job, 'NX')
+  if ok then return 1 end
+  if redis.call('GET', key) == job then return 1 end
+  return 0
+end
+"#;
+
+impl Ledger {
+    /// Ledger of namespace `ns`.
+    pub fn new(conn: RedisConn, ns: impl Into<String>) -> Self {
+        Self {
+            conn,
+            ns: ns.into(),
+        }
+    }
+
+    /// The key prefix (with hash tag) of a batch.
+    pub fn prefix(&self, batch: &str) -> String {
+        format!("{{{}:{}}}", self.ns, batch)
+    }
+
+    fn script(body: &str) -> Script {
+        Script::new(&format!("{REGISTERED}\n{body}"))
+    }
+
+    /// Creates the batch's ledger (idempotent): `pieces` expected clean pieces.
+    pub async fn open_batch(&self, batch: &str, pieces: u64) -> Result<(), LedgerError> {
+        let p = self.prefix(batch);
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .hset_nx(format!("{p}:meta"), "pieces_expected", pieces)
+            .hset_nx(
+                format!("{p}:meta"),
+                "created_ms",
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .zadd(
+                format!("{}:batches", self.ns),
+                batch,
+                chrono::Utc::now().timestamp_millis(),
+            )
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// True if the batch's ledger exists.
+    pub async fn exists(&self, batch: &str) -> Result<bool, LedgerError> {
+        let mut c = self.conn.clone();
+        Ok(
+            c.hexists(format!("{}:meta", self.prefix(batch)), "pieces_expected")
+                .await?,
+        )
+    }
+
+    /// Records a finished clean piece and the match jobs it produced.
+    /// Returns `Emit` if this completed registration (the caller must then scan).
+    pub async fn piece_done(
+        &self,
+        batch: &str,
+        piece: &str,
+        match_parts: &[String],
+        job: &str,
+    ) -> Result<FanIn, LedgerError> {
+        let s = Self::script(
+            r#"
+local p = KEYS[1]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+redis.call('SADD', p .. ':pieces_done', ARGV[2])
+for i = 3, #ARGV do redis.call('SADD', p .. ':match_expected', ARGV[i]) end
+return registered(p, ARGV[1])
+"#,
+        );
+        let mut inv = s.key(self.prefix(batch));
+        inv.arg(job).arg(piece);
+        for m in match_parts {
+            inv.arg(m);
+        }
+        let mut c = self.conn.clone();
+        Self::registration(inv.invoke_async(&mut c).await?)
+    }
+
+    /// Registers learners' items found by a match job (idempotent set adds).
+    pub async fn register_items(
+        &self,
+        batch: &str,
+        learners: &BTreeMap<String, LearnerItems>,
+    ) -> Result<(), LedgerError> {
+        let p = self.prefix(batch);
+        let mut pipe = redis::pipe();
+        for (u, li) in learners {
+            pipe.sadd(format!("{p}:learners"), u).ignore();
+            if !li.items.is_empty() {
+                pipe.sadd(format!("{p}:items:{u}"), &li.items).ignore();
+                pipe.sadd(format!("{p}:all_items"), &li.items).ignore();
+            }
+            if !li.final_items.is_empty() {
+                pipe.sadd(format!("{p}:final:{u}"), &li.final_items)
+                    .ignore();
+                pipe.sadd(format!("{p}:all_final"), &li.final_items)
+                    .ignore();
+            }
+        }
+        let mut c = self.conn.clone();
+        let _: () = pipe.query_async(&mut c).await?;
+        Ok(())
+    }
+
+    /// Records a finished match job. `Emit` means registration just completed
+    /// (or this job completed it before and is redelivered): scan learners.
+    pub async fn match_done(
+        &self,
+        batch: &str,
+        part: &str,
+        job: &str,
+    ) -> Result<FanIn, LedgerError> {
+        let s = Self::script(
+            r#"
+local p = KEYS[1]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+redis.call('SADD', p .. ':match_done', ARGV[2])
+local r = registered(p, ARGV[1])
+if r == 1 and redis.call('HGET', p .. ':meta', 'registered') == ARGV[1] then return 2 end
+return r
+"#,
+        );
+        let mut c = self.conn.clone();
+        Self::registration(
+            s.key(self.prefix(batch))
+                .arg(job)
+                .arg(part)
+                .invoke_async(&mut c)
+                .await?,
+        )
+    }
+
+    fn registration(v: i64) -> Result<FanIn, LedgerError> {
+        match v {
+            -1 => Err(LedgerError::Lost),
+            2 => Ok(FanIn::Emit),
+            0 | 1 => Ok(FanIn::Wait),
+            other => Err(LedgerError::Protocol(other.to_string())),
+        }
+    }
+
+    /// Marks an item downloaded (progress only).
+    pub async fn downloaded(&self, batch: &str, response_id: &str) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .sadd(format!("{}:downloaded", self.prefix(batch)), response_id)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an item final; `Emit` means the learner is now complete and this
+    /// job holds the claim to emit its aggregate job.
+    pub async fn finalize_item(
+        &self,
+        batch: &str,
+        user: &str,
+        response_id: &str,
+        failed_reason: Option<&str>,
+        job: &str,
+    ) -> Result<FanIn, LedgerError> {
+        let s = Self::script(
+            r#"
+local p = KEYS[1]
+local u = ARGV[2]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+redis.call('SADD', p .. ':final:' .. u, ARGV[3])
+redis.call('SADD', p .. ':all_final', ARGV[3])
+if ARGV[4] ~= '' then redis.call('HSET', p .. ':failed', ARGV[3], ARGV[4]) end
+if registered(p, ARGV[1]) < 1 then return 0 end
+if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
+if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:' .. u) then return 0 end
+return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
+"#,
+        );
+        let mut c = self.conn.clone();
+        let v: i64 = s
+            .key(self.prefix(batch))
+            .arg(job)
+            .arg(user)
+            .arg(response_id)
+            .arg(failed_reason.unwrap_or(""))
+            .invoke_async(&mut c)
+            .await?;
+        Self::registration(v)
+    }
+
+    /// For a scan after registration: claims the learner if complete.
+    pub async fn try_claim_learner(
+        &self,
+        batch: &str,
+        user: &str,
+        job: &str,
+    ) -> Result<FanIn, LedgerError> {
+        let s = Self::script(
+            r#"
+local p = KEYS[1]
+local u = ARGV[2]
+if registered(p, ARGV[1]) < 0 then return -1 end
+if not redis.call('HGET', p .. ':meta', 'registered') then return 0 end
+if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
+if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:' .. u) then return 0 end
+return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
+"#,
+        );
+        let mut c = self.conn.clone();
+        Self::registration(
+            s.key(self.prefix(batch))
+                .arg(job)
+                .arg(user)
+                .invoke_async(&mut c)
+                .await?,
+        )
+    }
+
+    /// All learners of a batch (SSCAN, so a big batch does not block Redis).
+    pub async fn learners(&self, batch: &str) -> Result<Vec<String>, LedgerError> {
+        let mut c = self.conn.clone();
+        let mut out = Vec::new();
+        let mut it: redis::AsyncIter<String> =
+            c.sscan(format!("{}:learners", self.prefix(batch))).await?;
+        while let Some(u) = futures::StreamExt::next(&mut it).await {
+            out.push(u?);
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Records a learner's aggregate as written; `Emit` means every learner is
+    /// done and this job holds the claim to emit the batch report.
+    pub async fn learner_aggregated(
+        &self,
+        batch: &str,
+        user: Option<&str>,
+        job: &str,
+    ) -> Result<FanIn, LedgerError> {
+        let s = Self::script(
+            r#"
+local p = KEYS[1]
+if registered(p, ARGV[1]) < 0 then return -1 end
+if ARGV[2] ~= '' then redis.call('SADD', p .. ':agg_done', ARGV[2]) end
+if not redis.call('HGET', p .. ':meta', 'registered') then return 0 end
+if redis.call('SCARD', p .. ':agg_done') < redis.call('SCARD', p .. ':learners') then return 0 end
+return claim(p .. ':report_claim', ARGV[1]) * 2
+"#,
+        );
+        let mut c = self.conn.clone();
+        Self::registration(
+            s.key(self.prefix(batch))
+                .arg(job)
+                .arg(user.unwrap_or(""))
+                .invoke_async(&mut c)
+                .await?,
+        )
+    }
+
+    /// Marks the batch complete (its outputs are written).
+    pub async fn complete(&self, batch: &str) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .hset(format!("{}:meta", self.prefix(batch)), "complete", 1)
+            .await?;
+        Ok(())
+    }
+
+    /// Batch ids known to this namespace, newest first.
+    pub async fn batches(&self) -> Result<Vec<String>, LedgerError> {
+        let mut c = self.conn.clone();
+        Ok(c.zrevrange(format!("{}:batches", self.ns), 0, -1).await?)
+    }
+
+    /// Progress counters of a batch (`None` if the ledger does not exist).
+    pub async fn progress(&self, batch: &str) -> Result<Option<Progress>, LedgerError> {
+        let p = self.prefix(batch);
+        let mut c = self.conn.clone();
+        let meta: BTreeMap<String, String> = c.hgetall(format!("{p}:meta")).await?;
+        let Some(exp) = meta.get("pieces_expected") else {
+            return Ok(None);
+        };
+        let (pd, me, md, it, dl, fi, le, ag): (u64, u64, u64, u64, u64, u64, u64, u64) =
+            redis::pipe()
+                .scard(format!("{p}:pieces_done"))
+                .scard(format!("{p}:match_expected"))
+                .scard(format!("{p}:match_done"))
+                .scard(format!("{p}:all_items"))
+                .scard(format!("{p}:downloaded"))
+                .scard(format!("{p}:all_final"))
+                .scard(format!("{p}:learners"))
+                .scard(format!("{p}:agg_done"))
+                .query_async(&mut c)
+                .await?;
+        let failed_by_item: BTreeMap<String, String> = c.hgetall(format!("{p}:failed")).await?;
+        let mut failed = BTreeMap::new();
+        for reason in failed_by_item.into_values() {
+            *failed.entry(reason).or_insert(0) += 1;
+        }
+        Ok(Some(Progress {
+            pieces_expected: exp.parse().unwrap_or(0),
+            pieces_done: pd,
+            match_expected: me,
+            match_done: md,
+            registered: meta.contains_key("registered"),
+            items: it,
+            downloaded: dl,
+            final_items: fi,
+            learners: le,
+            learners_aggregated: ag,
+            complete: meta.get("complete").is_some_and(|v| v == "1"),
+            failed,
+        }))
+    }
+
+    /// A short lock (SET NX PX) for rebuilds and reconciliation.
+    pub async fn try_lock(
+        &self,
+        batch: &str,
+        what: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, LedgerError> {
+        let mut c = self.conn.clone();
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(format!("{}:lock:{what}", self.prefix(batch)))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut c)
+            .await?;
+        Ok(ok.is_some())
+    }
+
+    /// Releases a lock taken with [`Ledger::try_lock`].
+    pub async fn unlock(&self, batch: &str, what: &str) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let _: () = c.del(format!("{}:lock:{what}", self.prefix(batch))).await?;
+        Ok(())
+    }
+}

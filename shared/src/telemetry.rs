@@ -1,0 +1,35 @@
+//! Logging setup: structured `tracing` logs as text or JSON, filtered by
+//! `RUST_LOG` (default `info`). Safe to call more than once (tests may call it;
+//! a second call is a no-op), and tests stay silent unless `TEST_LOG` is set.
+
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber. Returns false if one was already installed.
+pub fn init(format: LogFormat) -> bool {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let res = match format {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
+    };
+    res.is_ok()
+}
+
+/// For tests: logs only when `TEST_LOG` is set, so test output stays readable.
+pub fn init_for_tests() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        init(LogFormat::Text);
+    }
+}
