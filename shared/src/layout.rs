@@ -58,6 +58,10 @@ impl Layout {
     pub fn sessions_part(&self, b: &str, p: u32) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/sessions/part-{p:04}.jsonl"))
     }
+    /// Counts of the sessions file (rows kept and rejected).
+    pub fn sessions_stats(&self, b: &str) -> Result<ObjectUri, UriError> {
+        self.at(format!("batches/{b}/sessions/stats.json"))
+    }
     /// Kept records of a piece's partition.
     pub fn clean_part(&self, b: &str, piece: &str, p: u32) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/clean/{piece}/part-{p:04}.jsonl"))
@@ -142,6 +146,15 @@ impl Layout {
             .collect();
         self.at(format!("results/{hash}/{safe}.json"))
     }
+}
+
+/// The learner partition (0..`partitions`) of a user id: the first four bytes
+/// of its SHA-256, big-endian, modulo `partitions`. Stable across processes,
+/// versions and machines (never a randomly seeded hasher), so every stage
+/// finds a learner's records in the same partition.
+pub fn partition_of(user_id: &str, partitions: u32) -> u32 {
+    let d = Sha256::digest(user_id.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % partitions.max(1)
 }
 
 /// Checks a batch id before it becomes part of a key: `[A-Za-z0-9._-]`, 1–64 chars.

@@ -436,3 +436,75 @@ return claim(p .. ':report_claim', ARGV[1]) * 2
         Ok(())
     }
 }
+
+/// What a scan of a registered batch found to emit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ScanResult {
+    /// Learners whose aggregate job this caller must emit.
+    pub learners: Vec<String>,
+    /// True if this caller must emit the batch report.
+    pub report: bool,
+}
+
+impl Ledger {
+    /// After registration completed: claims every complete learner not yet
+    /// aggregated, and the report if every learner is aggregated.
+    pub async fn scan(&self, batch: &str, job: &str) -> Result<ScanResult, LedgerError> {
+        let mut out = ScanResult::default();
+        for u in self.learners(batch).await? {
+            if self.try_claim_learner(batch, &u, job).await? == FanIn::Emit {
+                out.learners.push(u);
+            }
+        }
+        out.report = self.learner_aggregated(batch, None, job).await? == FanIn::Emit;
+        Ok(out)
+    }
+
+    /// Bulk form of the durable facts, used by the rebuild after data loss.
+    pub async fn restore(&self, batch: &str, facts: &RestoredFacts) -> Result<(), LedgerError> {
+        let p = self.prefix(batch);
+        self.open_batch(batch, facts.pieces_expected).await?;
+        let mut pipe = redis::pipe();
+        for piece in &facts.pieces_done {
+            pipe.sadd(format!("{p}:pieces_done"), piece).ignore();
+        }
+        for m in &facts.match_expected {
+            pipe.sadd(format!("{p}:match_expected"), m).ignore();
+        }
+        for m in &facts.match_done {
+            pipe.sadd(format!("{p}:match_done"), m).ignore();
+        }
+        for (rid, (u, reason)) in &facts.final_items {
+            pipe.sadd(format!("{p}:final:{u}"), rid).ignore();
+            pipe.sadd(format!("{p}:all_final"), rid).ignore();
+            if let Some(r) = reason {
+                pipe.hset(format!("{p}:failed"), rid, r).ignore();
+            }
+        }
+        for u in &facts.aggregated {
+            pipe.sadd(format!("{p}:agg_done"), u).ignore();
+        }
+        let mut c = self.conn.clone();
+        let _: () = pipe.query_async(&mut c).await?;
+        self.register_items(batch, &facts.learners).await
+    }
+}
+
+/// Everything the store says about a batch's progress (see `layout`).
+#[derive(Debug, Default, Clone)]
+pub struct RestoredFacts {
+    /// From `batch.json`.
+    pub pieces_expected: u64,
+    /// Pieces with a `done.json`.
+    pub pieces_done: Vec<String>,
+    /// `piece:partition` ids the done pieces produced.
+    pub match_expected: Vec<String>,
+    /// `piece:partition` ids with a matched file.
+    pub match_done: Vec<String>,
+    /// Items per learner from the matched files.
+    pub learners: BTreeMap<String, LearnerItems>,
+    /// Items with a final state file: id → (learner, failure reason).
+    pub final_items: BTreeMap<String, (String, Option<String>)>,
+    /// Learners with a rows file.
+    pub aggregated: Vec<String>,
+}

@@ -9,20 +9,26 @@
 //!   sits beside them; stages call it, never the reverse.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod audio;
 pub mod broker;
 pub mod config;
 pub mod envelope;
 pub mod health;
 pub mod idempotency;
+pub mod items;
+pub mod jobs;
 pub mod layout;
 pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
+pub mod recovery;
 pub mod redis_conn;
 pub mod secret;
 pub mod services;
 pub mod storage;
+pub mod store_io;
+pub mod summary;
 pub mod telemetry;
 pub mod worker;

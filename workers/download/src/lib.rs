@@ -1,2 +1,7 @@
-//! The download stage: pure domain logic (no I/O) and the worker stage built on the shared runtime.
+//! The download stage: pure rules in [`domain`], the worker stage in [`stage`].
 #![forbid(unsafe_code)]
+
+pub mod domain;
+pub mod stage;
+
+pub use stage::DownloadStage;

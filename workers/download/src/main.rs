@@ -1,4 +1,7 @@
 //! `engage-download`: the download stage worker binary.
 #![forbid(unsafe_code)]
 
-fn main() {}
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    engage_shared::app::main(|_svc| async { Ok(engage_download::DownloadStage) }).await
+}

@@ -1,0 +1,61 @@
+//! The `main` of every worker binary: load configuration, set up logging,
+//! connect, serve `/metrics` `/healthz` `/readyz`, run the stage until
+//! SIGTERM/SIGINT, drain, exit.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::FleetConfig;
+use crate::services::Services;
+use crate::worker::{self, Stage};
+
+/// Builds the stage from the loaded services, then runs it as a worker process.
+pub async fn main<S, F, Fut>(build: F) -> anyhow::Result<()>
+where
+    S: Stage,
+    F: FnOnce(Arc<Services>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+{
+    let cfg = FleetConfig::load()
+        .context("loading configuration (ENGAGE_* environment, ENGAGE_CONFIG file)")?;
+    crate::telemetry::init(cfg.log_format);
+    let svc = Services::connect(cfg).await?;
+    let stage = Arc::new(build(svc.clone()).await?);
+    let shutdown = CancellationToken::new();
+    let addr = crate::health::serve(
+        &svc.cfg.metrics_addr,
+        S::NAME.as_str(),
+        svc.health.clone(),
+        svc.metrics.clone(),
+        svc.redis.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot serve metrics on {}", svc.cfg.metrics_addr))?;
+    info!(stage = S::NAME.as_str(), metrics = %addr, namespace = %svc.cfg.namespace, "worker started");
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    worker::run(stage, svc, shutdown.clone()).await?;
+    shutdown.cancel();
+    info!(stage = S::NAME.as_str(), "worker stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn signal_shutdown(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: draining"),
+    }
+    token.cancel();
+}

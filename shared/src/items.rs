@@ -1,0 +1,84 @@
+//! Recording an item's final state (analyzed or failed) and the fan-in that
+//! follows: written durably first, then counted in the ledger, which may make
+//! the learner complete and hand this job the aggregate emission.
+
+use crate::jobs::{ItemCost, ItemState};
+use crate::layout::Layout;
+use crate::model::AnalysisOutcome;
+use crate::recovery::{fan_in_emits, with_ledger};
+use crate::store_io::put_json;
+use crate::worker::{Emit, JobCtx, JobError};
+use crate::{envelope::StageName, ledger::FanIn, ledger::ScanResult};
+
+/// Writes `items/RID.json` and marks the item final. Returns the aggregate
+/// job to emit if this made the learner complete.
+pub async fn finalize(
+    ctx: &JobCtx,
+    stage: StageName,
+    user_id: &str,
+    response_id: &str,
+    outcome: AnalysisOutcome,
+    cost: ItemCost,
+) -> Result<Vec<Emit>, JobError> {
+    let svc = &ctx.svc;
+    let layout = Layout::new(svc.store_root.clone());
+    let reason = match &outcome {
+        AnalysisOutcome::Failed { reason, detail } => {
+            svc.metrics
+                .failed_items
+                .with_label_values(&[stage.as_str(), reason.as_str()])
+                .inc();
+            tracing::info!(
+                reason = reason.as_str(),
+                detail = detail.as_str(),
+                "item failed"
+            );
+            Some(reason.clone())
+        }
+        AnalysisOutcome::Ok(_) => None,
+    };
+    let state = ItemState {
+        response_id: response_id.to_string(),
+        user_id: user_id.to_string(),
+        outcome,
+        cost,
+    };
+    let n = put_json(
+        &svc.storage,
+        &layout.item(&ctx.batch_id, response_id)?,
+        &state,
+    )
+    .await?;
+    svc.metrics
+        .bytes_written
+        .with_label_values(&[stage.as_str()])
+        .inc_by(n);
+    let (fan, mut emits) = with_ledger(svc, &ctx.batch_id, &ctx.job_id, || {
+        svc.ledger.finalize_item(
+            &ctx.batch_id,
+            user_id,
+            response_id,
+            reason.as_deref(),
+            &ctx.job_id,
+        )
+    })
+    .await?;
+    if fan == FanIn::Emit {
+        emits.extend(fan_in_emits(
+            &ctx.batch_id,
+            ScanResult {
+                learners: vec![user_id.to_string()],
+                report: false,
+            },
+        )?);
+    }
+    Ok(emits)
+}
+
+/// Shorthand for a failed item.
+pub fn failed(reason: &str, detail: impl Into<String>) -> AnalysisOutcome {
+    AnalysisOutcome::Failed {
+        reason: reason.to_string(),
+        detail: detail.into(),
+    }
+}

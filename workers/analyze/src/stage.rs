@@ -1,0 +1,86 @@
+//! The analyze stage: one stored audio → an analysis result, answered from the
+//! durable result cache when the same audio was analyzed before by the same
+//! analyzer (so a redelivery, a re-run batch or the same audio in another
+//! batch never pays twice), then recorded as the item's final state.
+
+use engage_shared::envelope::StageName;
+use engage_shared::items::{failed, finalize};
+use engage_shared::jobs::{AnalyzeJob, ItemCost};
+use engage_shared::layout::Layout;
+use engage_shared::model::AnalysisOutcome;
+use engage_shared::store_io::{get_json, put_json};
+use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+
+use crate::acoustic::{ACOUSTIC_VERSION, analyze_bytes};
+
+/// The analyze stage with the offline acoustic analyzer.
+#[derive(Debug, Default)]
+pub struct AnalyzeStage;
+
+impl AnalyzeStage {
+    /// The analyzer id that keys the result cache.
+    pub fn analyzer_id(&self) -> &str {
+        ACOUSTIC_VERSION
+    }
+}
+
+#[async_trait::async_trait]
+impl Stage for AnalyzeStage {
+    type Job = AnalyzeJob;
+    const NAME: StageName = StageName::Analyze;
+
+    async fn handle(&self, ctx: &JobCtx, job: AnalyzeJob) -> Result<Vec<Emit>, JobError> {
+        let svc = &ctx.svc;
+        let layout = Layout::new(svc.store_root.clone());
+        let cache = layout.result(&job.content_hash, self.analyzer_id())?;
+        let mut cost = ItemCost::default();
+        let outcome = match get_json::<AnalysisOutcome>(&svc.storage, &cache).await? {
+            Some(hit) => {
+                cost.cache_hit = true;
+                hit
+            }
+            None => {
+                let bytes = match svc.storage.get(&layout.audio(&job.content_hash)?).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => {
+                        let out = failed(
+                            "stored_audio_missing",
+                            "validated audio is gone from the store",
+                        );
+                        return finalize(
+                            ctx,
+                            Self::NAME,
+                            &job.user_id,
+                            &job.response_id,
+                            out,
+                            cost,
+                        )
+                        .await;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                svc.metrics
+                    .bytes_read
+                    .with_label_values(&[Self::NAME.as_str()])
+                    .inc_by(bytes.len() as u64);
+                let hint = job.format.clone();
+                let out =
+                    tokio::task::spawn_blocking(move || analyze_bytes(&bytes, hint.as_deref()))
+                        .await
+                        .map_err(|e| JobError::transient("panic", e))?;
+                // Stored before the ack: a redelivery finds it and does not analyze again.
+                put_json(&svc.storage, &cache, &out).await?;
+                out
+            }
+        };
+        finalize(
+            ctx,
+            Self::NAME,
+            &job.user_id,
+            &job.response_id,
+            outcome,
+            cost,
+        )
+        .await
+    }
+}

@@ -1,0 +1,57 @@
+//! Pure rules of the download stage: where an audio reference lives and which
+//! decoder hint its key gives.
+
+use engage_shared::model::AudioRef;
+use engage_shared::storage::{ObjectUri, UriError};
+
+/// The object URI of a parsed audio reference: source buckets are S3 URIs
+/// (read through the configured S3 endpoint or the local `s3_root` layout);
+/// store references live under the pipeline's store root.
+pub fn source_uri(r: &AudioRef, store_root: &ObjectUri) -> Result<ObjectUri, UriError> {
+    match r {
+        AudioRef::S3 { bucket, key } => ObjectUri::s3(bucket, key),
+        AudioRef::Store { key } => store_root.join(key),
+    }
+}
+
+/// The lowercase file extension of a key, as a decoder hint (`wav`, `mp3`, …).
+pub fn format_hint(key: &str) -> Option<String> {
+    let name = key.rsplit('/').next()?;
+    let (_, ext) = name.rsplit_once('.')?;
+    (!ext.is_empty() && ext.len() <= 5 && ext.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| ext.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints() {
+        assert_eq!(format_hint("a/b/c.WAV").as_deref(), Some("wav"));
+        assert_eq!(format_hint("a/b/c").as_deref(), None);
+        assert_eq!(format_hint("a.b/c").as_deref(), None);
+        assert_eq!(format_hint("x.tar.gz").as_deref(), Some("gz"));
+        assert_eq!(format_hint("x.").as_deref(), None);
+    }
+
+    #[test]
+    fn uris() {
+        let root = ObjectUri::parse("file:///srv/store").unwrap();
+        let s3 = AudioRef::S3 {
+            bucket: "learner-audio".into(),
+            key: "a/b.wav".into(),
+        };
+        assert_eq!(
+            source_uri(&s3, &root).unwrap().to_string(),
+            "s3://learner-audio/a/b.wav"
+        );
+        let st = AudioRef::Store {
+            key: "audio/ab/abcd".into(),
+        };
+        assert_eq!(
+            source_uri(&st, &root).unwrap().to_string(),
+            "file:///srv/store/audio/ab/abcd"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! The download stage: fetch one response's audio from an allow-listed source
+//! bucket, validate it (decodable, duration, silence), store it in the
+//! pipeline's store keyed by content hash, and hand it to analyze.
+//!
+//! A bad link, missing or undecodable audio is a *failed item* (recorded, the
+//! batch still completes); network and 5xx trouble is *transient* (retried).
+
+use bytes::Bytes;
+use engage_shared::audio::probe;
+use engage_shared::envelope::StageName;
+use engage_shared::items::{failed, finalize};
+use engage_shared::jobs::{AnalyzeJob, DownloadJob, ids};
+use engage_shared::layout::Layout;
+use engage_shared::model::AudioRef;
+use engage_shared::storage::{ObjectUri, content_key};
+use engage_shared::store_io::put_json;
+use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+
+use crate::domain::{format_hint, source_uri};
+
+/// The download stage (stateless; everything it needs is in the services).
+#[derive(Debug, Default)]
+pub struct DownloadStage;
+
+#[async_trait::async_trait]
+impl Stage for DownloadStage {
+    type Job = DownloadJob;
+    const NAME: StageName = StageName::Download;
+
+    async fn handle(&self, ctx: &JobCtx, job: DownloadJob) -> Result<Vec<Emit>, JobError> {
+        let svc = &ctx.svc;
+        let fail = |reason: &str, detail: String| {
+            finalize(
+                ctx,
+                Self::NAME,
+                &job.user_id,
+                &job.response_id,
+                failed(reason, detail),
+                Default::default(),
+            )
+        };
+        let src = match AudioRef::parse_allowed(&job.audio_url, &svc.cfg.audio_buckets) {
+            Ok(r) => r,
+            Err(e) => return fail(e.name(), e.to_string()).await,
+        };
+        let uri: ObjectUri = source_uri(&src, &svc.store_root)?;
+        let bytes: Bytes = match svc.storage.get(&uri).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return fail("audio_missing", "no object at the audio link".into()).await;
+            }
+            Err(e) if e.is_transient() => return Err(JobError::transient("storage", e)),
+            Err(e) => return fail(e.class(), e.to_string()).await,
+        };
+        svc.metrics
+            .bytes_read
+            .with_label_values(&[Self::NAME.as_str()])
+            .inc_by(bytes.len() as u64);
+
+        let hint = format_hint(src.key());
+        let audio = bytes.clone();
+        let probed = tokio::task::spawn_blocking(move || probe(&audio, hint.as_deref()))
+            .await
+            .map_err(|e| JobError::transient("panic", e))?;
+        let probe = match probed {
+            Ok(p) => p,
+            Err(e) => return fail(e.name(), e.to_string()).await,
+        };
+
+        let layout = Layout::new(svc.store_root.clone());
+        let hash = content_key(&bytes);
+        let audio_uri = layout.audio(&hash)?;
+        // Content-addressed: identical audio is stored (and later analyzed) once.
+        if svc.storage.size(&audio_uri).await?.is_none() {
+            svc.storage.put(&audio_uri, bytes.clone()).await?;
+            let n = put_json(&svc.storage, &layout.probe(&hash)?, &probe).await?;
+            svc.metrics
+                .bytes_written
+                .with_label_values(&[Self::NAME.as_str()])
+                .inc_by(bytes.len() as u64 + n);
+        }
+        svc.ledger
+            .downloaded(&ctx.batch_id, &job.response_id)
+            .await?;
+        let next = AnalyzeJob {
+            response_id: job.response_id.clone(),
+            user_id: job.user_id.clone(),
+            content_hash: hash,
+            format: Some(probe.format),
+        };
+        Ok(vec![Emit::new(
+            StageName::Analyze,
+            ids::analyze(&ctx.batch_id, &job.response_id),
+            &next,
+        )?])
+    }
+}
