@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Validates everything under deploy/ and docker-compose.yml with the parsers
+# available without Docker or a cluster (CI runs this):
+#   1. promtool: Prometheus config, rules, and the rule unit tests;
+#   2. YAML/JSON parsing of compose, Kubernetes, Grafana files, plus structural
+#      checks (probes, grace periods, one KEDA ScaledObject per stage queue, …);
+#   3. every engage_* metric named in rules, rule tests and the dashboard is
+#      listed in deploy/metrics.txt (kept in sync with the code by the lead);
+#   4. generated files are up to date (k8s PrometheusRule, Grafana dashboard).
+# Needs promtool (Debian: `apt-get install prometheus`) and python3 with PyYAML;
+# PyYAML is installed with pip if missing.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+cd "$root"
+
+step() { printf '\n== %s\n' "$*"; }
+
+command -v promtool >/dev/null || {
+    echo "promtool not found: apt-get install prometheus (or download promtool)" >&2
+    exit 1
+}
+if ! python3 -c 'import yaml' 2>/dev/null; then
+    echo "note: PyYAML missing, installing it with pip" >&2
+    python3 -m pip install --quiet pyyaml 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages pyyaml
+fi
+
+step "promtool check config"
+promtool check config deploy/prometheus/prometheus.yml
+step "promtool check rules"
+promtool check rules deploy/prometheus/rules.yml
+step "promtool test rules"
+promtool test rules deploy/prometheus/rules_test.yml
+
+step "parse and check compose, Kubernetes, Grafana files; metric names"
+python3 - <<'PY'
+import glob
+import json
+import re
+import sys
+
+import yaml
+
+errors = []
+
+
+def fail(msg):
+    errors.append(msg)
+
+
+STAGES = ["clean", "match", "download", "analyze", "aggregate"]
+
+# ---- docker-compose.yml ------------------------------------------------------
+compose = yaml.safe_load(open("docker-compose.yml"))
+services = compose.get("services", {})
+for svc in ["rabbitmq", "redis", "minio", "prometheus", *STAGES]:
+    if svc not in services:
+        fail(f"docker-compose.yml: service {svc!r} missing")
+if not str(services.get("rabbitmq", {}).get("image", "")).startswith("rabbitmq:3.13"):
+    fail("docker-compose.yml: rabbitmq must be rabbitmq:3.13-management")
+for stage in STAGES:
+    s = services.get(stage, {})
+    if s.get("command") != [f"engage-{stage}"]:
+        fail(f"docker-compose.yml: {stage} must run engage-{stage}")
+    if "healthcheck" not in s:
+        fail(f"docker-compose.yml: {stage} has no healthcheck")
+    env = s.get("environment", {})
+    for var in ["ENGAGE_AMQP_URL", "ENGAGE_REDIS_URL", "ENGAGE_STORE", "ENGAGE_NAMESPACE"]:
+        if var not in env:
+            fail(f"docker-compose.yml: {stage} lacks {var}")
+if services.get("analyze", {}).get("deploy", {}).get("replicas") != 2:
+    fail("docker-compose.yml: analyze must run 2 replicas")
+for svc, spec in services.items():
+    if "image" not in spec and "build" not in spec:
+        fail(f"docker-compose.yml: {svc} has neither image nor build")
+
+# ---- Kubernetes --------------------------------------------------------------
+docs = []
+for path in sorted(glob.glob("deploy/k8s/*.yaml")):
+    for doc in yaml.safe_load_all(open(path)):
+        if doc is None:
+            continue
+        required = ["apiVersion", "kind"] + ([] if doc.get("kind") == "Kustomization" else ["metadata"])
+        for key in required:
+            if key not in doc:
+                fail(f"{path}: a document lacks {key}")
+        docs.append((path, doc))
+by_kind = {}
+for path, doc in docs:
+    by_kind.setdefault(doc.get("kind"), []).append(doc)
+
+config = next((d for d in by_kind.get("ConfigMap", []) if d["metadata"]["name"] == "engage-config"), None)
+if config is None:
+    fail("k8s: ConfigMap engage-config missing")
+    ns, drain = "engage", 30
+else:
+    ns = config["data"].get("ENGAGE_NAMESPACE", "engage")
+    drain = int(config["data"].get("ENGAGE_DRAIN_TIMEOUT_S", "30"))
+
+deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+for stage in STAGES:
+    name = f"engage-{stage}"
+    dep = deployments.get(name)
+    if dep is None:
+        fail(f"k8s: Deployment {name} missing")
+        continue
+    pod = dep["spec"]["template"]["spec"]
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if grace < drain:
+        fail(f"k8s: {name} terminationGracePeriodSeconds {grace} < drain timeout {drain}")
+    (c,) = pod["containers"]
+    if f"engage-{stage}" not in c.get("command", []):
+        fail(f"k8s: {name} does not run engage-{stage}")
+    if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+        fail(f"k8s: {name} readiness probe must GET /readyz")
+    if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/healthz":
+        fail(f"k8s: {name} liveness probe must GET /healthz")
+    res = c.get("resources", {})
+    if not res.get("requests") or not res.get("limits"):
+        fail(f"k8s: {name} needs resource requests and limits")
+    if "replicas" in dep["spec"]:
+        fail(f"k8s: {name} sets replicas, which KEDA owns")
+
+scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in by_kind.get("ScaledObject", [])}
+for stage in STAGES:
+    so = scaled.get(f"engage-{stage}")
+    if so is None:
+        fail(f"k8s: ScaledObject for engage-{stage} missing")
+        continue
+    queues = [t["metadata"].get("queueName") for t in so["spec"]["triggers"] if t["type"] == "rabbitmq"]
+    if queues != [f"{ns}.{stage}"]:
+        fail(f"k8s: ScaledObject engage-{stage} must scale on queue {ns}.{stage}, has {queues}")
+
+if not (by_kind.get("PodMonitor") or by_kind.get("ServiceMonitor")):
+    fail("k8s: no PodMonitor/ServiceMonitor")
+
+# ---- Grafana -----------------------------------------------------------------
+dashboard = json.load(open("deploy/grafana/engage-fleet.json"))
+for p in dashboard.get("panels", []):
+    if p.get("type") != "row" and not p.get("targets"):
+        fail(f"dashboard: panel {p.get('title')!r} has no query")
+for path in glob.glob("deploy/grafana/provisioning/**/*.yml", recursive=True):
+    yaml.safe_load(open(path))
+
+# ---- metric names ------------------------------------------------------------
+known = set()
+for line in open("deploy/metrics.txt"):
+    line = line.split("#", 1)[0].strip()
+    if line:
+        known.add(line)
+
+ident = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def engage_metrics(text):
+    """engage_* identifiers, ignoring recording-rule names (they contain ':')."""
+    for tok in ident.findall(text):
+        if tok.startswith("engage_") and ":" not in tok:
+            yield tok
+
+
+def base(name):
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[: -len(suffix)] in known:
+            return name[: -len(suffix)]
+    return name
+
+
+sources = {
+    "deploy/prometheus/rules.yml": open("deploy/prometheus/rules.yml").read(),
+    "deploy/prometheus/rules_test.yml": open("deploy/prometheus/rules_test.yml").read(),
+    "deploy/grafana/engage-fleet.json": "\n".join(
+        t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])
+    ),
+}
+used = set()
+for path, text in sources.items():
+    for name in engage_metrics(text):
+        used.add(base(name))
+        if base(name) not in known:
+            fail(f"{path}: metric {name} is not in deploy/metrics.txt")
+unused = sorted(known - used)
+if unused:
+    print("note: metrics in metrics.txt not used by rules or dashboard:", ", ".join(unused))
+
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(1)
+print(f"ok: compose, {len(docs)} Kubernetes objects, dashboard, {len(used)} metric names")
+PY
+
+step "generated files are up to date"
+python3 deploy/tools/sync_k8s_rules.py --check
+python3 deploy/tools/gen_dashboard.py | diff -q - deploy/grafana/engage-fleet.json >/dev/null || {
+    echo "deploy/grafana/engage-fleet.json is out of date:" \
+        "python3 deploy/tools/gen_dashboard.py > deploy/grafana/engage-fleet.json" >&2
+    exit 1
+}
+echo "ok"
+
+printf '\nall deploy checks passed\n'
