@@ -97,8 +97,15 @@ pub struct FleetConfig {
     pub partitions: u32,
     /// Weights of the combined score (engagement, emotional, accuracy).
     pub weights: [f64; 3],
-    /// Gemini settings (`ENGAGE_GEMINI__MODEL`, …); the key comes from `GEMINI_API_KEY`.
+    /// Gemini client settings (`ENGAGE_GEMINI__MODEL`, `ENGAGE_GEMINI__BASE_URL`, …;
+    /// see the README); the API key comes from `GEMINI_API_KEY`.
     pub gemini: serde_json::Value,
+    /// Gemini quota of the API key, shared by every analyze worker: requests per minute.
+    pub gemini_rpm: u32,
+    /// Gemini quota: input tokens per minute (estimated at 32 tokens per second of audio plus the prompt).
+    pub gemini_tpm: u64,
+    /// Gemini quota: requests per day (0 = no daily limit).
+    pub gemini_rpd: u32,
 }
 
 impl Default for FleetConfig {
@@ -128,6 +135,9 @@ impl Default for FleetConfig {
             partitions: 16,
             weights: [0.4, 0.2, 0.4],
             gemini: serde_json::Value::Object(Default::default()),
+            gemini_rpm: 1_000,
+            gemini_tpm: 1_000_000,
+            gemini_rpd: 10_000,
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod analysis;
 pub mod audio_ref;
 pub mod record;
+pub mod selection;
 pub mod session;
 pub mod time;
 
@@ -15,5 +16,9 @@ pub use analysis::{
 };
 pub use audio_ref::{AudioRef, AudioRefError};
 pub use record::{ActivityRecord, MatchedRecord, RejectReason, response_id};
-pub use session::{Session, SessionMatch};
+pub use selection::{SelectedLearners, Selection, SelectionError};
+pub use session::{
+    ParsedSessions, Session, SessionMatch, SessionReject, SessionRow, SessionRows, SessionsError,
+    parse_sessions, read_sessions,
+};
 pub use time::{Timestamp, TimestampError, format_rfc3339, parse_timestamp_str};

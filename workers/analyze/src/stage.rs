@@ -3,6 +3,7 @@
 //! analyzer (so a redelivery, a re-run batch or the same audio in another
 //! batch never pays twice), then recorded as the item's final state.
 
+use engage_shared::audio::AudioProbe;
 use engage_shared::envelope::StageName;
 use engage_shared::items::{failed, finalize};
 use engage_shared::jobs::{AnalyzeJob, ItemCost};
@@ -12,15 +13,41 @@ use engage_shared::store_io::{get_json, put_json};
 use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::acoustic::{ACOUSTIC_VERSION, analyze_bytes};
+use crate::paid::Paid;
 
-/// The analyze stage with the offline acoustic analyzer.
-#[derive(Debug, Default)]
-pub struct AnalyzeStage;
+/// Which analyzer a stage runs.
+#[derive(Debug)]
+pub enum Analyzer {
+    /// The offline acoustic analyzer (free, local).
+    Acoustic,
+    /// Gemini behind the acoustic pre-filter and the fleet-wide limiter.
+    Gemini(Box<Paid>),
+}
+
+/// The analyze stage.
+#[derive(Debug)]
+pub struct AnalyzeStage {
+    analyzer: Analyzer,
+}
 
 impl AnalyzeStage {
+    /// A stage running `analyzer`.
+    pub fn new(analyzer: Analyzer) -> Self {
+        Self { analyzer }
+    }
+
     /// The analyzer id that keys the result cache.
     pub fn analyzer_id(&self) -> &str {
-        ACOUSTIC_VERSION
+        match &self.analyzer {
+            Analyzer::Acoustic => ACOUSTIC_VERSION,
+            Analyzer::Gemini(p) => p.analyzer_id(),
+        }
+    }
+}
+
+impl Default for AnalyzeStage {
+    fn default() -> Self {
+        Self::new(Analyzer::Acoustic)
     }
 }
 
@@ -34,53 +61,43 @@ impl Stage for AnalyzeStage {
         let layout = Layout::new(svc.store_root.clone());
         let cache = layout.result(&job.content_hash, self.analyzer_id())?;
         let mut cost = ItemCost::default();
-        let outcome = match get_json::<AnalysisOutcome>(&svc.storage, &cache).await? {
-            Some(hit) => {
-                cost.cache_hit = true;
-                hit
+        if let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, &cache).await? {
+            cost.cache_hit = true;
+            return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost).await;
+        }
+        let bytes = match svc.storage.get(&layout.audio(&job.content_hash)?).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                let out = failed("stored_audio_missing", "validated audio is gone from the store");
+                return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, out, cost).await;
             }
-            None => {
-                let bytes = match svc.storage.get(&layout.audio(&job.content_hash)?).await {
-                    Ok(b) => b,
-                    Err(e) if e.is_not_found() => {
-                        let out = failed(
-                            "stored_audio_missing",
-                            "validated audio is gone from the store",
-                        );
-                        return finalize(
-                            ctx,
-                            Self::NAME,
-                            &job.user_id,
-                            &job.response_id,
-                            out,
-                            cost,
-                        )
-                        .await;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                svc.metrics
-                    .bytes_read
-                    .with_label_values(&[Self::NAME.as_str()])
-                    .inc_by(bytes.len() as u64);
+            Err(e) => return Err(e.into()),
+        };
+        svc.metrics.bytes_read.with_label_values(&[Self::NAME.as_str()]).inc_by(bytes.len() as u64);
+        let outcome = match &self.analyzer {
+            Analyzer::Acoustic => {
                 let hint = job.format.clone();
-                let out =
-                    tokio::task::spawn_blocking(move || analyze_bytes(&bytes, hint.as_deref()))
-                        .await
-                        .map_err(|e| JobError::transient("panic", e))?;
-                // Stored before the ack: a redelivery finds it and does not analyze again.
-                put_json(&svc.storage, &cache, &out).await?;
-                out
+                tokio::task::spawn_blocking(move || analyze_bytes(&bytes, hint.as_deref()))
+                    .await
+                    .map_err(|e| JobError::transient("panic", e))?
+            }
+            Analyzer::Gemini(paid) => {
+                let probe = get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
+                let last = ctx.attempt + 1 >= svc.cfg.max_attempts;
+                let key = format!("analyze:{}:{}", job.content_hash, paid.analyzer_id());
+                // A concurrent delivery may have finished between the cache check and the lease.
+                let res = paid.analyze(&svc.idempotency, &key, &bytes, probe.as_ref(), last, &mut cost).await;
+                if let Err(JobError::Delay { reason: "leased", .. }) = &res
+                    && let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, &cache).await?
+                {
+                    cost.cache_hit = true;
+                    return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost).await;
+                }
+                res?
             }
         };
-        finalize(
-            ctx,
-            Self::NAME,
-            &job.user_id,
-            &job.response_id,
-            outcome,
-            cost,
-        )
-        .await
+        // Stored before the ack: a redelivery finds it and does not analyze again.
+        put_json(&svc.storage, &cache, &outcome).await?;
+        finalize(ctx, Self::NAME, &job.user_id, &job.response_id, outcome, cost).await
     }
 }

@@ -1,0 +1,342 @@
+//! Decoding audio bytes (WAV, FLAC, MP3, Ogg Vorbis, AAC/M4A, …) into mono `f32`
+//! samples with symphonia, with memory guards and named failures.
+//!
+//! # How damaged input is treated
+//!
+//! - **Zero bytes** → [`AudioError::Empty`]; bytes no demuxer recognises →
+//!   [`AudioError::Unrecognised`].
+//! - **Truncated** (the stream ends before the length its container declares, by
+//!   more than [`DecodeOptions::truncation_tolerance`]) → [`AudioError::Truncated`].
+//!   A partial answer is *not* analysed: scoring the first half of a spoken answer
+//!   as if it were the whole answer would be silently wrong. Formats that declare
+//!   no length (raw MP3 without a Xing/LAME header, ADTS) cannot be told apart from
+//!   a shorter recording and are decoded as far as they go.
+//! - **Isolated bad packets** are skipped (MP3 and AAC decoders resynchronise on
+//!   the next frame) as long as at most [`DecodeOptions::max_bad_packet_ratio`] of
+//!   the packets fail; beyond that, or when nothing at all decodes, or when the
+//!   demuxer itself fails mid-stream → [`AudioError::Corrupt`].
+//! - **Too long** (declared or decoded duration above
+//!   [`DecodeOptions::max_duration_s`]) → [`AudioError::TooLong`], checked before
+//!   decoding when the container declares its length and while decoding otherwise,
+//!   so a hostile file cannot make the decoder allocate without bound.
+//! - A panic inside a third-party decoder on hostile input is caught and reported as
+//!   [`AudioError::Corrupt`] (defence in depth; symphonia is fuzzed, but the
+//!   worker must never crash on a learner's upload).
+
+#![forbid(unsafe_code)]
+
+use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::errors::Error as SymError;
+use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
+use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::meta::MetadataOptions;
+
+use super::AudioError;
+
+/// Limits and tolerances applied while decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// Audio longer than this many seconds is refused with [`AudioError::TooLong`]
+    /// (default 600 s = 10 min: a spoken answer is seconds to a minute long).
+    pub max_duration_s: f64,
+    /// Largest fraction of packets that may fail to decode and be skipped before the
+    /// whole stream counts as [`AudioError::Corrupt`] (default 0.1).
+    pub max_bad_packet_ratio: f64,
+    /// Fraction of the declared length that may be missing at the end before the
+    /// stream counts as [`AudioError::Truncated`] (default 0.05; codec delay and
+    /// padding make decoded lengths differ slightly from declared ones).
+    pub truncation_tolerance: f64,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            max_duration_s: 600.0,
+            max_bad_packet_ratio: 0.1,
+            truncation_tolerance: 0.05,
+        }
+    }
+}
+
+/// Decoded audio, mixed down to one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedAudio {
+    /// Sample rate in Hz of `samples`.
+    pub sample_rate: u32,
+    /// Number of channels in the source (before the mono mix-down).
+    pub channels: u16,
+    /// Mono samples, nominally in −1.0..=1.0 (the mean of the source channels;
+    /// non-finite decoder output is replaced by 0.0).
+    pub samples: Vec<f32>,
+    /// Container format: `wav`, `flac`, `mp3`, `ogg`, `mp4` (M4A), `aac` (ADTS),
+    /// `aiff`, `caf`, `mkv`, …
+    pub format: String,
+    /// Codec short name as symphonia reports it, e.g. `pcm_s16le`, `mp3`, `vorbis`, `aac`.
+    pub codec: String,
+    /// `samples.len() / sample_rate`, in seconds.
+    pub duration_s: f64,
+}
+
+/// Decodes `bytes` with the default [`DecodeOptions`].
+///
+/// `hint_ext` is the file extension if known (`"wav"`, `".MP3"`, …); it only speeds
+/// up format detection, a wrong hint is harmless.
+pub fn decode(bytes: &[u8], hint_ext: Option<&str>) -> Result<DecodedAudio, AudioError> {
+    decode_with(bytes, hint_ext, &DecodeOptions::default())
+}
+
+/// Decodes `bytes` with explicit limits. Never panics.
+pub fn decode_with(
+    bytes: &[u8],
+    hint_ext: Option<&str>,
+    opts: &DecodeOptions,
+) -> Result<DecodedAudio, AudioError> {
+    if bytes.is_empty() {
+        return Err(AudioError::Empty);
+    }
+    match catch_unwind(AssertUnwindSafe(|| decode_inner(bytes, hint_ext, opts))) {
+        Ok(result) => result,
+        Err(_) => Err(AudioError::Corrupt {
+            detail: "the decoder panicked on this input".into(),
+        }),
+    }
+}
+
+fn decode_inner(
+    bytes: &[u8],
+    hint_ext: Option<&str>,
+    opts: &DecodeOptions,
+) -> Result<DecodedAudio, AudioError> {
+    let mss = MediaSourceStream::new(
+        Box::new(Cursor::new(bytes)),
+        MediaSourceStreamOptions::default(),
+    );
+    let mut hint = Hint::new();
+    if let Some(ext) = hint_ext.map(|e| e.trim_start_matches('.').to_ascii_lowercase())
+        && !ext.is_empty()
+        && ext.len() <= 8
+        && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        hint.with_extension(&ext);
+    }
+    let mut reader = symphonia::default::get_probe()
+        .probe(
+            &hint,
+            mss,
+            FormatOptions::default(),
+            MetadataOptions::default(),
+        )
+        .map_err(probe_error)?;
+    let format = format_name(reader.format_info().short_name);
+    decode_track(reader.as_mut(), format, opts)
+}
+
+/// Maps an error from format detection. Anything symphonia cannot place is
+/// "unrecognised"; a recognised container with a malformed header is "corrupt".
+fn probe_error(e: SymError) -> AudioError {
+    match e {
+        SymError::Unsupported(what) => AudioError::Unrecognised {
+            detail: what.to_string(),
+        },
+        SymError::IoError(io) => AudioError::Unrecognised {
+            detail: format!("no audio container found before the end of the data ({io})"),
+        },
+        other => AudioError::Corrupt {
+            detail: format!("malformed container header: {other}"),
+        },
+    }
+}
+
+/// Normalises symphonia's container short names to the usual file-extension style.
+fn format_name(short: &str) -> String {
+    match short {
+        "wave" => "wav",
+        "isomp4" => "mp4",
+        "matroska" => "mkv",
+        other => other,
+    }
+    .to_string()
+}
+
+fn decode_track(
+    reader: &mut dyn FormatReader,
+    format: String,
+    opts: &DecodeOptions,
+) -> Result<DecodedAudio, AudioError> {
+    let track = reader
+        .default_track(TrackType::Audio)
+        .ok_or(AudioError::NoAudioTrack)?;
+    let track_id = track.id;
+    let params = track
+        .codec_params
+        .as_ref()
+        .and_then(|p| p.audio())
+        .ok_or(AudioError::NoAudioTrack)?
+        .clone();
+    let declared_frames = track.num_frames;
+    let mut sample_rate = params.sample_rate.unwrap_or(0);
+    let mut channels = params.channels.as_ref().map_or(0, |c| c.count());
+
+    if sample_rate > 0
+        && let Some(n) = declared_frames
+    {
+        let declared_s = n as f64 / f64::from(sample_rate);
+        if declared_s > opts.max_duration_s {
+            return Err(AudioError::TooLong {
+                duration_s: declared_s,
+                max_s: opts.max_duration_s,
+            });
+        }
+    }
+
+    let mut decoder = symphonia::default::get_codecs()
+        .make_audio_decoder(&params, &AudioDecoderOptions::default())
+        .map_err(|e| AudioError::UnsupportedCodec {
+            detail: e.to_string(),
+        })?;
+    let codec = decoder.codec_info().short_name.to_string();
+
+    let mut samples: Vec<f32> = Vec::new();
+    if let (Some(n), true) = (declared_frames, sample_rate > 0) {
+        // Bounded by the max-duration check above.
+        samples.reserve(usize::try_from(n).unwrap_or(0));
+    }
+    let mut interleaved: Vec<f32> = Vec::new();
+    let mut packets = 0usize;
+    let mut bad_packets = 0usize;
+    let mut hit_eof_early = false;
+
+    loop {
+        let packet = match reader.next_packet() {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            // A chained Ogg stream: the first logical stream is the answer.
+            Err(SymError::ResetRequired) => break,
+            Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                hit_eof_early = true;
+                break;
+            }
+            Err(e) => {
+                return Err(AudioError::Corrupt {
+                    detail: format!("container error after {packets} packets: {e}"),
+                });
+            }
+        };
+        if packet.track_id != track_id {
+            continue;
+        }
+        packets += 1;
+        match decoder.decode(&packet) {
+            Ok(buf) => {
+                if buf.frames() == 0 {
+                    continue;
+                }
+                let spec = buf.spec();
+                if sample_rate == 0 {
+                    sample_rate = spec.rate();
+                }
+                let n_ch = spec.channels().count().max(1);
+                if channels == 0 {
+                    channels = n_ch;
+                }
+                buf.copy_to_vec_interleaved(&mut interleaved);
+                mix_down(&interleaved, n_ch, &mut samples);
+                if sample_rate > 0
+                    && samples.len() as f64 / f64::from(sample_rate) > opts.max_duration_s
+                {
+                    return Err(AudioError::TooLong {
+                        duration_s: samples.len() as f64 / f64::from(sample_rate),
+                        max_s: opts.max_duration_s,
+                    });
+                }
+            }
+            Err(SymError::DecodeError(_) | SymError::IoError(_)) => bad_packets += 1,
+            Err(SymError::ResetRequired) => {
+                bad_packets += 1;
+                decoder.reset();
+            }
+            Err(SymError::Unsupported(what)) => {
+                return Err(AudioError::UnsupportedCodec {
+                    detail: what.to_string(),
+                });
+            }
+            Err(e) => {
+                return Err(AudioError::Corrupt {
+                    detail: format!("decoder error: {e}"),
+                });
+            }
+        }
+    }
+
+    if sample_rate == 0 {
+        return Err(AudioError::Corrupt {
+            detail: "no sample rate in the stream".into(),
+        });
+    }
+    if bad_packets > 0
+        && (samples.is_empty() || bad_packets as f64 > opts.max_bad_packet_ratio * packets as f64)
+    {
+        return Err(AudioError::Corrupt {
+            detail: format!("{bad_packets} of {packets} packets failed to decode"),
+        });
+    }
+    let duration_s = samples.len() as f64 / f64::from(sample_rate);
+    let expected_s = declared_frames.map(|n| n as f64 / f64::from(sample_rate));
+    let short_of_declared =
+        expected_s.is_some_and(|e| duration_s < e * (1.0 - opts.truncation_tolerance));
+    if short_of_declared || (hit_eof_early && expected_s.is_none()) {
+        return Err(AudioError::Truncated {
+            decoded_s: duration_s,
+            expected_s,
+        });
+    }
+    Ok(DecodedAudio {
+        sample_rate,
+        channels: u16::try_from(channels).unwrap_or(u16::MAX),
+        samples,
+        format,
+        codec,
+        duration_s,
+    })
+}
+
+/// Appends the per-frame mean of `interleaved` (with `n_ch` channels) to `out`,
+/// replacing non-finite values by silence.
+fn mix_down(interleaved: &[f32], n_ch: usize, out: &mut Vec<f32>) {
+    let clean = |x: f32| if x.is_finite() { x } else { 0.0 };
+    if n_ch == 1 {
+        out.extend(interleaved.iter().map(|&x| clean(x)));
+    } else {
+        let scale = 1.0 / n_ch as f32;
+        out.extend(
+            interleaved
+                .chunks_exact(n_ch)
+                .map(|f| f.iter().map(|&x| clean(x)).sum::<f32>() * scale),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_down_averages_channels_and_drops_non_finite() {
+        let mut out = Vec::new();
+        mix_down(&[1.0, 0.0, 0.5, 0.5, f32::NAN, 1.0], 2, &mut out);
+        assert_eq!(out, vec![0.5, 0.5, 0.5]);
+        mix_down(&[f32::INFINITY, -0.25], 1, &mut out);
+        assert_eq!(&out[3..], &[0.0, -0.25]);
+    }
+
+    #[test]
+    fn format_names_follow_file_extensions() {
+        assert_eq!(format_name("wave"), "wav");
+        assert_eq!(format_name("isomp4"), "mp4");
+        assert_eq!(format_name("ogg"), "ogg");
+    }
+}

@@ -1,0 +1,153 @@
+//! The Gemini path of the analyze stage: the free acoustic pre-filter first,
+//! then a lease on the audio (two deliveries never both pay), the fleet-wide
+//! rate limit, one call, and the error type's disposition.
+//!
+//! | Gemini outcome | what the job does |
+//! |---|---|
+//! | answer | cached durably, item ok |
+//! | 429 with RetryInfo / per-day quota | pause the whole fleet (shared key), re-run after the pause, no attempt spent |
+//! | 5xx, network, 429 without RetryInfo | retry with backoff and jitter |
+//! | blocked, SAFETY/MAX_TOKENS, bad JSON, values out of range | retry; on the last attempt a failed item |
+//! | bad key, permission, model gone | fatal: the worker stops consuming and turns not-ready |
+//! | bad MIME, oversize | failed item |
+
+use std::time::Duration;
+
+use engage_shared::audio::AudioProbe;
+use engage_shared::idempotency::Idempotency;
+use engage_shared::jobs::ItemCost;
+use engage_shared::model::AnalysisOutcome;
+use engage_shared::ratelimit::{Acquired, FleetLimiter, Quota};
+use engage_shared::redis_conn::RedisConn;
+use engage_shared::worker::JobError;
+
+use crate::acoustic::{PrefilterConfig, prefilter};
+use crate::gemini::{Disposition, GeminiClient, GeminiConfig, GeminiError, estimate_tokens};
+
+/// How long a lease on one audio's analysis lasts (longer than a slow call).
+const LEASE: Duration = Duration::from_secs(300);
+
+/// The Gemini analyzer with its fleet-wide limiter.
+pub struct Paid {
+    client: GeminiClient,
+    limiter: FleetLimiter<RedisConn>,
+    prefilter: PrefilterConfig,
+    max_permit_wait: Duration,
+}
+
+impl std::fmt::Debug for Paid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Paid").field("analyzer", &self.client.analyzer_id()).finish()
+    }
+}
+
+/// MIME type of a probed container format.
+pub fn mime_of(format: Option<&str>) -> &'static str {
+    match format.unwrap_or("") {
+        "mp3" => "audio/mp3",
+        "flac" => "audio/flac",
+        "ogg" | "vorbis" => "audio/ogg",
+        "mp4" | "m4a" | "aac" | "isomp4" => "audio/aac",
+        _ => "audio/wav",
+    }
+}
+
+impl Paid {
+    /// Builds the client and the limiter; registers the limiter's metrics.
+    pub fn new(
+        cfg: GeminiConfig,
+        redis: RedisConn,
+        namespace: &str,
+        quota: Quota,
+        max_permit_wait: Duration,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Self> {
+        let client = GeminiClient::new(cfg)?;
+        let limiter = FleetLimiter::new(redis, namespace, quota)?;
+        limiter.register_metrics(registry)?;
+        Ok(Self { client, limiter, prefilter: PrefilterConfig::default(), max_permit_wait })
+    }
+
+    /// The cache key part: `gemini:<model>:<prompt-version>`.
+    pub fn analyzer_id(&self) -> &str {
+        self.client.analyzer_id()
+    }
+
+    /// Analyzes one stored audio. `None` probe means it was not found (analyze anyway).
+    pub async fn analyze(
+        &self,
+        leases: &Idempotency,
+        lease_key: &str,
+        bytes: &[u8],
+        probe: Option<&AudioProbe>,
+        last_attempt: bool,
+        cost: &mut ItemCost,
+    ) -> Result<AnalysisOutcome, JobError> {
+        if let Some((reason, detail)) = probe.and_then(|p| prefilter(&p.features, &self.prefilter)) {
+            cost.prefiltered = true;
+            return Ok(AnalysisOutcome::Failed { reason: reason.to_string(), detail });
+        }
+        let Some(lease) = leases.try_lease(lease_key, LEASE).await.map_err(|e| JobError::transient("redis", e))? else {
+            // Another delivery is paying for this audio now; come back for its cached answer.
+            return Err(JobError::Delay { after: Duration::from_secs(5), reason: "leased" });
+        };
+        let res = self.call(bytes, probe, last_attempt, cost).await;
+        let _ = leases.release(lease).await;
+        res
+    }
+
+    async fn call(&self, bytes: &[u8], probe: Option<&AudioProbe>, last_attempt: bool, cost: &mut ItemCost) -> Result<AnalysisOutcome, JobError> {
+        let tokens = estimate_tokens(probe.map_or(60.0, |p| p.duration_s));
+        match self.limiter.acquire(tokens, self.max_permit_wait).await.map_err(|e| JobError::transient("redis", e))? {
+            Acquired::Granted(_) => {}
+            // Never hold a message past the broker's ack timeout waiting for quota.
+            Acquired::NotWithin { wait, .. } => return Err(JobError::Delay { after: wait, reason: "rate_limit" }),
+        }
+        let mime = mime_of(probe.map(|p| p.format.as_str()));
+        match self.client.analyze(bytes, mime).await {
+            Ok(answer) => {
+                cost.called = true;
+                cost.prompt_tokens = answer.usage.prompt_token_count;
+                cost.output_tokens = answer.usage.candidates_token_count;
+                self.limiter.record_actual_tokens(answer.usage.prompt_token_count);
+                Ok(AnalysisOutcome::Ok(answer.result))
+            }
+            Err(e) => {
+                cost.called = true;
+                self.on_error(e, last_attempt).await
+            }
+        }
+    }
+
+    async fn on_error(&self, e: GeminiError, last_attempt: bool) -> Result<AnalysisOutcome, JobError> {
+        if let Some(q) = e.quota_kind() {
+            self.limiter.record_429(q);
+        }
+        let failed = |e: &GeminiError| AnalysisOutcome::Failed { reason: format!("gemini_{}", e.class()), detail: e.to_string() };
+        match e.disposition() {
+            Disposition::PauseFleet { pause } => {
+                self.limiter.pause_fleet(pause).await.map_err(|err| JobError::transient("redis", err))?;
+                tracing::warn!(class = e.class(), ?pause, "Gemini quota exhausted: pausing the fleet");
+                Err(JobError::Delay { after: pause, reason: "fleet_paused" })
+            }
+            Disposition::Fatal => Err(JobError::Fatal(anyhow::anyhow!("Gemini refuses every call ({}): {e}", e.class()))),
+            Disposition::FailItem => Ok(failed(&e)),
+            Disposition::Retry { .. } if last_attempt => Ok(failed(&e)),
+            Disposition::Retry { after: Some(after) } => Err(JobError::Delay { after, reason: "server_retry_after" }),
+            Disposition::Retry { after: None } => Err(JobError::Transient { class: e.class(), error: e.into() }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mime_types() {
+        assert_eq!(mime_of(Some("mp3")), "audio/mp3");
+        assert_eq!(mime_of(Some("wav")), "audio/wav");
+        assert_eq!(mime_of(None), "audio/wav");
+        assert_eq!(mime_of(Some("isomp4")), "audio/aac");
+    }
+}

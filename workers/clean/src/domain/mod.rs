@@ -1,0 +1,28 @@
+//! The clean stage's pure domain logic: parsing, streaming, counting and
+//! partitioning activity records. No network, broker or async runtime; input
+//! and output are `std::io::Read`/`Write` supplied by the caller.
+//!
+//! - [`parse`]: one line (or array element) → record, drop or reject.
+//! - [`reader`]: streaming over gzip / JSON Lines / JSON arrays, byte ranges.
+//! - [`stats`]: counters and the rejects-file line.
+//! - [`partition`]: stable learner → partition hashing and partitioned output.
+//! - [`clean`]: a piece of input end to end, and the parallel fast path.
+
+pub mod parse;
+
+pub use parse::{Parsed, RecordError, is_english, parse_record, parse_record_with};
+pub mod clean;
+pub mod partition;
+pub mod reader;
+pub mod stats;
+
+pub use clean::{
+    CleanError, CleanOptions, Decision, PieceCleaner, PieceOutput, PieceSinks, clean_parallel,
+    clean_piece,
+};
+pub use partition::{PartitionError, PartitionWriter, partition_of};
+pub use reader::{
+    ActivityReader, Entry, InputFormat, RawItem, ReadError, ReaderOptions, is_splittable,
+    split_ranges, split_ranges_by_size,
+};
+pub use stats::{CleanStats, Reject};

@@ -1,0 +1,213 @@
+//! Partitioning kept records by learner: a stable learner → partition hash,
+//! and a writer that streams records as JSON Lines into caller-supplied sinks.
+//!
+//! All of a learner's records in one piece land in one partition, so a match
+//! job can take one partition and see every record of its learners from that
+//! piece. The hash is the first four bytes of SHA-256 of the user id (big
+//! endian) modulo the partition count: it is the same in every process, on
+//! every platform and in every version, unlike `std`'s randomised hasher.
+
+use std::io::{BufWriter, Write};
+
+use engage_shared::model::ActivityRecord;
+use sha2::{Digest, Sha256};
+
+/// Buffer per partition sink; memory is `partitions × SINK_BUFFER` at most.
+pub const SINK_BUFFER: usize = 64 * 1024;
+
+/// Why writing partitioned output failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PartitionError {
+    /// No sinks were supplied (at least one partition is needed).
+    #[error("at least one partition sink is required")]
+    NoSinks,
+    /// More sinks than a `u32` partition number can address.
+    #[error("too many partition sinks: {0}")]
+    TooManySinks(usize),
+    /// Writing or flushing a sink failed.
+    #[error("writing partition {partition}: {source}")]
+    Io {
+        /// The partition whose sink failed.
+        partition: u32,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// The partition (0..`partitions`) of a learner. `partitions == 0` is treated as 1.
+pub fn partition_of(user_id: &str, partitions: u32) -> u32 {
+    let digest = Sha256::digest(user_id.as_bytes());
+    let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    head % partitions.max(1)
+}
+
+/// Writes kept records as JSON Lines (serde of [`ActivityRecord`]), each into
+/// the sink of its learner's partition. Each sink is buffered; call
+/// [`PartitionWriter::finish`] to flush them and get them back.
+pub struct PartitionWriter<W: Write> {
+    sinks: Vec<BufWriter<W>>,
+    counts: Vec<u64>,
+    scratch: Vec<u8>,
+}
+
+impl<W: Write> PartitionWriter<W> {
+    /// One sink per partition; the number of sinks is the partition count.
+    pub fn new(sinks: Vec<W>) -> Result<Self, PartitionError> {
+        if sinks.is_empty() {
+            return Err(PartitionError::NoSinks);
+        }
+        if u32::try_from(sinks.len()).is_err() {
+            return Err(PartitionError::TooManySinks(sinks.len()));
+        }
+        let counts = vec![0; sinks.len()];
+        Ok(Self {
+            sinks: sinks
+                .into_iter()
+                .map(|w| BufWriter::with_capacity(SINK_BUFFER, w))
+                .collect(),
+            counts,
+            scratch: Vec::with_capacity(512),
+        })
+    }
+
+    /// The number of partitions.
+    pub fn partitions(&self) -> u32 {
+        // Checked in `new`.
+        self.sinks.len() as u32
+    }
+
+    /// Writes one record as a JSON line into its partition; returns the partition.
+    pub fn write(&mut self, record: &ActivityRecord) -> Result<u32, PartitionError> {
+        let partition = partition_of(&record.user_id, self.partitions());
+        self.scratch.clear();
+        // Serialising a plain struct of strings and numbers into a Vec cannot fail.
+        serde_json::to_writer(&mut self.scratch, record).map_err(|e| PartitionError::Io {
+            partition,
+            source: e.into(),
+        })?;
+        self.scratch.push(b'\n');
+        let idx = partition as usize;
+        self.sinks[idx]
+            .write_all(&self.scratch)
+            .map_err(|source| PartitionError::Io { partition, source })?;
+        self.counts[idx] += 1;
+        Ok(partition)
+    }
+
+    /// Records written so far, per partition.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Flushes every sink and returns them with the per-partition counts.
+    pub fn finish(self) -> Result<(Vec<W>, Vec<u64>), PartitionError> {
+        let mut out = Vec::with_capacity(self.sinks.len());
+        for (i, sink) in self.sinks.into_iter().enumerate() {
+            let inner = sink.into_inner().map_err(|e| PartitionError::Io {
+                partition: i as u32,
+                source: e.into_error(),
+            })?;
+            out.push(inner);
+        }
+        Ok((out, self.counts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn rec(user: &str, ts: i64) -> ActivityRecord {
+        ActivityRecord {
+            response_id: engage_shared::model::response_id(user, ts, None),
+            user_id: user.into(),
+            timestamp: ts,
+            audio_url: None,
+            accuracy: Some(50.0),
+            original_text: None,
+            response_text: None,
+            session_id: None,
+            sub_session_id: None,
+        }
+    }
+
+    #[test]
+    fn partition_of_is_pinned() {
+        // Pinned values: changing the hash would scatter learners across
+        // pieces written by different versions of the fleet.
+        // sha256("42") starts with 73475cb4 = 1934056628.
+        assert_eq!(partition_of("42", 1000), 628);
+        assert_eq!(partition_of("42", 1 << 31), 0x73475cb4);
+        assert_eq!(partition_of("", 1), 0);
+        assert_eq!(partition_of("anything", 0), 0);
+    }
+
+    #[test]
+    fn spreads_learners_over_partitions() {
+        let mut seen = [0u32; 8];
+        for i in 0..8000 {
+            seen[partition_of(&format!("learner-{i}"), 8) as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
+    }
+
+    #[test]
+    fn writes_each_learner_into_its_partition() {
+        let mut w = PartitionWriter::new(vec![Vec::new(), Vec::new(), Vec::new()]).unwrap();
+        let records: Vec<_> = (0..60).map(|i| rec(&format!("u{}", i % 7), i)).collect();
+        for r in &records {
+            w.write(r).unwrap();
+        }
+        assert_eq!(w.counts().iter().sum::<u64>(), 60);
+        let (sinks, counts) = w.finish().unwrap();
+        let mut back = Vec::new();
+        for (p, sink) in sinks.iter().enumerate() {
+            let lines: Vec<ActivityRecord> = sink
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(|l| serde_json::from_slice(l).unwrap())
+                .collect();
+            assert_eq!(lines.len() as u64, counts[p]);
+            for r in &lines {
+                assert_eq!(partition_of(&r.user_id, 3), p as u32);
+            }
+            back.extend(lines);
+        }
+        back.sort_by_key(|r| r.timestamp);
+        assert_eq!(back, records);
+    }
+
+    #[test]
+    fn no_sinks_is_an_error() {
+        assert!(matches!(
+            PartitionWriter::<Vec<u8>>::new(vec![]),
+            Err(PartitionError::NoSinks)
+        ));
+    }
+
+    #[test]
+    fn sink_failure_is_reported() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Err(std::io::Error::other("disk full"))
+            }
+        }
+        let mut w = PartitionWriter::new(vec![Broken]).unwrap();
+        // Buffered: the failure shows at the latest when flushing.
+        let early = w.write(&rec("u", 1)).is_err();
+        assert!(early || w.finish().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn partition_is_in_range(user in ".{0,40}", n in 1u32..1000) {
+            prop_assert!(partition_of(&user, n) < n);
+            prop_assert_eq!(partition_of(&user, n), partition_of(&user, n));
+        }
+    }
+}
