@@ -51,7 +51,9 @@ fn parse_args() -> anyhow::Result<Args> {
             s => file = Some(PathBuf::from(s)),
         }
     }
-    a.file = file.context("usage: clean_bench FILE [--threads N] [--partitions P] [--piece-mb M] [--out DIR]")?;
+    a.file = file.context(
+        "usage: clean_bench FILE [--threads N] [--partitions P] [--piece-mb M] [--out DIR]",
+    )?;
     Ok(a)
 }
 
