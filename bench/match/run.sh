@@ -46,6 +46,7 @@ run() {
 }
 
 : >"$RUNS"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 : >"$DATA/verify.txt"
 for ((i = 0; i < REPEAT; i++)); do
   out_ours=(); out_pd=(); out_pl=()
@@ -77,4 +78,6 @@ PY
 fi >"$DATA/verify.txt"
 [[ -s "$DATA/verify.txt" ]] && cat "$DATA/verify.txt"
 
-python3 "$HERE/table.py" "$RUNS" "$N_RESP" "$N_SESS" "$DATA/verify.txt" | tee "$HERE/RESULTS.md"
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+LOADAVG="$LOAD_BEFORE before, $LOAD_AFTER after" \
+  python3 "$HERE/table.py" "$RUNS" "$N_RESP" "$N_SESS" "$DATA/verify.txt" | tee "$HERE/RESULTS.md"

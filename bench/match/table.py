@@ -33,7 +33,8 @@ def main() -> int:
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print("# Match benchmark\n")
     print(f"{n_resp:,} responses x {n_sess:,} sessions, `bench/match/run.sh {n_resp} {n_sess}`, "
-          f"{datetime.date.today()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}.\n")
+          f"{datetime.date.today()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}; "
+          f"load average {os.environ.get('LOADAVG', '?')} (the machine is shared: other work inflates times).\n")
     print("Timed: ours = `SessionIndex::build` + the match (release build; *records*: `match_records`, owned "
           "`MatchedRecord`s as the worker gets them; *positions*: `match_positions`, the join indexer, results "
           "as borrowed views; *shared (what-if)*: the indexer + records paired with a shared `Arc<SessionMatch>` "

@@ -131,12 +131,15 @@ impl Ledger {
                 "created_ms",
                 chrono::Utc::now().timestamp_millis(),
             )
+            .query_async(&mut c)
+            .await?;
+        // The batch index lives in another cluster slot: a separate command.
+        let _: () = c
             .zadd(
                 format!("{}:batches", self.ns),
                 batch,
                 chrono::Utc::now().timestamp_millis(),
             )
-            .query_async(&mut c)
             .await?;
         Ok(())
     }

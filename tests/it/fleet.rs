@@ -9,13 +9,15 @@ fn fleet_on_s3_matches_engage_run_with_split_pieces() -> anyhow::Result<()> {
     let mut f = Fleet::new("e2e", Backend::S3(S3Server::start()?), 12, 8)?;
     // Small pieces: the activity log is cut into several byte ranges, so a
     // learner's records come from several clean pieces (the fan-in case).
-    f.env.insert("ENGAGE_CLEAN_PIECE_BYTES".into(), "4096".into());
+    f.env
+        .insert("ENGAGE_CLEAN_PIECE_BYTES".into(), "4096".into());
     f.env.insert("ENGAGE_PARTITIONS".into(), "4".into());
     f.start_all()?;
     let batch = f.enqueue()?;
     let out = f.wait_and_report(&batch, 120)?;
     assert_same_outputs(&f.reference()?, &out);
-    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
     assert!(summary["activity"]["kept"].as_u64() > Some(50), "{summary}");
     assert!(summary["analyzed"].as_u64() > Some(30), "{summary}");
     let plan = f.engage(&["status", &batch])?;

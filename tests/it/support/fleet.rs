@@ -20,8 +20,16 @@ pub const STAGES: [&str; 5] = ["clean", "match", "download", "analyze", "aggrega
 /// The directory holding the workspace's binaries (next to `deps/`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
-    for b in STAGES.iter().map(|s| format!("engage-{s}")).chain(["engage".to_string()]) {
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in STAGES
+        .iter()
+        .map(|s| format!("engage-{s}"))
+        .chain(["engage".to_string()])
+    {
         assert!(
             dir.join(&b).exists(),
             "{b} is not built in {}: run `cargo build --workspace --bins` before the tests (the README's test command does)",
@@ -33,7 +41,10 @@ pub fn bin_dir() -> PathBuf {
 
 /// A fresh namespace for one test.
 pub fn namespace(test: &str) -> String {
-    format!("t-{test}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Polls `f` until it returns `Some`, or fails after `timeout`.
@@ -78,14 +89,31 @@ pub struct Dataset {
 /// Runs `engage gen-data` into `dir`.
 pub fn gen_data(dir: &Path, learners: u32, responses: u32, seed: u64) -> anyhow::Result<Dataset> {
     let out = Command::new(bin_dir().join("engage"))
-        .args(["gen-data", "--learners", &learners.to_string(), "--responses", &responses.to_string()])
-        .args(["--seed", &seed.to_string(), "--bad-fraction", "0.05", "--out"])
+        .args([
+            "gen-data",
+            "--learners",
+            &learners.to_string(),
+            "--responses",
+            &responses.to_string(),
+        ])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--bad-fraction",
+            "0.05",
+            "--out",
+        ])
         .arg(dir)
         .output()?;
     if !out.status.success() {
         bail!("gen-data failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(Dataset { dir: dir.to_path_buf(), activity: dir.join("activity.jsonl"), sessions: dir.join("sessions.csv"), s3_root: dir.join("s3") })
+    Ok(Dataset {
+        dir: dir.to_path_buf(),
+        activity: dir.join("activity.jsonl"),
+        sessions: dir.join("sessions.csv"),
+        s3_root: dir.join("s3"),
+    })
 }
 
 /// Runs `engage run` on a dataset; returns the output directory.
@@ -115,7 +143,12 @@ pub fn assert_same_outputs(a: &Path, b: &Path) {
     for f in COMPARED {
         let x = std::fs::read(a.join(f)).unwrap_or_else(|e| panic!("{}: {e}", a.join(f).display()));
         let y = std::fs::read(b.join(f)).unwrap_or_else(|e| panic!("{}: {e}", b.join(f).display()));
-        assert!(x == y, "{f} differs between {} and {}", a.display(), b.display());
+        assert!(
+            x == y,
+            "{f} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
     }
 }
 
@@ -136,7 +169,12 @@ pub struct Fleet {
 
 impl Fleet {
     /// A fleet over `backend` with generated data; no worker started yet.
-    pub fn new(test: &str, backend: Backend, learners: u32, responses: u32) -> anyhow::Result<Self> {
+    pub fn new(
+        test: &str,
+        backend: Backend,
+        learners: u32,
+        responses: u32,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let data = gen_data(&dir.path().join("data"), learners, responses, 7)?;
         let ns = namespace(test);
@@ -151,7 +189,10 @@ impl Fleet {
         env.insert("RUST_LOG".into(), "info".into());
         match &backend {
             Backend::Local => {
-                env.insert("ENGAGE_STORE".into(), format!("file://{}", dir.path().join("store").display()));
+                env.insert(
+                    "ENGAGE_STORE".into(),
+                    format!("file://{}", dir.path().join("store").display()),
+                );
                 env.insert("ENGAGE_S3_ROOT".into(), data.s3_root.display().to_string());
             }
             Backend::S3(s3) => {
@@ -173,21 +214,39 @@ impl Fleet {
             }
         }
         std::fs::create_dir_all(dir.path().join("logs"))?;
-        Ok(Self { ns, env, dir, data, backend, workers: Vec::new() })
+        Ok(Self {
+            ns,
+            env,
+            dir,
+            data,
+            backend,
+            workers: Vec::new(),
+        })
     }
 
     /// Input URIs as the producer names them.
     pub fn inputs(&self) -> (String, String) {
         match &self.backend {
-            Backend::Local => (self.data.activity.display().to_string(), self.data.sessions.display().to_string()),
-            Backend::S3(_) => ("s3://inputs/activity.jsonl".into(), "s3://inputs/sessions.csv".into()),
+            Backend::Local => (
+                self.data.activity.display().to_string(),
+                self.data.sessions.display().to_string(),
+            ),
+            Backend::S3(_) => (
+                "s3://inputs/activity.jsonl".into(),
+                "s3://inputs/sessions.csv".into(),
+            ),
         }
     }
 
     /// Starts one worker process of `stage`.
     pub fn start(&mut self, stage: &str) -> anyhow::Result<u32> {
         let n = self.workers.iter().filter(|(s, _)| s == stage).count();
-        let log = std::fs::File::create(self.dir.path().join("logs").join(format!("{stage}-{n}.log")))?;
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join("logs")
+                .join(format!("{stage}-{n}.log")),
+        )?;
         let child = Command::new(bin_dir().join(format!("engage-{stage}")))
             .envs(&self.env)
             .stdin(Stdio::null())
@@ -214,7 +273,10 @@ impl Fleet {
         let mut keep = Vec::new();
         for (s, mut c) in self.workers.drain(..) {
             if s == stage {
-                let _ = Command::new("kill").arg(format!("-{signal}")).arg(c.id().to_string()).status();
+                let _ = Command::new("kill")
+                    .arg(format!("-{signal}"))
+                    .arg(c.id().to_string())
+                    .status();
                 if let Ok(st) = c.wait() {
                     out.push(st);
                 }
@@ -228,7 +290,11 @@ impl Fleet {
 
     /// Runs the `engage` CLI with the fleet's environment.
     pub fn engage(&self, args: &[&str]) -> anyhow::Result<Output> {
-        Ok(Command::new(bin_dir().join("engage")).envs(&self.env).args(args).stdin(Stdio::null()).output()?)
+        Ok(Command::new(bin_dir().join("engage"))
+            .envs(&self.env)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
     }
 
     /// `engage enqueue` of the dataset; returns the batch id.
@@ -243,9 +309,19 @@ impl Fleet {
 
     /// `engage status --wait`, then `engage report`; returns the report directory.
     pub fn wait_and_report(&self, batch: &str, timeout_s: u64) -> anyhow::Result<PathBuf> {
-        let o = self.engage(&["status", batch, "--wait", "--timeout", &timeout_s.to_string()])?;
+        let o = self.engage(&[
+            "status",
+            batch,
+            "--wait",
+            "--timeout",
+            &timeout_s.to_string(),
+        ])?;
         if !o.status.success() {
-            bail!("batch {batch} did not complete: {}\nlogs: {}", String::from_utf8_lossy(&o.stdout), self.logs());
+            bail!(
+                "batch {batch} did not complete: {}\nlogs: {}",
+                String::from_utf8_lossy(&o.stdout),
+                self.logs()
+            );
         }
         let out = self.dir.path().join(format!("report-{batch}"));
         let o = self.engage(&["report", batch, "--out", &out.display().to_string()])?;
@@ -267,7 +343,11 @@ impl Fleet {
             for e in rd.flatten() {
                 let text = std::fs::read_to_string(e.path()).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                s += &format!("\n--- {}\n{}", e.file_name().to_string_lossy(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+                s += &format!(
+                    "\n--- {}\n{}",
+                    e.file_name().to_string_lossy(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
             }
         }
         s
@@ -299,14 +379,25 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// Connects to the test broker.
 pub async fn amqp() -> anyhow::Result<lapin::Connection> {
-    Ok(lapin::Connection::connect("amqp://guest:guest@127.0.0.1:5672/%2f", lapin::ConnectionProperties::default()).await?)
+    Ok(lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await?)
 }
 
 /// Messages ready in a queue (0 if it does not exist yet).
 pub async fn queue_len(conn: &lapin::Connection, queue: &str) -> anyhow::Result<u32> {
     let ch = conn.create_channel().await?;
     let r = ch
-        .queue_declare(queue.into(), lapin::options::QueueDeclareOptions { passive: true, ..Default::default() }, Default::default())
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
         .await;
     let n = match r {
         Ok(q) => q.message_count(),
@@ -314,4 +405,174 @@ pub async fn queue_len(conn: &lapin::Connection, queue: &str) -> anyhow::Result<
     };
     let _ = ch.close(200, "bye".into()).await;
     Ok(n)
+}
+
+/// Progress of one stage as `engage status` prints it (`analyze: 12/40`).
+pub fn stage_progress(status_stdout: &str, stage: &str) -> Option<(u64, u64)> {
+    let rest = status_stdout.rsplit(&format!("{stage}: ")).next()?;
+    let word = rest.split_whitespace().next()?;
+    let (d, t) = word.split_once('/')?;
+    Some((d.parse().ok()?, t.parse().ok()?))
+}
+
+impl Fleet {
+    /// Waits until `stage` has made some but not all progress (or the batch is done).
+    pub async fn wait_midway(&self, batch: &str, stage: &str) -> anyhow::Result<()> {
+        poll(
+            "the batch to be under way",
+            std::time::Duration::from_secs(120),
+            || async {
+                let o = self.engage(&["status", batch])?;
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                if text.contains("complete") {
+                    return Ok(Some(()));
+                }
+                Ok(stage_progress(&text, stage)
+                    .filter(|(d, _)| *d > 0)
+                    .map(|_| ()))
+            },
+        )
+        .await
+    }
+
+    /// The metrics address a worker logged at start-up.
+    pub fn metrics_addr(&self, stage: &str) -> Option<String> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("logs").join(format!("{stage}-0.log")))
+                .ok()?;
+        let i = text.find("metrics=")? + "metrics=".len();
+        Some(
+            text[i..]
+                .split_whitespace()
+                .next()?
+                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                .to_string(),
+        )
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A private Redis server (for tests that flush or restart it), killed on drop.
+pub struct PrivateRedis {
+    /// Its port.
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    /// Starts `redis-server` on a free port; `cluster` enables cluster mode.
+    pub fn start(cluster: bool) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir.path());
+        if cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        let me = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while me
+            .cli(&["ping"])
+            .map(|o| o.trim() != "PONG")
+            .unwrap_or(true)
+        {
+            if Instant::now() > deadline {
+                bail!("redis-server on {port} did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(me)
+    }
+
+    /// Runs `redis-cli -p PORT args…`, returning stdout.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let o = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()?;
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Fleet {
+    /// Waits until the first worker of `stage` has declared its queues and consumes.
+    pub async fn wait_consuming(&self, stage: &str) -> anyhow::Result<()> {
+        let log = self.dir.path().join("logs").join(format!("{stage}-0.log"));
+        poll(
+            &format!("{stage} to consume"),
+            Duration::from_secs(30),
+            || async {
+                Ok(std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("consuming")
+                    .then_some(()))
+            },
+        )
+        .await
+    }
 }

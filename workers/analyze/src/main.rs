@@ -15,11 +15,15 @@ async fn main() -> anyhow::Result<()> {
         let analyzer = match svc.cfg.analyzer {
             AnalyzerKind::Acoustic => Analyzer::Acoustic,
             AnalyzerKind::Gemini => {
-                let mut gc: GeminiConfig = serde_json::from_value(svc.cfg.gemini.clone()).context("ENGAGE_GEMINI__* settings")?;
+                let mut gc: GeminiConfig = serde_json::from_value(svc.cfg.gemini.clone())
+                    .context("ENGAGE_GEMINI__* settings")?;
                 if let Ok(key) = std::env::var("GEMINI_API_KEY") {
                     gc.api_key = Secret::new(key);
                 }
-                anyhow::ensure!(!gc.api_key.expose().is_empty(), "ENGAGE_ANALYZER=gemini needs GEMINI_API_KEY");
+                anyhow::ensure!(
+                    !gc.api_key.expose().is_empty(),
+                    "ENGAGE_ANALYZER=gemini needs GEMINI_API_KEY"
+                );
                 let c = &svc.cfg;
                 let quota = Quota {
                     rpm: Some(c.gemini_rpm),
@@ -27,7 +31,14 @@ async fn main() -> anyhow::Result<()> {
                     rpd: (c.gemini_rpd > 0).then_some(c.gemini_rpd),
                 };
                 let wait = std::time::Duration::from_secs(c.max_permit_wait_s);
-                Analyzer::Gemini(Box::new(Paid::new(gc, svc.redis.clone(), &c.namespace, quota, wait, &svc.metrics.registry)?))
+                Analyzer::Gemini(Box::new(Paid::new(
+                    gc,
+                    svc.redis.clone(),
+                    &c.namespace,
+                    quota,
+                    wait,
+                    &svc.metrics.registry,
+                )?))
             }
         };
         Ok(AnalyzeStage::new(analyzer))

@@ -37,7 +37,9 @@ pub struct Paid {
 
 impl std::fmt::Debug for Paid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Paid").field("analyzer", &self.client.analyzer_id()).finish()
+        f.debug_struct("Paid")
+            .field("analyzer", &self.client.analyzer_id())
+            .finish()
     }
 }
 
@@ -65,7 +67,12 @@ impl Paid {
         let client = GeminiClient::new(cfg)?;
         let limiter = FleetLimiter::new(redis, namespace, quota)?;
         limiter.register_metrics(registry)?;
-        Ok(Self { client, limiter, prefilter: PrefilterConfig::default(), max_permit_wait })
+        Ok(Self {
+            client,
+            limiter,
+            prefilter: PrefilterConfig::default(),
+            max_permit_wait,
+        })
     }
 
     /// The cache key part: `gemini:<model>:<prompt-version>`.
@@ -83,25 +90,52 @@ impl Paid {
         last_attempt: bool,
         cost: &mut ItemCost,
     ) -> Result<AnalysisOutcome, JobError> {
-        if let Some((reason, detail)) = probe.and_then(|p| prefilter(&p.features, &self.prefilter)) {
+        if let Some((reason, detail)) = probe.and_then(|p| prefilter(&p.features, &self.prefilter))
+        {
             cost.prefiltered = true;
-            return Ok(AnalysisOutcome::Failed { reason: reason.to_string(), detail });
+            return Ok(AnalysisOutcome::Failed {
+                reason: reason.to_string(),
+                detail,
+            });
         }
-        let Some(lease) = leases.try_lease(lease_key, LEASE).await.map_err(|e| JobError::transient("redis", e))? else {
+        let Some(lease) = leases
+            .try_lease(lease_key, LEASE)
+            .await
+            .map_err(|e| JobError::transient("redis", e))?
+        else {
             // Another delivery is paying for this audio now; come back for its cached answer.
-            return Err(JobError::Delay { after: Duration::from_secs(5), reason: "leased" });
+            return Err(JobError::Delay {
+                after: Duration::from_secs(5),
+                reason: "leased",
+            });
         };
         let res = self.call(bytes, probe, last_attempt, cost).await;
         let _ = leases.release(lease).await;
         res
     }
 
-    async fn call(&self, bytes: &[u8], probe: Option<&AudioProbe>, last_attempt: bool, cost: &mut ItemCost) -> Result<AnalysisOutcome, JobError> {
+    async fn call(
+        &self,
+        bytes: &[u8],
+        probe: Option<&AudioProbe>,
+        last_attempt: bool,
+        cost: &mut ItemCost,
+    ) -> Result<AnalysisOutcome, JobError> {
         let tokens = estimate_tokens(probe.map_or(60.0, |p| p.duration_s));
-        match self.limiter.acquire(tokens, self.max_permit_wait).await.map_err(|e| JobError::transient("redis", e))? {
+        match self
+            .limiter
+            .acquire(tokens, self.max_permit_wait)
+            .await
+            .map_err(|e| JobError::transient("redis", e))?
+        {
             Acquired::Granted(_) => {}
             // Never hold a message past the broker's ack timeout waiting for quota.
-            Acquired::NotWithin { wait, .. } => return Err(JobError::Delay { after: wait, reason: "rate_limit" }),
+            Acquired::NotWithin { wait, .. } => {
+                return Err(JobError::Delay {
+                    after: wait,
+                    reason: "rate_limit",
+                });
+            }
         }
         let mime = mime_of(probe.map(|p| p.format.as_str()));
         match self.client.analyze(bytes, mime).await {
@@ -109,7 +143,8 @@ impl Paid {
                 cost.called = true;
                 cost.prompt_tokens = answer.usage.prompt_token_count;
                 cost.output_tokens = answer.usage.candidates_token_count;
-                self.limiter.record_actual_tokens(answer.usage.prompt_token_count);
+                self.limiter
+                    .record_actual_tokens(answer.usage.prompt_token_count);
                 Ok(AnalysisOutcome::Ok(answer.result))
             }
             Err(e) => {
@@ -119,22 +154,48 @@ impl Paid {
         }
     }
 
-    async fn on_error(&self, e: GeminiError, last_attempt: bool) -> Result<AnalysisOutcome, JobError> {
+    async fn on_error(
+        &self,
+        e: GeminiError,
+        last_attempt: bool,
+    ) -> Result<AnalysisOutcome, JobError> {
         if let Some(q) = e.quota_kind() {
             self.limiter.record_429(q);
         }
-        let failed = |e: &GeminiError| AnalysisOutcome::Failed { reason: format!("gemini_{}", e.class()), detail: e.to_string() };
+        let failed = |e: &GeminiError| AnalysisOutcome::Failed {
+            reason: format!("gemini_{}", e.class()),
+            detail: e.to_string(),
+        };
         match e.disposition() {
             Disposition::PauseFleet { pause } => {
-                self.limiter.pause_fleet(pause).await.map_err(|err| JobError::transient("redis", err))?;
-                tracing::warn!(class = e.class(), ?pause, "Gemini quota exhausted: pausing the fleet");
-                Err(JobError::Delay { after: pause, reason: "fleet_paused" })
+                self.limiter
+                    .pause_fleet(pause)
+                    .await
+                    .map_err(|err| JobError::transient("redis", err))?;
+                tracing::warn!(
+                    class = e.class(),
+                    ?pause,
+                    "Gemini quota exhausted: pausing the fleet"
+                );
+                Err(JobError::Delay {
+                    after: pause,
+                    reason: "fleet_paused",
+                })
             }
-            Disposition::Fatal => Err(JobError::Fatal(anyhow::anyhow!("Gemini refuses every call ({}): {e}", e.class()))),
+            Disposition::Fatal => Err(JobError::Fatal(anyhow::anyhow!(
+                "Gemini refuses every call ({}): {e}",
+                e.class()
+            ))),
             Disposition::FailItem => Ok(failed(&e)),
             Disposition::Retry { .. } if last_attempt => Ok(failed(&e)),
-            Disposition::Retry { after: Some(after) } => Err(JobError::Delay { after, reason: "server_retry_after" }),
-            Disposition::Retry { after: None } => Err(JobError::Transient { class: e.class(), error: e.into() }),
+            Disposition::Retry { after: Some(after) } => Err(JobError::Delay {
+                after,
+                reason: "server_retry_after",
+            }),
+            Disposition::Retry { after: None } => Err(JobError::Transient {
+                class: e.class(),
+                error: e.into(),
+            }),
         }
     }
 }

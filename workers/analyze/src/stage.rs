@@ -68,12 +68,18 @@ impl Stage for AnalyzeStage {
         let bytes = match svc.storage.get(&layout.audio(&job.content_hash)?).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                let out = failed("stored_audio_missing", "validated audio is gone from the store");
+                let out = failed(
+                    "stored_audio_missing",
+                    "validated audio is gone from the store",
+                );
                 return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, out, cost).await;
             }
             Err(e) => return Err(e.into()),
         };
-        svc.metrics.bytes_read.with_label_values(&[Self::NAME.as_str()]).inc_by(bytes.len() as u64);
+        svc.metrics
+            .bytes_read
+            .with_label_values(&[Self::NAME.as_str()])
+            .inc_by(bytes.len() as u64);
         let outcome = match &self.analyzer {
             Analyzer::Acoustic => {
                 let hint = job.format.clone();
@@ -82,22 +88,43 @@ impl Stage for AnalyzeStage {
                     .map_err(|e| JobError::transient("panic", e))?
             }
             Analyzer::Gemini(paid) => {
-                let probe = get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
+                let probe =
+                    get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
                 let last = ctx.attempt + 1 >= svc.cfg.max_attempts;
                 let key = format!("analyze:{}:{}", job.content_hash, paid.analyzer_id());
                 // A concurrent delivery may have finished between the cache check and the lease.
-                let res = paid.analyze(&svc.idempotency, &key, &bytes, probe.as_ref(), last, &mut cost).await;
-                if let Err(JobError::Delay { reason: "leased", .. }) = &res
+                let res = paid
+                    .analyze(
+                        &svc.idempotency,
+                        &key,
+                        &bytes,
+                        probe.as_ref(),
+                        last,
+                        &mut cost,
+                    )
+                    .await;
+                if let Err(JobError::Delay {
+                    reason: "leased", ..
+                }) = &res
                     && let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, &cache).await?
                 {
                     cost.cache_hit = true;
-                    return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost).await;
+                    return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost)
+                        .await;
                 }
                 res?
             }
         };
         // Stored before the ack: a redelivery finds it and does not analyze again.
         put_json(&svc.storage, &cache, &outcome).await?;
-        finalize(ctx, Self::NAME, &job.user_id, &job.response_id, outcome, cost).await
+        finalize(
+            ctx,
+            Self::NAME,
+            &job.user_id,
+            &job.response_id,
+            outcome,
+            cost,
+        )
+        .await
     }
 }

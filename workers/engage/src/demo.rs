@@ -53,17 +53,26 @@ impl Drop for Workers {
 /// Sends SIGTERM to a process (the workers drain on it).
 pub fn terminate(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 
 /// The directory holding the worker binaries (next to this executable).
 pub fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the engage executable")?;
-    let dir = exe.parent().context("engage executable has no directory")?.to_path_buf();
+    let dir = exe
+        .parent()
+        .context("engage executable has no directory")?
+        .to_path_buf();
     for s in StageName::ALL {
         if !dir.join(format!("engage-{s}")).exists() {
-            bail!("worker binary engage-{s} not found next to {} (build them all: cargo build --release)", exe.display());
+            bail!(
+                "worker binary engage-{s} not found next to {} (build them all: cargo build --release)",
+                exe.display()
+            );
         }
     }
     Ok(dir)
@@ -75,13 +84,19 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     fleet::redis(&cfg).await?;
     drop(fleet::publisher(&cfg).await?);
     let bins = bin_dir()?;
-    std::fs::create_dir_all(&a.dir).with_context(|| format!("cannot create {}", a.dir.display()))?;
+    std::fs::create_dir_all(&a.dir)
+        .with_context(|| format!("cannot create {}", a.dir.display()))?;
     let dir = std::path::absolute(&a.dir)?;
     let data = dir.join("data");
     if data.exists() {
         std::fs::remove_dir_all(&data)?;
     }
-    eprintln!("generating {} learners x {} responses in {}", a.learners, a.responses, data.display());
+    eprintln!(
+        "generating {} learners x {} responses in {}",
+        a.learners,
+        a.responses,
+        data.display()
+    );
     let gen_args = GenWrap::try_parse_from([
         "gen-data".to_string(),
         "--learners".into(),
@@ -108,14 +123,21 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
             .env("ENGAGE_AUDIO_BUCKETS", "learner-audio")
             .env("ENGAGE_METRICS_ADDR", "127.0.0.1:0")
             .env("ENGAGE_CONCURRENCY", "8")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .with_context(|| format!("cannot start engage-{s}"))?;
         workers.0.push((s, child));
     }
-    eprintln!("started 5 workers in namespace {} (logs in {})", cfg.namespace, logs.display());
+    eprintln!(
+        "started 5 workers in namespace {} (logs in {})",
+        cfg.namespace,
+        logs.display()
+    );
     let batch = fleet::enqueue(
         &cfg,
         &EnqueueArgs {
@@ -129,12 +151,31 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     )
     .await?;
     eprintln!("enqueued batch {batch}");
-    let done = fleet::status(&cfg, &StatusArgs { batch: Some(batch.clone()), wait: true, timeout: a.timeout }).await?;
+    let done = fleet::status(
+        &cfg,
+        &StatusArgs {
+            batch: Some(batch.clone()),
+            wait: true,
+            timeout: a.timeout,
+        },
+    )
+    .await?;
     if !done {
-        bail!("batch {batch} did not complete in {}s; see the logs in {}", a.timeout, logs.display());
+        bail!(
+            "batch {batch} did not complete in {}s; see the logs in {}",
+            a.timeout,
+            logs.display()
+        );
     }
     let out = dir.join("report");
-    fleet::report(&cfg, &ReportArgs { batch, out: out.clone() }).await?;
+    fleet::report(
+        &cfg,
+        &ReportArgs {
+            batch,
+            out: out.clone(),
+        },
+    )
+    .await?;
     drop(workers);
     if let Ok(s) = std::fs::read_to_string(out.join("summary.json")) {
         if let Ok(sum) = serde_json::from_str::<engage_shared::summary::Summary>(&s) {

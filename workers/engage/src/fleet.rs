@@ -90,14 +90,21 @@ pub enum DlqCmd {
 }
 
 fn topology(cfg: &FleetConfig) -> Topology {
-    Topology { namespace: cfg.namespace.clone(), retry_delays_ms: cfg.retry_delays_ms.clone(), delivery_limit: cfg.delivery_limit }
+    Topology {
+        namespace: cfg.namespace.clone(),
+        retry_delays_ms: cfg.retry_delays_ms.clone(),
+        delivery_limit: cfg.delivery_limit,
+    }
 }
 
 /// Opens a broker connection and a confirm-mode publisher, with a clear error.
 pub async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
     let url = cfg.amqp_url.expose();
     let conn = broker::connect(url, "engage-cli").await.with_context(|| {
-        format!("RabbitMQ is not reachable at {} (start it with `rabbitmq-server -detached`)", redact_url(url))
+        format!(
+            "RabbitMQ is not reachable at {} (start it with `rabbitmq-server -detached`)",
+            redact_url(url)
+        )
     })?;
     let ch = conn.create_channel().await?;
     topology(cfg).declare(&ch, &StageName::ALL).await?;
@@ -114,7 +121,9 @@ pub async fn redis(cfg: &FleetConfig) -> anyhow::Result<RedisConn> {
             redact_url(url)
         )
     })?;
-    conn.ping().await.with_context(|| format!("Redis at {} does not answer", redact_url(url)))?;
+    conn.ping()
+        .await
+        .with_context(|| format!("Redis at {} does not answer", redact_url(url)))?;
     Ok(conn)
 }
 
@@ -125,12 +134,18 @@ pub fn to_uri(s: &str) -> anyhow::Result<String> {
         return Ok(s.to_string());
     }
     let p = std::path::absolute(Path::new(s)).with_context(|| format!("invalid path {s:?}"))?;
-    Ok(ObjectUri::file(&p).with_context(|| format!("invalid path {s:?}"))?.to_string())
+    Ok(ObjectUri::file(&p)
+        .with_context(|| format!("invalid path {s:?}"))?
+        .to_string())
 }
 
 /// A new batch id: `b-YYYYMMDD-HHMMSS-xxxx`.
 pub fn new_batch_id() -> String {
-    format!("b-{}-{:04x}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), rand::random::<u16>())
+    format!(
+        "b-{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        rand::random::<u16>()
+    )
 }
 
 /// `engage enqueue`: publishes the batch job; returns the batch id.
@@ -144,18 +159,31 @@ pub async fn enqueue(cfg: &FleetConfig, a: &EnqueueArgs) -> anyhow::Result<Strin
     } else if let Some(f) = &a.users_file {
         Selection::UsersFile { uri: to_uri(f)? }
     } else if let Some(m) = &a.milestone {
-        Selection::Milestone { milestone: m.clone() }
+        Selection::Milestone {
+            milestone: m.clone(),
+        }
     } else {
         Selection::All
     };
     let spec = BatchSpec {
-        activity: a.activity.iter().map(|s| to_uri(s)).collect::<anyhow::Result<_>>()?,
+        activity: a
+            .activity
+            .iter()
+            .map(|s| to_uri(s))
+            .collect::<anyhow::Result<_>>()?,
         sessions: to_uri(&a.sessions)?,
         selection,
     };
     let (conn, p) = publisher(cfg).await?;
-    let env = Envelope::new(&batch, ids::plan(&batch), uuid::Uuid::new_v4().to_string(), CleanJob::Batch(spec));
-    p.publish_job(StageName::Clean, &env).await.context("publishing the batch")?;
+    let env = Envelope::new(
+        &batch,
+        ids::plan(&batch),
+        uuid::Uuid::new_v4().to_string(),
+        CleanJob::Batch(spec),
+    );
+    p.publish_job(StageName::Clean, &env)
+        .await
+        .context("publishing the batch")?;
     let _ = conn.close(200, "bye".into()).await;
     Ok(batch)
 }
@@ -174,7 +202,10 @@ fn stage_lines(p: &Progress) -> Vec<(&'static str, u64, u64)> {
 async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
     let st = Storage::new(&storage_config(cfg)).await?;
     let layout = Layout::new(ObjectUri::parse(&cfg.store)?);
-    Ok(st.size(&layout.output(batch)?.join("summary.json")?).await?.is_some())
+    Ok(st
+        .size(&layout.output(batch)?.join("summary.json")?)
+        .await?
+        .is_some())
 }
 
 /// `engage status`: prints progress; with `--wait` returns whether it completed.
@@ -195,11 +226,16 @@ pub async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let tty = std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}").unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     let bars: Vec<ProgressBar> = ["clean", "match", "download", "analyze", "aggregate"]
         .iter()
         .map(|s| {
-            let b = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(*s));
+            let b = multi.add(
+                ProgressBar::new(0)
+                    .with_style(style.clone())
+                    .with_prefix(*s),
+            );
             if !tty {
                 b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             }
@@ -219,7 +255,10 @@ pub async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
                     bar.set_length(total);
                     bar.set_position(done);
                 }
-                let mut t: String = stage_lines(p).iter().map(|(s, d, t)| format!("{s}: {d}/{t}  ")).collect();
+                let mut t: String = stage_lines(p)
+                    .iter()
+                    .map(|(s, d, t)| format!("{s}: {d}/{t}  "))
+                    .collect();
                 if !p.failed.is_empty() {
                     t += &format!("failed: {:?}", p.failed);
                 }
@@ -264,14 +303,20 @@ pub async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<Vec<Pat
     let out_prefix = layout.output(&a.batch)?;
     let files = st.list(&out_prefix).await?;
     if !files.iter().any(|u| u.file_name() == Some("summary.json")) {
-        bail!("batch {} has no outputs yet (see `engage status {}`)", a.batch, a.batch);
+        bail!(
+            "batch {} has no outputs yet (see `engage status {}`)",
+            a.batch,
+            a.batch
+        );
     }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let mut written = Vec::new();
     for u in files {
         let Some(name) = u.file_name() else { continue };
         let path = a.out.join(name);
-        std::fs::write(&path, st.get(&u).await?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, st.get(&u).await?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     Ok(written)
@@ -280,7 +325,9 @@ pub async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<Vec<Pat
 fn stages(stage: Option<&str>) -> anyhow::Result<Vec<StageName>> {
     match stage {
         None => Ok(StageName::ALL.to_vec()),
-        Some(s) => Ok(vec![StageName::parse(s).with_context(|| format!("unknown stage {s:?}: use clean, match, download, analyze or aggregate"))?]),
+        Some(s) => Ok(vec![StageName::parse(s).with_context(|| {
+            format!("unknown stage {s:?}: use clean, match, download, analyze or aggregate")
+        })?]),
     }
 }
 
@@ -293,18 +340,36 @@ pub async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
         DlqCmd::List { stage, limit } => {
             for s in stages(stage.as_deref())? {
                 let q = topo.dlq(s);
-                let info = ch.queue_declare(q.as_str().into(), QueueDeclareOptions { passive: true, ..Default::default() }, FieldTable::default()).await?;
+                let info = ch
+                    .queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
                 println!("{s}: {} dead-lettered", info.message_count());
                 let mut held = Vec::new();
                 while held.len() < *limit {
-                    let Some(m) = ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await? else { break };
+                    let Some(m) = ch
+                        .basic_get(q.as_str().into(), BasicGetOptions::default())
+                        .await?
+                    else {
+                        break;
+                    };
                     let props = &m.delivery.properties;
                     let reason = header_str(props, "x-engage-reason")
                         .or_else(|| header_str(props, "x-first-death-reason"))
                         .unwrap_or_else(|| "?".into());
                     println!(
                         "  job={} reason={} attempts={} error={}",
-                        props.message_id().as_ref().map(|s| s.as_str()).unwrap_or("?"),
+                        props
+                            .message_id()
+                            .as_ref()
+                            .map(|s| s.as_str())
+                            .unwrap_or("?"),
                         reason,
                         header_str(props, "x-engage-attempts").unwrap_or_else(|| "?".into()),
                         header_str(props, "x-engage-error").unwrap_or_default(),
@@ -312,7 +377,12 @@ pub async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
                     held.push(m);
                 }
                 for m in held {
-                    m.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                    m.delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?;
                 }
             }
         }
@@ -322,7 +392,12 @@ pub async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
             let mut replayed = 0usize;
             let mut skipped = Vec::new();
             while replayed < *limit {
-                let Some(m) = ch.basic_get(q.as_str().into(), BasicGetOptions::default()).await? else { break };
+                let Some(m) = ch
+                    .basic_get(q.as_str().into(), BasicGetOptions::default())
+                    .await?
+                else {
+                    break;
+                };
                 match Envelope::decode(&m.delivery.data) {
                     Ok(mut env) => {
                         env.attempt = 0;
@@ -335,9 +410,16 @@ pub async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
             }
             let undecodable = skipped.len();
             for m in skipped {
-                m.delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+                m.delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
             }
-            println!("{s}: replayed {replayed}; {undecodable} undecodable left in the dead-letter queue");
+            println!(
+                "{s}: replayed {replayed}; {undecodable} undecodable left in the dead-letter queue"
+            );
         }
     }
     let _ = conn.close(200, "bye".into()).await;

@@ -60,7 +60,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let s = gen_data::run(&a)?;
             println!("activity: {}", s.activity_path.display());
             println!("sessions: {}", s.sessions_path.display());
-            println!("audio:    {} ({} files)", s.audio_root.display(), s.audio_files);
+            println!(
+                "audio:    {} ({} files)",
+                s.audio_root.display(),
+                s.audio_files
+            );
             println!("records:  {}", s.records);
             Ok(ExitCode::SUCCESS)
         }

@@ -20,8 +20,8 @@ use engage_aggregate::outputs::{count_into, dedupe_first, render};
 use engage_aggregate::{Weights, aggregate_all};
 use engage_analyze::acoustic::analyze_bytes;
 use engage_clean::domain::{
-    ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, clean_parallel, clean_piece,
-    is_splittable, split_ranges,
+    ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, clean_parallel,
+    clean_piece, is_splittable, split_ranges,
 };
 use engage_clean::plan::{activity_counts, partition_sessions, session_counts};
 use engage_download::domain::format_hint;
@@ -87,7 +87,11 @@ pub struct RunArgs {
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
-    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) { ProgressBar::new(len) } else { ProgressBar::hidden() };
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
     pb.set_style(
         ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -100,7 +104,11 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 /// Runs the pipeline and returns the summary (also written to OUTDIR).
 pub fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     let weights = match args.weights.as_slice() {
-        [e, m, a] => Weights { engagement: *e, emotional: *m, accuracy: *a },
+        [e, m, a] => Weights {
+            engagement: *e,
+            emotional: *m,
+            accuracy: *a,
+        },
         _ => bail!("--weights takes three numbers: engagement,emotional,accuracy"),
     };
     weights.validate().context("--weights")?;
@@ -118,9 +126,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     match result {
         Ok(summary) => {
             if args.out.exists() {
-                std::fs::remove_dir_all(&args.out).with_context(|| format!("cannot replace {}", args.out.display()))?;
+                std::fs::remove_dir_all(&args.out)
+                    .with_context(|| format!("cannot replace {}", args.out.display()))?;
             }
-            std::fs::rename(&partial, &args.out).with_context(|| format!("cannot move results to {}", args.out.display()))?;
+            std::fs::rename(&partial, &args.out)
+                .with_context(|| format!("cannot move results to {}", args.out.display()))?;
             Ok(summary)
         }
         Err(e) => {
@@ -132,17 +142,27 @@ pub fn run(args: &RunArgs) -> anyhow::Result<Summary> {
 
 fn prepare_out(out: &Path, force: bool) -> anyhow::Result<PathBuf> {
     if out.exists() {
-        let non_empty = std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true);
+        let non_empty = std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
         if non_empty && !force {
-            bail!("output directory {} exists and is not empty (use --force to replace it)", out.display());
+            bail!(
+                "output directory {} exists and is not empty (use --force to replace it)",
+                out.display()
+            );
         }
     }
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let partial = out.with_file_name(format!("{name}.partial"));
     if partial.exists() {
-        std::fs::remove_dir_all(&partial).with_context(|| format!("cannot clear {}", partial.display()))?;
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot clear {}", partial.display()))?;
     }
-    std::fs::create_dir_all(partial.join("work")).with_context(|| format!("cannot create {}", partial.display()))?;
+    std::fs::create_dir_all(partial.join("work"))
+        .with_context(|| format!("cannot create {}", partial.display()))?;
     Ok(partial)
 }
 
@@ -151,14 +171,18 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let mut rejects = BufWriter::new(File::create(out.join("rejects.jsonl"))?);
 
     // Sessions and selection.
-    let sessions_file = File::open(&args.sessions).with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
-    let parsed = read_sessions(BufReader::new(sessions_file)).with_context(|| format!("sessions file {}", args.sessions.display()))?;
+    let sessions_file = File::open(&args.sessions)
+        .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
+    let parsed = read_sessions(BufReader::new(sessions_file))
+        .with_context(|| format!("sessions file {}", args.sessions.display()))?;
     summary.sessions = session_counts(parsed.sessions.len(), &parsed.rejects);
     let selection = if let Some(ids) = &args.users {
         SelectedLearners::from_ids(ids.iter())
     } else if let Some(f) = &args.users_file {
-        let file = File::open(f).with_context(|| format!("cannot read users file {}", f.display()))?;
-        SelectedLearners::from_reader(BufReader::new(file)).with_context(|| format!("users file {}", f.display()))?
+        let file =
+            File::open(f).with_context(|| format!("cannot read users file {}", f.display()))?;
+        SelectedLearners::from_reader(BufReader::new(file))
+            .with_context(|| format!("users file {}", f.display()))?
     } else if let Some(m) = &args.milestone {
         SelectedLearners::from_sessions(parsed.sessions.iter(), m)
     } else {
@@ -171,12 +195,23 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let mut stats = Vec::new();
     let opts = CleanOptions::default();
     for (i, path) in args.activity.iter().enumerate() {
-        let (piece_files, piece_stats) = clean_file(path, i, &work, args.partitions, &selection, &opts, &mut rejects)?;
+        let (piece_files, piece_stats) = clean_file(
+            path,
+            i,
+            &work,
+            args.partitions,
+            &selection,
+            &opts,
+            &mut rejects,
+        )?;
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
     for r in &parsed.rejects {
-        serde_json::to_writer(&mut rejects, &serde_json::json!({"source": "sessions", "row": r.row, "reason": r.reason, "detail": r.detail}))?;
+        serde_json::to_writer(
+            &mut rejects,
+            &serde_json::json!({"source": "sessions", "row": r.row, "reason": r.reason, "detail": r.detail}),
+        )?;
         rejects.write_all(b"\n")?;
     }
     rejects.flush()?;
@@ -217,7 +252,12 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     if args.stop_after == Some(StopAfter::Match) {
         count_into(&mut summary, &records, &empty, &[]);
         let files = render(&records, &empty, Vec::new(), &summary)?;
-        write_files(out, files.into_iter().filter(|(n, _)| *n == "matched.csv" || *n == "summary.json"))?;
+        write_files(
+            out,
+            files
+                .into_iter()
+                .filter(|(n, _)| *n == "matched.csv" || *n == "summary.json"),
+        )?;
         return finish(out, summary);
     }
 
@@ -226,11 +266,19 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     if args.stop_after == Some(StopAfter::Analyze) {
         count_into(&mut summary, &records, &outcomes, &[]);
         let files = render(&records, &outcomes, Vec::new(), &summary)?;
-        write_files(out, files.into_iter().filter(|(n, _)| ["matched.csv", "analysis.csv", "summary.json"].contains(n)))?;
+        write_files(
+            out,
+            files
+                .into_iter()
+                .filter(|(n, _)| ["matched.csv", "analysis.csv", "summary.json"].contains(n)),
+        )?;
         return finish(out, summary);
     }
 
-    let by_id: HashMap<String, AnalysisOutcome> = outcomes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let by_id: HashMap<String, AnalysisOutcome> = outcomes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let rows = aggregate_all(&records, &by_id, weights);
     count_into(&mut summary, &records, &outcomes, &rows);
     write_files(out, render(&records, &outcomes, rows, &summary)?)?;
@@ -246,7 +294,10 @@ fn finish(out: &Path, summary: Summary) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-fn write_files<'a>(out: &Path, files: impl IntoIterator<Item = (&'a str, Vec<u8>)>) -> anyhow::Result<()> {
+fn write_files<'a>(
+    out: &Path,
+    files: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+) -> anyhow::Result<()> {
     for (name, bytes) in files {
         std::fs::write(out.join(name), bytes).with_context(|| format!("cannot write {name}"))?;
     }
@@ -275,8 +326,11 @@ fn clean_file(
 ) -> anyhow::Result<(Vec<Vec<PathBuf>>, Vec<CleanStats>)> {
     let len = std::fs::metadata(path)?.len();
     let splittable = is_splittable(File::open(path)?)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let part_path = |piece: usize, p: u32| work.join(format!("f{file_ix:03}-r{piece:04}-part-{p:04}.jsonl"));
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let part_path =
+        |piece: usize, p: u32| work.join(format!("f{file_ix:03}-r{piece:04}-part-{p:04}.jsonl"));
     let rej_path = |piece: usize| work.join(format!("f{file_ix:03}-r{piece:04}-rejects.jsonl"));
     if splittable && len > 64 * 1024 * 1024 {
         let ranges = split_ranges(len, threads * 4);
@@ -288,7 +342,9 @@ fn clean_file(
             || File::open(path),
             |piece, _| {
                 Ok(PieceSinks {
-                    partitions: (0..partitions).map(|p| File::create(part_path(piece, p))).collect::<std::io::Result<_>>()?,
+                    partitions: (0..partitions)
+                        .map(|p| File::create(part_path(piece, p)))
+                        .collect::<std::io::Result<_>>()?,
                     rejects: File::create(rej_path(piece))?,
                 })
             },
@@ -303,21 +359,37 @@ fn clean_file(
         return Ok((files, stats));
     }
     let file = File::open(path)?;
-    let mut reader = ActivityReader::new(BufReader::new(file), opts.reader).with_context(|| format!("reading {}", path.display()))?;
-    let sinks = (0..partitions).map(|p| File::create(part_path(0, p))).collect::<std::io::Result<Vec<_>>>()?;
+    let mut reader = ActivityReader::new(BufReader::new(file), opts.reader)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let sinks = (0..partitions)
+        .map(|p| File::create(part_path(0, p)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let mut writer = PartitionWriter::new(sinks)?;
-    let stats = clean_piece(&mut reader, selection, opts, &mut writer, rejects).with_context(|| format!("reading {}", path.display()))?;
+    let stats = clean_piece(&mut reader, selection, opts, &mut writer, rejects)
+        .with_context(|| format!("reading {}", path.display()))?;
     writer.finish()?;
-    Ok((vec![(0..partitions).map(|p| part_path(0, p)).collect()], vec![stats]))
+    Ok((
+        vec![(0..partitions).map(|p| part_path(0, p)).collect()],
+        vec![stats],
+    ))
 }
 
 /// Validates and analyzes every matched response with audio, exactly as the
 /// download and analyze stages do; identical audio is analyzed once.
-fn analyze_all(records: &[MatchedRecord], s3_root: &Path, buckets: &[String]) -> BTreeMap<String, AnalysisOutcome> {
+fn analyze_all(
+    records: &[MatchedRecord],
+    s3_root: &Path,
+    buckets: &[String],
+) -> BTreeMap<String, AnalysisOutcome> {
     let items: Vec<(&str, &str)> = records
         .iter()
         .filter(|r| r.session.is_some())
-        .filter_map(|r| r.record.audio_url.as_deref().map(|u| (r.record.response_id.as_str(), u)))
+        .filter_map(|r| {
+            r.record
+                .audio_url
+                .as_deref()
+                .map(|u| (r.record.response_id.as_str(), u))
+        })
         .collect();
     let pb = progress(items.len() as u64, "analyze");
     let cache: Mutex<HashMap<String, AnalysisOutcome>> = Mutex::new(HashMap::new());
@@ -333,20 +405,33 @@ fn analyze_all(records: &[MatchedRecord], s3_root: &Path, buckets: &[String]) ->
     out
 }
 
-fn analyze_one(url: &str, s3_root: &Path, buckets: &[String], cache: &Mutex<HashMap<String, AnalysisOutcome>>) -> AnalysisOutcome {
-    let failed = |reason: &str, detail: String| AnalysisOutcome::Failed { reason: reason.to_string(), detail };
+fn analyze_one(
+    url: &str,
+    s3_root: &Path,
+    buckets: &[String],
+    cache: &Mutex<HashMap<String, AnalysisOutcome>>,
+) -> AnalysisOutcome {
+    let failed = |reason: &str, detail: String| AnalysisOutcome::Failed {
+        reason: reason.to_string(),
+        detail,
+    };
     let r = match AudioRef::parse_allowed(url, buckets) {
         Ok(r) => r,
         Err(e) => return failed(e.name(), e.to_string()),
     };
     let AudioRef::S3 { bucket, key } = &r else {
-        return failed("unsupported_link", "store links need the fleet's store".into());
+        return failed(
+            "unsupported_link",
+            "store links need the fleet's store".into(),
+        );
     };
     // bucket and key are validated and normalised: no `..`, no absolute parts.
     let path = s3_root.join(bucket).join(key);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return failed("audio_missing", "no object at the audio link".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return failed("audio_missing", "no object at the audio link".into());
+        }
         Err(e) => return failed("io", e.to_string()),
     };
     let probe = match probe(&bytes, format_hint(key).as_deref()) {

@@ -108,44 +108,45 @@ impl SessionIndex {
         sessions: impl IntoIterator<Item = Session>,
         rule: SameInstantRule,
     ) -> Self {
-        // Intern learner ids into dense numbers, then sort on integer keys only.
-        let mut ids: LearnerMap<u32> = LearnerMap::default();
-        let mut keyed: Vec<(u32, Timestamp, u64, Session)> = sessions
-            .into_iter()
-            .map(|s| {
-                let next = u32::try_from(ids.len()).unwrap_or(u32::MAX);
-                let id = match ids.get(s.user_id.as_str()) {
-                    Some(&id) => id,
-                    None => {
-                        ids.insert(CompactString::from(s.user_id.as_str()), next);
-                        next
-                    }
-                };
-                (id, s.created_at, s.row, s)
-            })
-            .collect();
-        // `row` is unique within a file, so this order is total; ties on all
-        // three keys (possible only with hand-made rows) keep input order.
-        keyed.sort_by_key(|&(id, created_at, row, _)| (id, created_at, row));
+        let sessions: Vec<Session> = sessions.into_iter().collect();
+        // Intern learner ids into dense numbers, then sort small integer keys
+        // (not whole sessions) and move each session once into its place.
+        let mut ids: LearnerMap<usize> = LearnerMap::default();
+        let mut keys: Vec<(usize, Timestamp, u64, usize)> = Vec::with_capacity(sessions.len());
+        for (i, s) in sessions.iter().enumerate() {
+            let next = ids.len();
+            let id = *ids
+                .entry(CompactString::from(s.user_id.as_str()))
+                .or_insert(next);
+            keys.push((id, s.created_at, s.row, i));
+        }
+        // The input position makes the order total: rows sharing (learner,
+        // created_at, row), possible only with hand-made rows, keep input order.
+        keys.sort_unstable();
 
+        let mut slots: Vec<Option<Session>> = sessions.into_iter().map(Some).collect();
+        let mut ranges: Vec<Range<usize>> = vec![0..0; ids.len()];
+        let mut created_at = Vec::with_capacity(keys.len());
+        let mut out = Vec::with_capacity(keys.len());
+        for (pos, &(id, ts, _, i)) in keys.iter().enumerate() {
+            if let Some(session) = slots.get_mut(i).and_then(Option::take) {
+                if let Some(r) = ranges.get_mut(id) {
+                    if r.end == 0 {
+                        // First session of this learner (end >= 1 once set).
+                        r.start = pos;
+                    }
+                    r.end = pos + 1;
+                }
+                created_at.push(ts);
+                out.push(session);
+            }
+        }
         let mut learners: LearnerMap<Range<usize>> =
             LearnerMap::with_capacity_and_hasher(ids.len(), Default::default());
-        let mut created_at = Vec::with_capacity(keyed.len());
-        let mut out = Vec::with_capacity(keyed.len());
-        let mut start = 0;
-        for (i, (_, ts, _, s)) in keyed.into_iter().enumerate() {
-            let new_group = out
-                .last()
-                .is_none_or(|prev: &Session| prev.user_id != s.user_id);
-            if new_group && i > 0 {
-                close_group(&mut learners, &out, start, i);
-                start = i;
+        for (user, id) in ids {
+            if let Some(r) = ranges.get(id) {
+                learners.insert(user, r.clone());
             }
-            created_at.push(ts);
-            out.push(s);
-        }
-        if !out.is_empty() {
-            close_group(&mut learners, &out, start, out.len());
         }
         Self {
             learners,
@@ -209,18 +210,6 @@ impl SessionIndex {
     /// or [`match_positions`].
     pub fn session(&self, position: usize) -> Option<&Session> {
         self.sessions.get(position)
-    }
-}
-
-/// Records the range `start..end` of `out` (one learner's sessions).
-fn close_group(
-    learners: &mut LearnerMap<Range<usize>>,
-    out: &[Session],
-    start: usize,
-    end: usize,
-) {
-    if let Some(first) = out.get(start) {
-        learners.insert(CompactString::from(first.user_id.as_str()), start..end);
     }
 }
 

@@ -1,0 +1,333 @@
+//! What a production queue must survive: redelivery of every message type,
+//! poison messages, worker crashes (SIGKILL), graceful drains (SIGTERM),
+//! Redis losing its data, a Redis Cluster, and crash-looping messages.
+
+use std::time::Duration;
+
+use engage_shared::broker::Topology;
+use engage_shared::envelope::StageName;
+use lapin::BasicProperties;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+
+use crate::support::fleet::{
+    Backend, Fleet, PrivateRedis, STAGES, amqp, assert_same_outputs, poll, queue_len,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivery_of_every_message_type_has_no_duplicate_effect() -> anyhow::Result<()> {
+    let mut f = Fleet::new("redeliver", Backend::Local, 8, 6)?;
+    let conn = amqp().await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    // A tap: a copy of every job message published by anyone in the namespace.
+    let exchange = format!("{}.jobs", f.ns);
+    let tap = format!("{}.tap", f.ns);
+    ch.exchange_declare(
+        exchange.as_str().into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(
+        tap.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    for s in STAGES {
+        ch.queue_bind(
+            tap.as_str().into(),
+            exchange.as_str().into(),
+            s.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    let first = f.wait_and_report(&batch, 120)?;
+    assert_same_outputs(&f.reference()?, &first);
+
+    let mut tapped = Vec::new();
+    while let Some(m) = ch
+        .basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+    {
+        tapped.push((m.delivery.routing_key.to_string(), m.delivery.data.clone()));
+    }
+    let kinds = |k: &str| {
+        tapped
+            .iter()
+            .filter(|(rk, body)| rk == "aggregate" && String::from_utf8_lossy(body).contains(k))
+            .count()
+    };
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(first.join("summary.json"))?)?;
+    // Exactly one aggregate job per learner and one report per batch.
+    assert_eq!(
+        kinds("\"learner\"") as u64,
+        summary["learners"].as_u64().unwrap_or(0)
+    );
+    assert_eq!(kinds("\"report\""), 1);
+    for s in STAGES {
+        assert!(
+            tapped.iter().any(|(rk, _)| rk == s),
+            "no {s} message was tapped"
+        );
+    }
+
+    // Deliver every message again.
+    for (rk, body) in &tapped {
+        ch.basic_publish(
+            exchange.as_str().into(),
+            rk.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    }
+    // Every duplicate is skipped by its completion marker: nothing new is published.
+    poll(
+        "the duplicates to be consumed",
+        Duration::from_secs(60),
+        || async {
+            let mut total = 0;
+            for s in STAGES {
+                total += queue_len(&conn, &format!("{}.{s}", f.ns)).await?;
+            }
+            Ok((total == 0).then_some(()))
+        },
+    )
+    .await?;
+    let again = f.wait_and_report(&batch, 30)?;
+    assert_same_outputs(&first, &again);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_goes_to_the_dlq_with_its_reason_and_replay_brings_it_back() -> anyhow::Result<()> {
+    let mut f = Fleet::new("poison", Backend::Local, 6, 5)?;
+    f.start_all()?;
+    let conn = amqp().await?;
+    let ch = conn.create_channel().await?;
+    let exchange = format!("{}.jobs", f.ns);
+    let dlq = format!("{}.clean.dlq", f.ns);
+    f.wait_consuming("clean").await?;
+    ch.basic_publish(
+        exchange.as_str().into(),
+        "clean".into(),
+        BasicPublishOptions::default(),
+        b"{not json",
+        BasicProperties::default(),
+    )
+    .await?
+    .await?;
+    poll(
+        "the undecodable message in the DLQ",
+        Duration::from_secs(30),
+        || async { Ok((queue_len(&conn, &dlq).await? == 1).then_some(())) },
+    )
+    .await?;
+
+    // A batch whose activity file does not exist yet: dead-lettered, not retried forever.
+    let missing = f.dir.path().join("late-activity.jsonl");
+    let o = f.engage(&[
+        "enqueue",
+        "--activity",
+        &missing.display().to_string(),
+        "--sessions",
+        &f.data.sessions.display().to_string(),
+    ])?;
+    let batch = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    poll(
+        "the failed batch in the DLQ",
+        Duration::from_secs(30),
+        || async { Ok((queue_len(&conn, &dlq).await? == 2).then_some(())) },
+    )
+    .await?;
+    let list = f.engage(&["dlq", "list", "clean"])?;
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(text.contains("clean: 2 dead-lettered"), "{text}");
+    assert!(text.contains("reason=undecodable"), "{text}");
+    assert!(
+        text.contains("reason=poison") && text.contains("activity file not found"),
+        "{text}"
+    );
+
+    // Fix the cause, replay: the batch completes; the undecodable message stays.
+    std::fs::copy(&f.data.activity, &missing)?;
+    let replay = f.engage(&["dlq", "replay", "clean"])?;
+    assert!(
+        String::from_utf8_lossy(&replay.stdout).contains("replayed 1; 1 undecodable left"),
+        "{}",
+        String::from_utf8_lossy(&replay.stdout)
+    );
+    let out = f.wait_and_report(&batch, 120)?;
+    assert_same_outputs(&f.reference()?, &out);
+    assert_eq!(queue_len(&conn, &dlq).await?, 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_batch_loses_nothing() -> anyhow::Result<()> {
+    let mut f = Fleet::new("sigkill", Backend::Local, 20, 10)?;
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    f.wait_midway(&batch, "analyze").await?;
+    f.signal("analyze", "KILL");
+    f.signal("download", "KILL");
+    f.start("download")?;
+    f.start("analyze")?;
+    let out = f.wait_and_report(&batch, 180)?;
+    assert_same_outputs(&f.reference()?, &out);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
+    let mut f = Fleet::new("sigterm", Backend::Local, 20, 10)?;
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    f.wait_midway(&batch, "download").await?;
+    let started = std::time::Instant::now();
+    let statuses = f.signal("analyze", "TERM");
+    assert_eq!(statuses.len(), 1);
+    assert!(
+        statuses[0].success(),
+        "analyze exited with {:?}\n{}",
+        statuses[0],
+        f.logs()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "drain took {:?}",
+        started.elapsed()
+    );
+    let log = std::fs::read_to_string(f.dir.path().join("logs/analyze-0.log"))?;
+    assert!(
+        log.contains("SIGTERM: draining") && log.contains("worker stopped"),
+        "{log}"
+    );
+    f.start("analyze")?;
+    let out = f.wait_and_report(&batch, 180)?;
+    assert_same_outputs(&f.reference()?, &out);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushall_mid_batch_still_completes_with_the_same_report() -> anyhow::Result<()> {
+    let redis = PrivateRedis::start(false)?;
+    let mut f = Fleet::new("flushall", Backend::Local, 20, 10)?;
+    f.env.insert("ENGAGE_REDIS_URL".into(), redis.url());
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    f.wait_midway(&batch, "analyze").await?;
+    assert!(redis.cli(&["flushall"])?.contains("OK"));
+    let out = f.wait_and_report(&batch, 180)?;
+    assert_same_outputs(&f.reference()?, &out);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_on_a_three_node_redis_cluster() -> anyhow::Result<()> {
+    let nodes = [
+        PrivateRedis::start(true)?,
+        PrivateRedis::start(true)?,
+        PrivateRedis::start(true)?,
+    ];
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    let created = nodes[0].cli(&args)?;
+    assert!(created.contains("All 16384 slots covered"), "{created}");
+    poll("the cluster to be ok", Duration::from_secs(30), || async {
+        Ok(nodes
+            .iter()
+            .all(|n| {
+                n.cli(&["cluster", "info"])
+                    .unwrap_or_default()
+                    .contains("cluster_state:ok")
+            })
+            .then_some(()))
+    })
+    .await?;
+    let mut f = Fleet::new("cluster", Backend::Local, 8, 6)?;
+    f.env.insert(
+        "ENGAGE_REDIS_URL".into(),
+        nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(","),
+    );
+    f.env.insert("ENGAGE_REDIS_CLUSTER".into(), "true".into());
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    let out = f.wait_and_report(&batch, 120)?;
+    assert_same_outputs(&f.reference()?, &out);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered() -> anyhow::Result<()> {
+    let ns = crate::support::fleet::namespace("crashloop");
+    let topo = Topology {
+        namespace: ns.clone(),
+        retry_delays_ms: vec![100],
+        delivery_limit: 2,
+    };
+    let conn = amqp().await?;
+    let ch = conn.create_channel().await?;
+    topo.declare(&ch, &[StageName::Match]).await?;
+    ch.basic_publish(
+        topo.exchange().as_str().into(),
+        "match".into(),
+        BasicPublishOptions::default(),
+        b"{}",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await?
+    .await?;
+    // A consumer that dies with the message unacked, again and again.
+    for _ in 0..3 {
+        let c = conn.create_channel().await?;
+        let got = poll("a delivery", Duration::from_secs(10), || async {
+            Ok(c.basic_get(
+                topo.work_queue(StageName::Match).as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await?)
+        })
+        .await?;
+        drop(got);
+        c.close(200, "crash".into()).await?;
+    }
+    let dlq = topo.dlq(StageName::Match);
+    let m = poll(
+        "the message in the DLQ",
+        Duration::from_secs(10),
+        || async {
+            Ok(ch
+                .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+                .await?)
+        },
+    )
+    .await?;
+    let reason = engage_shared::broker::header_str(&m.delivery.properties, "x-first-death-reason");
+    assert_eq!(reason.as_deref(), Some("delivery_limit"));
+    Ok(())
+}
