@@ -6,3 +6,4 @@ mod fleet;
 mod resilience;
 mod storage;
 mod support;
+mod ops;

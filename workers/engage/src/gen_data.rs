@@ -721,13 +721,13 @@ fn generate_learner(args: &GenDataArgs, learner: usize) -> Result<LearnerOut, Sy
             0..50 => Link::Null,
             50..70 => Link::Absent,
             70..80 => Link::Missing,
-            80..85 => Link::Foreign,
+            80..90 => Link::Foreign,
             _ => Link::Object(match rng.random_range(0..1000) {
                 0..30 => Kind::Silent,
                 30..60 => Kind::Clipped,
                 60..90 => Kind::Noisy,
                 90..110 => Kind::Corrupt,
-                110..125 if speech_count > 0 => Kind::Shared,
+                110..140 if speech_count > 0 => Kind::Shared,
                 _ => Kind::Speech,
             }),
         };

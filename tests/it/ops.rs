@@ -1,0 +1,75 @@
+//! What operators and producers touch: a batch published by a plain AMQP
+//! client in another language (Python/pika), and the workers' `/metrics`,
+//! `/healthz` and `/readyz`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::fleet::{Backend, Fleet, assert_same_outputs, free_port, http_get, poll};
+
+/// The documented producer message, published with pika (not our Rust code).
+const PIKA_PRODUCER: &str = r#"
+import json, sys, pika
+ns, batch, activity, sessions = sys.argv[1:5]
+msg = {"v": 1, "batch_id": batch, "job_id": "plan:" + batch, "attempt": 0, "trace_id": "py-" + batch,
+       "job": {"kind": "batch", "activity": [activity], "sessions": sessions, "selection": {"kind": "all"}}}
+conn = pika.BlockingConnection(pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2f"))
+ch = conn.channel()
+ch.confirm_delivery()
+ch.basic_publish(exchange=ns + ".jobs", routing_key="clean", body=json.dumps(msg),
+                 properties=pika.BasicProperties(delivery_mode=2, content_type="application/json"), mandatory=True)
+conn.close()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_producer_starts_a_batch_with_the_documented_message() -> anyhow::Result<()> {
+    let mut f = Fleet::new("pika", Backend::Local, 6, 5)?;
+    f.start_all()?;
+    f.wait_consuming("clean").await?;
+    let batch = "py-batch-1";
+    let activity = format!("file://{}", f.data.activity.display());
+    let sessions = format!("file://{}", f.data.sessions.display());
+    let o = Command::new("python3").args(["-c", PIKA_PRODUCER, &f.ns, batch, &activity, &sessions]).output()?;
+    assert!(o.status.success(), "pika producer failed (pip install pika): {}", String::from_utf8_lossy(&o.stderr));
+    let out = f.wait_and_report(batch, 120)?;
+    assert_same_outputs(&f.reference()?, &out);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_serve_metrics_health_and_readiness_without_learner_ids() -> anyhow::Result<()> {
+    let mut f = Fleet::new("metrics", Backend::Local, 6, 5)?;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    f.env.insert("ENGAGE_METRICS_ADDR".into(), addr.clone());
+    f.start("clean")?;
+    f.env.insert("ENGAGE_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    for s in ["match", "download", "analyze", "aggregate"] {
+        f.start(s)?;
+    }
+    let ready = poll("/readyz to say ready", Duration::from_secs(30), || async {
+        Ok(http_get(&addr, "/readyz").ok().filter(|(code, _)| *code == 200))
+    })
+    .await?;
+    assert!(ready.1.contains("amqp: up") && ready.1.contains("redis: up"), "{}", ready.1);
+    assert_eq!(http_get(&addr, "/healthz")?.0, 200);
+    let batch = f.enqueue()?;
+    let out = f.wait_and_report(&batch, 120)?;
+    let (code, metrics) = http_get(&addr, "/metrics")?;
+    assert_eq!(code, 200);
+    assert!(metrics.contains(r#"engage_jobs_total{outcome="ok",stage="clean"} 2"#), "{metrics}");
+    assert!(metrics.contains("engage_job_duration_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains(r#"engage_ready{stage="clean"} 1"#), "{metrics}");
+    // No learner id (nor batch id) in any label.
+    let matched = std::fs::read_to_string(out.join("matched.csv"))?;
+    for user in matched.lines().skip(1).filter_map(|l| l.split(',').nth(1)) {
+        assert!(!metrics.contains(&format!("\"{user}\"")), "learner id {user} in metrics");
+    }
+    assert!(!metrics.contains(&batch));
+
+    // Not ready when the worker is stopped by SIGTERM: the endpoint goes away with it.
+    let st = f.signal("clean", "TERM");
+    assert!(st[0].success());
+    assert!(http_get(&addr, "/healthz").is_err());
+    Ok(())
+}
