@@ -7,3 +7,4 @@ mod resilience;
 mod storage;
 mod support;
 mod ops;
+mod gemini;
