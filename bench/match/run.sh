@@ -14,7 +14,7 @@
 # what-if with Arc<SessionMatch>. Loading is reported separately. Peak RSS comes from
 # /usr/bin/time. Up to 2M responses, the three assignments are also compared
 # row for row (ours with the pandas rule vs pandas; ours with the
-# last-in-file rule vs polars). Writes the table to bench/match/RESULTS.md.
+# last-in-file rule vs polars). Writes its section of bench/match/RESULTS.md.
 set -euo pipefail
 
 N_RESP=${1:-10000000}
@@ -80,4 +80,4 @@ fi >"$DATA/verify.txt"
 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 LOADAVG="$LOAD_BEFORE before, $LOAD_AFTER after" \
-  python3 "$HERE/table.py" "$RUNS" "$N_RESP" "$N_SESS" "$DATA/verify.txt" | tee "$HERE/RESULTS.md"
+  python3 "$HERE/table.py" "$RUNS" "$N_RESP" "$N_SESS" "$DATA/verify.txt"

@@ -12,13 +12,19 @@ async fn gemini_fleet(test: &str, fake: &FakeGemini, key: &str) -> anyhow::Resul
     let mut f = Fleet::new(test, Backend::Local, 8, 6)?;
     f.env.insert("ENGAGE_ANALYZER".into(), "gemini".into());
     f.env.insert("GEMINI_API_KEY".into(), key.into());
-    f.env.insert("ENGAGE_GEMINI__BASE_URL".into(), fake.base_url().to_string());
-    f.env.insert("ENGAGE_GEMINI__MODEL".into(), "gemini-2.5-flash".into());
+    f.env.insert(
+        "ENGAGE_GEMINI__BASE_URL".into(),
+        fake.base_url().to_string(),
+    );
+    f.env
+        .insert("ENGAGE_GEMINI__MODEL".into(), "gemini-2.5-flash".into());
     Ok(f)
 }
 
 fn summary(dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
-    Ok(serde_json::from_slice(&std::fs::read(dir.join("summary.json"))?)?)
+    Ok(serde_json::from_slice(&std::fs::read(
+        dir.join("summary.json"),
+    )?)?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,27 +32,52 @@ async fn gemini_batches_never_pay_twice_for_the_same_audio() -> anyhow::Result<(
     let fake = FakeGemini::start(FakeConfig::default()).await?;
     let mut f = gemini_fleet("gem-once", &fake, fake.api_key()).await?;
     // A low inline limit sends bigger clips through the Files API.
-    f.env.insert("ENGAGE_GEMINI__INLINE_MAX_BYTES".into(), "60000".into());
+    f.env
+        .insert("ENGAGE_GEMINI__INLINE_MAX_BYTES".into(), "60000".into());
     f.start_all()?;
     let first = f.wait_and_report(&f.enqueue()?, 120)?;
     let stats = fake.stats();
     let s = summary(&first)?;
     assert!(stats.generate_calls > 10, "{stats:?}");
-    assert_eq!(stats.max_calls_per_audio(), 1, "an audio was paid for twice");
-    assert_eq!(s["cost"]["calls"].as_u64(), Some(stats.generate_calls), "{s}");
-    assert!(s["cost"]["prefiltered"].as_u64() > Some(0), "silent clips must not be sent: {s}");
+    assert_eq!(
+        stats.max_calls_per_audio(),
+        1,
+        "an audio was paid for twice"
+    );
+    assert_eq!(
+        s["cost"]["calls"].as_u64(),
+        Some(stats.generate_calls),
+        "{s}"
+    );
+    assert!(
+        s["cost"]["prefiltered"].as_u64() > Some(0),
+        "silent clips must not be sent: {s}"
+    );
     assert!(s["cost"]["prompt_tokens"].as_u64() > Some(0), "{s}");
-    assert!(stats.uploads_finalized > 0 && stats.files_deleted == stats.uploads_finalized, "{stats:?}");
+    assert!(
+        stats.uploads_finalized > 0 && stats.files_deleted == stats.uploads_finalized,
+        "{stats:?}"
+    );
     let analysis = std::fs::read_to_string(first.join("analysis.csv"))?;
-    assert!(analysis.contains(",gemini:gemini-2.5-flash:p1,"), "{analysis}");
+    assert!(
+        analysis.contains(",gemini:gemini-2.5-flash:p1,"),
+        "{analysis}"
+    );
 
     // The same data again, as a new batch: every answer comes from the durable cache.
     let second = f.wait_and_report(&f.enqueue()?, 120)?;
-    assert_eq!(fake.stats().generate_calls, stats.generate_calls, "a re-run batch paid again");
+    assert_eq!(
+        fake.stats().generate_calls,
+        stats.generate_calls,
+        "a re-run batch paid again"
+    );
     let s2 = summary(&second)?;
     assert_eq!(s2["cost"]["calls"].as_u64(), Some(0));
     assert!(s2["cost"]["cache_hits"].as_u64() > Some(0));
-    assert_eq!(std::fs::read(first.join("report.csv"))?, std::fs::read(second.join("report.csv"))?);
+    assert_eq!(
+        std::fs::read(first.join("report.csv"))?,
+        std::fs::read(second.join("report.csv"))?
+    );
     Ok(())
 }
 
@@ -54,7 +85,13 @@ async fn gemini_batches_never_pay_twice_for_the_same_audio() -> anyhow::Result<(
 async fn gemini_429s_pause_the_fleet_and_transient_faults_are_retried() -> anyhow::Result<()> {
     let fake = FakeGemini::start(FakeConfig::default()).await?;
     let mut faults = Fault::burst_429(2, "1.5s");
-    faults.extend([Fault::Status(503), Fault::Status(500), Fault::TruncatedJson, Fault::Blocked("OTHER".into()), Fault::OutOfRange]);
+    faults.extend([
+        Fault::Status(503),
+        Fault::Status(500),
+        Fault::TruncatedJson,
+        Fault::Blocked("OTHER".into()),
+        Fault::OutOfRange,
+    ]);
     fake.push_faults(faults);
     let mut f = gemini_fleet("gem-faults", &fake, fake.api_key()).await?;
     f.env.insert("ENGAGE_MAX_ATTEMPTS".into(), "5".into());
@@ -65,8 +102,18 @@ async fn gemini_429s_pause_the_fleet_and_transient_faults_are_retried() -> anyho
     // The first 429 paused every worker: no request reached the fake within
     // the pause that followed it (the second 429 came from a call in flight).
     let first_429 = stats.request_times[0];
-    let during_pause = stats.request_times.iter().filter(|t| **t > first_429 + Duration::from_millis(200) && **t < first_429 + Duration::from_millis(1300)).count();
-    assert!(during_pause <= 1, "calls during the fleet pause: {during_pause}");
+    let during_pause = stats
+        .request_times
+        .iter()
+        .filter(|t| {
+            **t > first_429 + Duration::from_millis(200)
+                && **t < first_429 + Duration::from_millis(1300)
+        })
+        .count();
+    assert!(
+        during_pause <= 1,
+        "calls during the fleet pause: {during_pause}"
+    );
     // Every fault was transient: all audio that was sent ends analyzed.
     let s = summary(&out)?;
     let failed = s["failed"].as_object().cloned().unwrap_or_default();
@@ -75,18 +122,34 @@ async fn gemini_429s_pause_the_fleet_and_transient_faults_are_retried() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_that_stay_invalid_become_failed_items_and_the_batch_completes() -> anyhow::Result<()> {
-    let behaviour = Behaviour { fault_probabilities: vec![(1.0, Fault::UnknownEnum)], ..Behaviour::default() };
-    let fake = FakeGemini::start(FakeConfig { behaviour, ..FakeConfig::default() }).await?;
+async fn answers_that_stay_invalid_become_failed_items_and_the_batch_completes()
+-> anyhow::Result<()> {
+    let behaviour = Behaviour {
+        fault_probabilities: vec![(1.0, Fault::UnknownEnum)],
+        ..Behaviour::default()
+    };
+    let fake = FakeGemini::start(FakeConfig {
+        behaviour,
+        ..FakeConfig::default()
+    })
+    .await?;
     let mut f = gemini_fleet("gem-invalid", &fake, fake.api_key()).await?;
     f.env.insert("ENGAGE_MAX_ATTEMPTS".into(), "2".into());
     f.start_all()?;
     let out = f.wait_and_report(&f.enqueue()?, 120)?;
     let s = summary(&out)?;
-    assert!(s["failed"]["gemini_invalid_answer"].as_u64() > Some(0), "{s}");
+    assert!(
+        s["failed"]["gemini_invalid_answer"].as_u64() > Some(0),
+        "{s}"
+    );
     assert_eq!(s["analyzed"].as_u64(), Some(0), "{s}");
     let analysis = std::fs::read_to_string(out.join("analysis.csv"))?;
-    assert!(analysis.lines().any(|l| l.contains(",failed,") && l.contains("gemini_invalid_answer")), "{analysis}");
+    assert!(
+        analysis
+            .lines()
+            .any(|l| l.contains(",failed,") && l.contains("gemini_invalid_answer")),
+        "{analysis}"
+    );
     Ok(())
 }
 
@@ -101,17 +164,29 @@ async fn a_bad_api_key_stops_the_analyze_workers_loudly() -> anyhow::Result<()> 
     f.env.insert("ENGAGE_METRICS_ADDR".into(), addr.clone());
     f.start("analyze")?;
     let batch = f.enqueue()?;
-    let (code, body) = poll("analyze to turn not-ready", Duration::from_secs(60), || async {
-        Ok(http_get(&addr, "/readyz").ok().filter(|(_, b)| b.contains("fatal")))
-    })
+    let (code, body) = poll(
+        "analyze to turn not-ready",
+        Duration::from_secs(60),
+        || async {
+            Ok(http_get(&addr, "/readyz")
+                .ok()
+                .filter(|(_, b)| b.contains("fatal")))
+        },
+    )
     .await?;
     assert_eq!(code, 503);
     assert!(body.contains("invalid_api_key"), "{body}");
     // Items are not failed one by one: nothing was recorded, the work waits in the queue.
     let status = String::from_utf8_lossy(&f.engage(&["status", &batch])?.stdout).into_owned();
-    assert!(!status.contains("complete") && !status.contains("gemini_"), "{status}");
+    assert!(
+        !status.contains("complete") && !status.contains("gemini_"),
+        "{status}"
+    );
     let log = std::fs::read_to_string(f.dir.path().join("logs/analyze-0.log"))?;
-    assert!(log.contains("fatal error: this worker stops consuming"), "{log}");
+    assert!(
+        log.contains("fatal error: this worker stops consuming"),
+        "{log}"
+    );
     assert!(!log.contains("not-the-key"), "the API key reached the log");
     Ok(())
 }

@@ -3,8 +3,8 @@
 //! uses its own namespace so tests run in parallel without interfering.
 
 mod fleet;
+mod gemini;
+mod ops;
 mod resilience;
 mod storage;
 mod support;
-mod ops;
-mod gemini;

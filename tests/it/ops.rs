@@ -29,8 +29,14 @@ async fn a_python_producer_starts_a_batch_with_the_documented_message() -> anyho
     let batch = "py-batch-1";
     let activity = format!("file://{}", f.data.activity.display());
     let sessions = format!("file://{}", f.data.sessions.display());
-    let o = Command::new("python3").args(["-c", PIKA_PRODUCER, &f.ns, batch, &activity, &sessions]).output()?;
-    assert!(o.status.success(), "pika producer failed (pip install pika): {}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("python3")
+        .args(["-c", PIKA_PRODUCER, &f.ns, batch, &activity, &sessions])
+        .output()?;
+    assert!(
+        o.status.success(),
+        "pika producer failed (pip install pika): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = f.wait_and_report(batch, 120)?;
     assert_same_outputs(&f.reference()?, &out);
     Ok(())
@@ -43,27 +49,46 @@ async fn workers_serve_metrics_health_and_readiness_without_learner_ids() -> any
     let addr = format!("127.0.0.1:{port}");
     f.env.insert("ENGAGE_METRICS_ADDR".into(), addr.clone());
     f.start("clean")?;
-    f.env.insert("ENGAGE_METRICS_ADDR".into(), "127.0.0.1:0".into());
+    f.env
+        .insert("ENGAGE_METRICS_ADDR".into(), "127.0.0.1:0".into());
     for s in ["match", "download", "analyze", "aggregate"] {
         f.start(s)?;
     }
     let ready = poll("/readyz to say ready", Duration::from_secs(30), || async {
-        Ok(http_get(&addr, "/readyz").ok().filter(|(code, _)| *code == 200))
+        Ok(http_get(&addr, "/readyz")
+            .ok()
+            .filter(|(code, _)| *code == 200))
     })
     .await?;
-    assert!(ready.1.contains("amqp: up") && ready.1.contains("redis: up"), "{}", ready.1);
+    assert!(
+        ready.1.contains("amqp: up") && ready.1.contains("redis: up"),
+        "{}",
+        ready.1
+    );
     assert_eq!(http_get(&addr, "/healthz")?.0, 200);
     let batch = f.enqueue()?;
     let out = f.wait_and_report(&batch, 120)?;
     let (code, metrics) = http_get(&addr, "/metrics")?;
     assert_eq!(code, 200);
-    assert!(metrics.contains(r#"engage_jobs_total{outcome="ok",stage="clean"} 2"#), "{metrics}");
-    assert!(metrics.contains("engage_job_duration_seconds_bucket"), "{metrics}");
-    assert!(metrics.contains(r#"engage_ready{stage="clean"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"engage_jobs_total{outcome="ok",stage="clean"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("engage_job_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"engage_ready{stage="clean"} 1"#),
+        "{metrics}"
+    );
     // No learner id (nor batch id) in any label.
     let matched = std::fs::read_to_string(out.join("matched.csv"))?;
     for user in matched.lines().skip(1).filter_map(|l| l.split(',').nth(1)) {
-        assert!(!metrics.contains(&format!("\"{user}\"")), "learner id {user} in metrics");
+        assert!(
+            !metrics.contains(&format!("\"{user}\"")),
+            "learner id {user} in metrics"
+        );
     }
     assert!(!metrics.contains(&batch));
 

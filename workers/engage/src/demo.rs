@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser};
+use clap::Args;
 use engage_shared::config::FleetConfig;
 use engage_shared::envelope::StageName;
 
@@ -21,19 +21,13 @@ pub struct DemoArgs {
     pub dir: PathBuf,
     /// Learners to generate.
     #[arg(long, default_value_t = 20)]
-    pub learners: u32,
+    pub learners: usize,
     /// Responses per learner.
     #[arg(long, default_value_t = 10)]
-    pub responses: u32,
+    pub responses: usize,
     /// Seconds to wait for the batch.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
-}
-
-#[derive(Parser)]
-struct GenWrap {
-    #[command(flatten)]
-    args: GenDataArgs,
 }
 
 /// Child worker processes, stopped with SIGTERM (and reaped) on drop.
@@ -97,16 +91,9 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
         a.responses,
         data.display()
     );
-    let gen_args = GenWrap::try_parse_from([
-        "gen-data".to_string(),
-        "--learners".into(),
-        a.learners.to_string(),
-        "--responses".into(),
-        a.responses.to_string(),
-        "--out".into(),
-        data.display().to_string(),
-    ])?
-    .args;
+    let mut gen_args = GenDataArgs::new(&data);
+    gen_args.learners = a.learners;
+    gen_args.responses = a.responses;
     let generated = tokio::task::spawn_blocking(move || gen_data::run(&gen_args)).await??;
 
     cfg.namespace = format!("demo-{:04x}", rand::random::<u16>());
@@ -177,10 +164,10 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     )
     .await?;
     drop(workers);
-    if let Ok(s) = std::fs::read_to_string(out.join("summary.json")) {
-        if let Ok(sum) = serde_json::from_str::<engage_shared::summary::Summary>(&s) {
-            print!("{}", sum.render());
-        }
+    if let Ok(s) = std::fs::read_to_string(out.join("summary.json"))
+        && let Ok(sum) = serde_json::from_str::<engage_shared::summary::Summary>(&s)
+    {
+        print!("{}", sum.render());
     }
     Ok(out)
 }
