@@ -86,6 +86,7 @@ local function registered(p, job)
   local exp = redis.call('HGET', p .. ':meta', 'pieces_expected')
   if not exp then return -1 end
   local reg = redis.call('HGET', p .. ':meta', 'registered')
+  if reg == job then return 2 end
   if reg then return 1 end
   if redis.call('SCARD', p .. ':pieces_done') >= tonumber(exp)
      and redis.call('SCARD', p .. ':match_done') >= redis.call('SCARD', p .. ':match_expected') then
@@ -171,13 +172,9 @@ for i = 3, #ARGV do redis.call('SADD', p .. ':match_expected', ARGV[i]) end
 return registered(p, ARGV[1])
 "#,
         );
-        let mut inv = s.key(self.prefix(batch));
-        inv.arg(job).arg(piece);
-        for m in match_parts {
-            inv.arg(m);
-        }
-        let mut c = self.conn.clone();
-        Self::registration(inv.invoke_async(&mut c).await?)
+        let mut args = vec![piece];
+        args.extend(match_parts.iter().map(String::as_str));
+        self.fan_in(&s, batch, job, &args).await
     }
 
     /// Registers learners' items found by a match job (idempotent set adds).
@@ -219,19 +216,27 @@ return registered(p, ARGV[1])
 local p = KEYS[1]
 if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
 redis.call('SADD', p .. ':match_done', ARGV[2])
-local r = registered(p, ARGV[1])
-if r == 1 and redis.call('HGET', p .. ':meta', 'registered') == ARGV[1] then return 2 end
-return r
+return registered(p, ARGV[1])
 "#,
         );
+        self.fan_in(&s, batch, job, &[part]).await
+    }
+
+    /// Runs a fan-in script with KEYS[1] = the batch prefix, ARGV[1] = the job id.
+    async fn fan_in(
+        &self,
+        script: &Script,
+        batch: &str,
+        job: &str,
+        args: &[&str],
+    ) -> Result<FanIn, LedgerError> {
+        let mut inv = script.key(self.prefix(batch));
+        inv.arg(job);
+        for a in args {
+            inv.arg(*a);
+        }
         let mut c = self.conn.clone();
-        Self::registration(
-            s.key(self.prefix(batch))
-                .arg(job)
-                .arg(part)
-                .invoke_async(&mut c)
-                .await?,
-        )
+        Self::registration(inv.invoke_async(&mut c).await?)
     }
 
     fn registration(v: i64) -> Result<FanIn, LedgerError> {
@@ -276,16 +281,13 @@ if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:'
 return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
 "#,
         );
-        let mut c = self.conn.clone();
-        let v: i64 = s
-            .key(self.prefix(batch))
-            .arg(job)
-            .arg(user)
-            .arg(response_id)
-            .arg(failed_reason.unwrap_or(""))
-            .invoke_async(&mut c)
-            .await?;
-        Self::registration(v)
+        self.fan_in(
+            &s,
+            batch,
+            job,
+            &[user, response_id, failed_reason.unwrap_or("")],
+        )
+        .await
     }
 
     /// For a scan after registration: claims the learner if complete.
@@ -306,14 +308,7 @@ if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:'
 return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
 "#,
         );
-        let mut c = self.conn.clone();
-        Self::registration(
-            s.key(self.prefix(batch))
-                .arg(job)
-                .arg(user)
-                .invoke_async(&mut c)
-                .await?,
-        )
+        self.fan_in(&s, batch, job, &[user]).await
     }
 
     /// All learners of a batch (SSCAN, so a big batch does not block Redis).
@@ -347,14 +342,7 @@ if redis.call('SCARD', p .. ':agg_done') < redis.call('SCARD', p .. ':learners')
 return claim(p .. ':report_claim', ARGV[1]) * 2
 "#,
         );
-        let mut c = self.conn.clone();
-        Self::registration(
-            s.key(self.prefix(batch))
-                .arg(job)
-                .arg(user.unwrap_or(""))
-                .invoke_async(&mut c)
-                .await?,
-        )
+        self.fan_in(&s, batch, job, &[user.unwrap_or("")]).await
     }
 
     /// Marks the batch complete (its outputs are written).

@@ -162,8 +162,9 @@ impl Settings {
 enum Pacing {
     /// No limiter at all (the seed system).
     Unpaced,
-    /// One [`FleetLimiter`] per worker, all on the same Redis keys.
-    Fleet,
+    /// One [`FleetLimiter`] per worker, all on the same Redis keys, whose
+    /// window is the quota's window lengthened by this fraction (0 = as deployed).
+    Fleet(f64),
     /// A local governor per worker allowing this many requests per window.
     Local(f64),
 }
@@ -172,7 +173,10 @@ impl Pacing {
     fn label(self) -> String {
         match self {
             Self::Unpaced => "none".to_owned(),
-            Self::Fleet => "fleet (Redis)".to_owned(),
+            Self::Fleet(margin) if margin > 0.0 => {
+                format!("fleet (Redis), window +{:.0}%", margin * 100.0)
+            }
+            Self::Fleet(_) => "fleet (Redis)".to_owned(),
             Self::Local(per) => format!("local governor, {per:.1} per window each"),
         }
     }
@@ -210,16 +214,31 @@ enum Outcome {
 /// One `generateContent` call as the worker saw it (bench clock).
 #[derive(Debug, Clone, Copy)]
 struct Call {
+    /// When the permit was granted and the request sent (the same instant).
     sent: Duration,
     done: Duration,
     outcome: Outcome,
 }
 
-/// A fleet pause one worker set (bench clock).
+/// A fleet pause one worker set (bench clock). Redis applied it somewhere
+/// in `[requested, answered]`; it lasts `remaining` from then.
 #[derive(Debug, Clone, Copy)]
 struct PauseSet {
-    at: Duration,
+    requested: Duration,
+    answered: Duration,
     remaining: Duration,
+}
+
+impl PauseSet {
+    /// The span in which the pause was certainly in force.
+    fn surely_paused(&self) -> (Duration, Duration) {
+        (self.answered, self.requested + self.remaining)
+    }
+
+    /// The span in which the pause may have been in force.
+    fn maybe_paused(&self) -> (Duration, Duration) {
+        (self.requested, self.answered + self.remaining)
+    }
 }
 
 /// Everything one worker observed.
@@ -356,9 +375,11 @@ async fn worker(
                         if let Some(q) = error.quota_kind() {
                             l.record_429(q);
                         }
+                        let requested = ctx.now();
                         let remaining = l.pause_fleet(pause).await?;
                         report.pauses.push(PauseSet {
-                            at: ctx.now(),
+                            requested,
+                            answered: ctx.now(),
                             remaining,
                         });
                     }
@@ -390,7 +411,7 @@ async fn build_worker(
 ) -> Result<(Pacer, GeminiClient), BenchError> {
     let pacer = match pacing {
         Pacing::Unpaced => Pacer::Unpaced,
-        Pacing::Fleet => {
+        Pacing::Fleet(margin) => {
             let conn = RedisConn::connect(&args.redis, false)
                 .await
                 .map_err(|source| BenchError::Redis {
@@ -402,7 +423,7 @@ async fn build_worker(
                 ..Quota::default()
             };
             let windows = Windows {
-                minute: settings.window,
+                minute: settings.window.mul_f64(1.0 + margin),
                 day: settings.window,
             };
             Pacer::Fleet(Box::new(FleetLimiter::with_windows(
@@ -728,7 +749,7 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
             _ => (i, o),
         });
         let paid: u64 = s.calls_by_hash.values().sum();
-        let estimated = if r.spec.pacing == Pacing::Fleet {
+        let estimated = if matches!(r.spec.pacing, Pacing::Fleet(_)) {
             r.estimated_tokens.to_string()
         } else {
             "—".to_owned()
@@ -803,14 +824,14 @@ fn specs(s: &Settings) -> Vec<RowSpec> {
         RowSpec {
             id: "2a",
             name: "fleet limiter, 4 workers".to_owned(),
-            pacing: Pacing::Fleet,
+            pacing: Pacing::Fleet(0.0),
             phases: one(4, s.steady_windows),
             burst_after: None,
         },
         RowSpec {
             id: "2b",
             name: "fleet limiter, 8 workers".to_owned(),
-            pacing: Pacing::Fleet,
+            pacing: Pacing::Fleet(0.0),
             phases: one(8, s.steady_windows),
             burst_after: None,
         },
@@ -820,7 +841,7 @@ fn specs(s: &Settings) -> Vec<RowSpec> {
                 "fleet limiter, 4 workers, burst of {} injected 429s",
                 s.burst_len
             ),
-            pacing: Pacing::Fleet,
+            pacing: Pacing::Fleet(0.0),
             phases: one(4, s.burst_windows),
             burst_after: Some(s.burst_after_windows),
         },
@@ -841,7 +862,7 @@ fn specs(s: &Settings) -> Vec<RowSpec> {
         RowSpec {
             id: "4c",
             name: "fleet limiter, 1 → 4".to_owned(),
-            pacing: Pacing::Fleet,
+            pacing: Pacing::Fleet(0.0),
             phases: scale,
             burst_after: None,
         },

@@ -289,7 +289,10 @@ async fn run(a: &Args) -> Result<serde_json::Value, RelayError> {
             "--hops, --inflight and --messages must be positive",
         ));
     }
-    let ns = format!("bench-relay-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let ns = format!(
+        "bench-relay-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let queues: Vec<String> = (0..a.hops).map(|i| format!("{ns}.q{i}")).collect();
     let admin = connect(&a.amqp, "amqp-relay-admin").await?;
     let ch = admin.create_channel().await?;
@@ -331,7 +334,9 @@ async fn run(a: &Args) -> Result<serde_json::Value, RelayError> {
     })
     .await;
     for q in &queues {
-        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     let _ = admin.close(200, "bye".into()).await;
     let (published, drained) = outcome.map_err(|_| RelayError::Timeout(limit))??;

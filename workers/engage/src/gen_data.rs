@@ -117,7 +117,7 @@ pub enum LogFormat {
 }
 
 /// Arguments of `engage gen-data`.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, PartialEq)]
 pub struct GenDataArgs {
     /// Number of learners.
     #[arg(long, default_value_t = 20)]
@@ -149,7 +149,9 @@ pub struct GenDataArgs {
     /// Fraction of log entries in a language other than English.
     #[arg(long, default_value_t = 0.1)]
     pub non_english_fraction: f64,
-    /// Keep adding learners until the log file reaches this many bytes (audio is then off).
+    /// Keep adding learners (each with `--responses` entries; `--learners` is then
+    /// ignored) until the log file reaches this many bytes; audio is then off. The
+    /// sessions CSV grows with the learners: raise `--responses` for fewer of them.
     #[arg(long)]
     pub target_bytes: Option<u64>,
 }
@@ -393,7 +395,7 @@ pub fn run(args: &GenDataArgs) -> anyhow::Result<GenDataSummary> {
         learner += 1;
     }
     // Log order: by time, ties by learner then generation order.
-    pending.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+    pending.sort_by_key(|a| (a.0, a.1, a.2));
     for (_, _, _, line) in &pending {
         log.entry(line)?;
     }
@@ -1440,6 +1442,36 @@ mod tests {
             let array_line = bad_record("L1", BASE_MS, LogFormat::Array, &mut rng);
             assert!(serde_json::from_slice::<Value>(&array_line).is_ok());
         }
+    }
+
+    #[test]
+    fn command_line_defaults_match_the_documented_ones() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: GenDataArgs,
+        }
+        let cli = Cli::try_parse_from(["gen-data", "--out", "/tmp/x"]).expect("parse");
+        assert_eq!(cli.args, GenDataArgs::new("/tmp/x"));
+        let cli = Cli::try_parse_from([
+            "gen-data",
+            "--out",
+            "d",
+            "--format",
+            "array",
+            "--gzip",
+            "--target-bytes",
+            "1000",
+        ])
+        .expect("parse");
+        assert_eq!(cli.args.format, LogFormat::Array);
+        assert!(cli.args.gzip);
+        assert_eq!(cli.args.target_bytes, Some(1000));
+        assert!(
+            Cli::try_parse_from(["gen-data"]).is_err(),
+            "--out is required"
+        );
     }
 
     #[test]
