@@ -4,6 +4,7 @@
 
 mod fleet;
 mod gemini;
+mod ledger;
 mod ops;
 mod resilience;
 mod storage;

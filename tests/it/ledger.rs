@@ -1,0 +1,125 @@
+//! The batch ledger's fan-in against the real Redis: registration waits for
+//! every piece and match job; exactly one claim per learner and per report,
+//! even under concurrent duplicates; a redelivered claimer re-emits.
+
+use std::collections::BTreeMap;
+
+use engage_shared::ledger::{FanIn, LearnerItems, Ledger};
+use engage_shared::redis_conn::RedisConn;
+
+async fn ledger() -> anyhow::Result<(Ledger, String)> {
+    let conn = RedisConn::connect("redis://127.0.0.1:6379", false).await?;
+    Ok((
+        Ledger::new(conn, crate::support::fleet::namespace("ledger")),
+        "b1".to_string(),
+    ))
+}
+
+fn items(user: &str, ids: &[&str], final_ids: &[&str]) -> BTreeMap<String, LearnerItems> {
+    BTreeMap::from([(
+        user.to_string(),
+        LearnerItems {
+            items: ids.iter().map(|s| s.to_string()).collect(),
+            final_items: final_ids.iter().map(|s| s.to_string()).collect(),
+        },
+    )])
+}
+
+#[tokio::test]
+async fn a_learner_is_complete_only_after_every_piece_and_item() -> anyhow::Result<()> {
+    let (l, b) = ledger().await?;
+    l.open_batch(&b, 2).await?;
+    // Piece 1 done, its match job registers u's items; piece 2 is still running.
+    assert_eq!(
+        l.piece_done(&b, "p1", &["p1:0".into()], "clean:p1").await?,
+        FanIn::Wait
+    );
+    l.register_items(&b, &items("u", &["r1", "r2"], &["r2"]))
+        .await?;
+    assert_eq!(l.match_done(&b, "p1:0", "match:p1:0").await?, FanIn::Wait);
+    // r1 final too: but piece 2 may still bring u's records, so not complete.
+    assert_eq!(
+        l.finalize_item(&b, "u", "r1", None, "analyze:r1").await?,
+        FanIn::Wait
+    );
+    assert_eq!(
+        l.piece_done(&b, "p2", &["p2:0".into()], "clean:p2").await?,
+        FanIn::Wait
+    );
+    l.register_items(&b, &items("u", &["r3"], &[])).await?;
+    // The last match job completes registration and must scan.
+    assert_eq!(l.match_done(&b, "p2:0", "match:p2:0").await?, FanIn::Emit);
+    assert!(
+        l.scan(&b, "match:p2:0").await?.learners.is_empty(),
+        "r3 is not final yet"
+    );
+    // A redelivered registration claimer is told to scan again.
+    assert_eq!(l.match_done(&b, "p2:0", "match:p2:0").await?, FanIn::Emit);
+    assert_eq!(
+        l.finalize_item(&b, "u", "r3", Some("audio_missing"), "download:r3")
+            .await?,
+        FanIn::Emit
+    );
+    // The claimer redelivered re-emits; anyone else does not.
+    assert_eq!(
+        l.finalize_item(&b, "u", "r3", Some("audio_missing"), "download:r3")
+            .await?,
+        FanIn::Emit
+    );
+    assert_eq!(
+        l.finalize_item(&b, "u", "r1", None, "analyze:r1").await?,
+        FanIn::Wait
+    );
+    assert_eq!(
+        l.learner_aggregated(&b, Some("u"), "aggregate:u").await?,
+        FanIn::Emit
+    );
+    let p = l.progress(&b).await?.expect("ledger exists");
+    assert_eq!(
+        (p.items, p.final_items, p.learners, p.learners_aggregated),
+        (3, 3, 1, 1)
+    );
+    assert_eq!(p.failed.get("audio_missing"), Some(&1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_completions_claim_exactly_once() -> anyhow::Result<()> {
+    let (l, b) = ledger().await?;
+    l.open_batch(&b, 1).await?;
+    l.piece_done(&b, "p", &["p:0".into()], "clean:p").await?;
+    let ids: Vec<String> = (0..50).map(|i| format!("r{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    l.register_items(&b, &items("u", &refs, &[])).await?;
+    l.match_done(&b, "p:0", "match:p:0").await?;
+    // Every item finalised three times, by three different jobs, all at once.
+    let mut tasks = tokio::task::JoinSet::new();
+    for id in &ids {
+        for j in 0..3 {
+            let (l, b, id) = (l.clone(), b.clone(), id.clone());
+            tasks.spawn(async move {
+                l.finalize_item(&b, "u", &id, None, &format!("job-{id}-{j}"))
+                    .await
+            });
+        }
+    }
+    let mut emits = 0;
+    while let Some(r) = tasks.join_next().await {
+        if r?? == FanIn::Emit {
+            emits += 1;
+        }
+    }
+    assert_eq!(emits, 1, "exactly one aggregate emission per learner");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_ledger_is_reported_as_lost() -> anyhow::Result<()> {
+    let (l, b) = ledger().await?;
+    assert!(matches!(
+        l.finalize_item(&b, "u", "r", None, "j").await,
+        Err(engage_shared::ledger::LedgerError::Lost)
+    ));
+    assert!(l.progress(&b).await?.is_none());
+    Ok(())
+}
