@@ -79,7 +79,15 @@ impl Services {
 pub fn storage_config(cfg: &FleetConfig) -> StorageConfig {
     StorageConfig {
         s3_endpoint: cfg.s3_endpoint.clone(),
-        s3_region: cfg.s3_region.clone(),
+        // An explicit region (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)
+        // keeps the SDK from probing instance metadata at start-up, which
+        // stalls and warns off EC2 and is pointless for a file:// store.
+        s3_region: cfg
+            .s3_region
+            .clone()
+            .or_else(|| std::env::var("AWS_REGION").ok())
+            .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+            .or_else(|| Some("us-east-1".to_string())),
         s3_force_path_style: cfg.s3_force_path_style,
         s3_root: cfg.s3_root.clone(),
         ..StorageConfig::default()

@@ -19,7 +19,8 @@
 //! loop: permit → `analyze(distinct audio)` → on error the
 //! [`GeminiError::disposition`] (pause the fleet, or back off with jitter).
 //!
-//! Rows: (1) the seed baseline; (2) the fleet limiter with 4 and 8 workers;
+//! Rows: (1) the seed baseline; (2) the fleet limiter with 4 and 8 workers
+//! (and 8 with a 1% safety margin on the window);
 //! (3) the fleet limiter with a burst of injected 429s carrying `RetryInfo`;
 //! (4) workers scaling 1 → 4 mid-run under a naive static per-worker split
 //! (Q/4 each, and Q each) versus the fleet limiter. Request counts come from
@@ -43,6 +44,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+
+/// Seed of the fake's latency draws, the same for every row so that rows see
+/// the same service times in the same order.
+const FAKE_SEED: u64 = 7;
 
 /// Errors that stop the benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -462,7 +467,7 @@ async fn run_row(
     settings: &Settings,
     args: &Args,
     spec: RowSpec,
-    seed: u64,
+    row: u64,
 ) -> Result<RowRun, BenchError> {
     let t0 = Instant::now();
     // The fake's clock starts within microseconds of t0: its times are bench times.
@@ -476,7 +481,7 @@ async fn run_row(
             window: settings.window,
             ..Behaviour::default()
         },
-        seed,
+        seed: FAKE_SEED,
         ..FakeConfig::default()
     })
     .await
@@ -493,7 +498,7 @@ async fn run_row(
         t0,
         stop_at: start + settings.window * total_windows,
         next_item: AtomicU64::new(0),
-        row_tag: seed,
+        row_tag: row,
         settings: settings.clone(),
     });
     let mut tasks = JoinSet::new();
@@ -537,7 +542,7 @@ async fn run_row(
     let stats = fake.stats();
     fake.shutdown().await;
     calls.sort_by_key(|c| c.sent);
-    pauses.sort_by_key(|p| p.at);
+    pauses.sort_by_key(|p| p.requested);
     Ok(RowRun {
         spec,
         phases,
@@ -620,13 +625,27 @@ fn lines(run: &RowRun, settings: &Settings) -> Vec<Line> {
 
 /// The burst row's recovery figures.
 struct Recovery {
+    /// 429s the fake injected.
     injected: u64,
+    /// 429s the fake's quota answered (caused by our pacing).
     quota_429s: u64,
+    /// From the injection to the first 429 answered.
     first_429: Duration,
+    /// Distinct fleet pauses (overlapping ones merged).
     pauses: usize,
+    /// Total time the fleet may have been paused.
     paused_for: Duration,
-    recovery: Option<Duration>,
-    calls_during_pause: usize,
+    /// Calls sent while a pause was certainly in force (a retry storm would show here).
+    sent_while_paused: usize,
+    /// Calls sent while a pause was being set (permit raced the pause).
+    sent_while_pausing: usize,
+    /// Calls already on the wire when a pause was requested.
+    in_flight_at_pause: usize,
+    /// Per pause: from its earliest possible end to the next call sent.
+    resume_lags: Vec<Duration>,
+    /// From the first 429 to the first answered call sent after the last 429.
+    disruption: Option<Duration>,
+    /// Calls received minus calls answered.
     extra_calls: u64,
 }
 
@@ -639,26 +658,40 @@ fn recovery(run: &RowRun) -> Option<Recovery> {
         .collect();
     let first_429 = limited.first()?.done;
     let last_429 = limited.last()?.done;
-    // Union of the pause intervals the workers set.
-    let mut spans: Vec<(Duration, Duration)> = Vec::new();
+    // Group overlapping pauses: (maybe-from, maybe-to, surely-to).
+    let mut groups: Vec<(Duration, Duration, Duration)> = Vec::new();
     for p in &run.pauses {
-        let (from, to) = (p.at, p.at + p.remaining);
-        match spans.last_mut() {
-            Some(last) if from <= last.1 => last.1 = last.1.max(to),
-            _ => spans.push((from, to)),
+        let ((from, to), (_, surely_to)) = (p.maybe_paused(), p.surely_paused());
+        match groups.last_mut() {
+            Some(g) if from <= g.1 => {
+                g.1 = g.1.max(to);
+                g.2 = g.2.max(surely_to);
+            }
+            _ => groups.push((from, to, surely_to)),
         }
     }
-    let paused_for = spans.iter().map(|(a, b)| *b - *a).sum();
-    let calls_during_pause = run
-        .calls
+    let count = |pred: &dyn Fn(&Call) -> bool| run.calls.iter().filter(|c| pred(c)).count();
+    let surely = |t: Duration| {
+        run.pauses.iter().any(|p| {
+            let (a, b) = p.surely_paused();
+            in_range(t, a, b)
+        })
+    };
+    let maybe = |t: Duration| {
+        run.pauses.iter().any(|p| {
+            let (a, b) = p.maybe_paused();
+            in_range(t, a, b)
+        })
+    };
+    let resume_lags = groups
         .iter()
-        .filter(|c| spans.iter().any(|(a, b)| in_range(c.sent, *a, *b)))
-        .count();
-    let recovery = run
-        .calls
-        .iter()
-        .find(|c| c.sent > last_429 && matches!(c.outcome, Outcome::Answered { .. }))
-        .map(|c| c.sent - first_429);
+        .filter_map(|&(_, _, end)| {
+            run.calls
+                .iter()
+                .find(|c| c.sent >= end)
+                .map(|c| c.sent - end)
+        })
+        .collect();
     Some(Recovery {
         injected: run.stats.faults_injected,
         quota_429s: run
@@ -666,10 +699,21 @@ fn recovery(run: &RowRun) -> Option<Recovery> {
             .rate_limited
             .saturating_sub(run.stats.faults_injected),
         first_429: first_429 - burst_at,
-        pauses: spans.len(),
-        paused_for,
-        recovery,
-        calls_during_pause,
+        pauses: groups.len(),
+        paused_for: groups.iter().map(|g| g.1 - g.0).sum(),
+        sent_while_paused: count(&|c| surely(c.sent)),
+        sent_while_pausing: count(&|c| maybe(c.sent) && !surely(c.sent)),
+        in_flight_at_pause: count(&|c| {
+            run.pauses
+                .iter()
+                .any(|p| c.sent < p.requested && c.done > p.requested)
+        }),
+        resume_lags,
+        disruption: run
+            .calls
+            .iter()
+            .find(|c| c.sent > last_429 && matches!(c.outcome, Outcome::Answered { .. }))
+            .map(|c| c.sent - first_429),
         extra_calls: run.stats.generate_calls.saturating_sub(run.stats.successes),
     })
 }
@@ -691,7 +735,7 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
     let _ = writeln!(out, "# Gemini rate-limit benchmark\n");
     let _ = writeln!(
         out,
-        "`{command}` — {} , {} cores, {:.0} s wall (compile excluded).\n",
+        "`{command}` — {}, {} cores, {:.0} s wall (compile excluded).\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         std::thread::available_parallelism().map_or(0, usize::from),
         elapsed.as_secs_f64(),
@@ -774,22 +818,30 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
     for r in runs {
         if let Some(rec) = recovery(r) {
             let _ = writeln!(out, "\n## 429 burst (row {})\n", r.spec.id);
+            let max_lag = rec.resume_lags.iter().max().copied().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "- injected: {} consecutive 429s with `RetryInfo.retryDelay` = {} (30 s real), {} after the row started; \
-                 first one answered {} later\n\
-                 - fleet pauses: {} (union {} ), set by the workers from `RetryInfo`\n\
-                 - calls sent while the fleet was paused: **{}**\n\
-                 - recovery (first 429 → first call sent after the last 429 that was answered): **{}**\n\
-                 - extra calls (received − answered): **{}** ({} injected + {} caused by our pacing)",
+                "- injected: {} consecutive 429s (`Fault::burst_429`) with `RetryInfo.retryDelay` = {} \
+                 (30 s real), {} after the row started; the first was answered {} later. The fake \
+                 applies them to its next {} calls, so each 429 that arrives after a pause starts a new one.\n\
+                 - fleet pauses set by the workers from `RetryInfo`: {} (paused {} in all)\n\
+                 - calls sent while a pause was certainly in force: **{}** (no retry storm); sent while \
+                 a pause was being set: {}; already in flight when a pause was requested: {}\n\
+                 - resume: first call after each pause's earliest end: max {:.0} ms later\n\
+                 - disruption (first 429 → first answered call sent after the last 429): **{}**\n\
+                 - extra calls (received − answered): **{}** = {} injected + {} answered 429 by the quota",
                 rec.injected,
                 secs(settings.retry_delay),
                 secs(settings.window.mul_f64(settings.burst_after_windows)),
                 secs(rec.first_429),
+                settings.burst_len,
                 rec.pauses,
                 secs(rec.paused_for),
-                rec.calls_during_pause,
-                rec.recovery
+                rec.sent_while_paused,
+                rec.sent_while_pausing,
+                rec.in_flight_at_pause,
+                max_lag.as_secs_f64() * 1e3,
+                rec.disruption
                     .map_or_else(|| "not recovered".to_owned(), secs),
                 rec.extra_calls,
                 rec.injected,
@@ -832,6 +884,13 @@ fn specs(s: &Settings) -> Vec<RowSpec> {
             id: "2b",
             name: "fleet limiter, 8 workers".to_owned(),
             pacing: Pacing::Fleet(0.0),
+            phases: one(8, s.steady_windows),
+            burst_after: None,
+        },
+        RowSpec {
+            id: "2c",
+            name: "fleet limiter, 8 workers, limiter window 1% longer than the quota's".to_owned(),
+            pacing: Pacing::Fleet(0.01),
             phases: one(8, s.steady_windows),
             burst_after: None,
         },
