@@ -187,7 +187,11 @@ impl<S: Stage> Worker<S> {
     async fn consume(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let svc = &self.svc;
         let name = S::NAME.as_str();
-        let conn = broker::connect(svc.cfg.amqp_url.expose(), &format!("engage-{name}")).await?;
+        let conn = broker::connect(
+            svc.cfg.amqp_url.expose(),
+            &format!("engage-{name}@{}", svc.cfg.namespace),
+        )
+        .await?;
         let setup = conn.create_channel().await?;
         svc.topology.declare(&setup, &StageName::ALL).await?;
         let publisher = Publisher::open(&conn, svc.topology.clone()).await?;

@@ -331,3 +331,36 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered() -> anyhow
     assert_eq!(reason.as_deref(), Some("delivery_limit"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_reconnect_when_the_broker_drops_their_connection() -> anyhow::Result<()> {
+    let mut f = Fleet::new("reconnect", Backend::Local, 12, 8)?;
+    f.start_all()?;
+    f.wait_consuming("analyze").await?;
+    let batch = f.enqueue()?;
+    f.wait_midway(&batch, "download").await?;
+    // Close every connection of this fleet's workers from the broker side.
+    let listed = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()?;
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let ours: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("@{}", f.ns)))
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert!(ours.len() >= 5, "connections of {}: {text}", f.ns);
+    for pid in ours {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "test: broker outage"])
+            .output()?;
+    }
+    let out = f.wait_and_report(&batch, 180)?;
+    assert_same_outputs(&f.reference()?, &out);
+    let log = std::fs::read_to_string(f.dir.path().join("logs/analyze-0.log"))?;
+    assert!(
+        log.contains("broker connection lost; reconnecting"),
+        "{log}"
+    );
+    Ok(())
+}
