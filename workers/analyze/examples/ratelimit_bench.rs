@@ -39,7 +39,7 @@ use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault, Latency, Stats};
 use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
 use std::fmt::Write as _;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -210,8 +210,8 @@ struct RowSpec {
 enum Outcome {
     /// Answered; Google's token counts.
     Answered { input: u64, output: u64 },
-    /// HTTP 429.
-    RateLimited,
+    /// HTTP 429, with the `RetryInfo` delay when it had one.
+    RateLimited { retry: Option<Duration> },
     /// Any other error (class).
     Failed(&'static str),
 }
@@ -221,6 +221,8 @@ enum Outcome {
 struct Call {
     /// When the permit was granted and the request sent (the same instant).
     sent: Duration,
+    /// Redis server time of the fleet permit (ms since the epoch), fleet rows only.
+    granted_ms: Option<u64>,
     done: Duration,
     outcome: Outcome,
 }
@@ -232,6 +234,12 @@ struct PauseSet {
     requested: Duration,
     answered: Duration,
     remaining: Duration,
+    /// Redis `TIME` just before and just after the pause script (ms since the
+    /// epoch): Redis runs scripts one at a time, so a permit granted after
+    /// `redis_after_ms` and before `redis_before_ms + remaining` was granted
+    /// while this pause was in force.
+    redis_before_ms: u64,
+    redis_after_ms: u64,
 }
 
 impl PauseSet {
@@ -244,6 +252,35 @@ impl PauseSet {
     fn maybe_paused(&self) -> (Duration, Duration) {
         (self.requested, self.answered + self.remaining)
     }
+
+    /// Whether a permit granted at Redis time `ms` certainly came while this pause was in force.
+    fn covers_grant(&self, ms: u64) -> bool {
+        let remaining = u64::try_from(self.remaining.as_millis()).unwrap_or(u64::MAX);
+        ms > self.redis_after_ms && ms < self.redis_before_ms.saturating_add(remaining)
+    }
+
+    /// Whether a permit granted at Redis time `ms` may have raced the pause script.
+    fn raced_by_grant(&self, ms: u64) -> bool {
+        (self.redis_before_ms..=self.redis_after_ms).contains(&ms)
+    }
+}
+
+/// Redis server time in milliseconds since the epoch.
+async fn redis_ms(conn: &RedisConn) -> Result<u64, BenchError> {
+    let mut conn = conn.clone();
+    let (secs, micros): (u64, u64) = redis::cmd("TIME")
+        .query_async(&mut conn)
+        .await
+        .map_err(RateLimitError::from)?;
+    Ok(secs * 1_000 + micros / 1_000)
+}
+
+/// Answer of [`Pacer::ready`].
+enum Ready {
+    /// Send now; the fleet permit's Redis time, if any.
+    Go(Option<u64>),
+    /// The row ended first.
+    Stop,
 }
 
 /// Everything one worker observed.
@@ -257,30 +294,39 @@ struct WorkerReport {
 /// What paces one worker.
 enum Pacer {
     Unpaced,
-    Fleet(Box<FleetLimiter<RedisConn>>),
+    Fleet {
+        limiter: Box<FleetLimiter<RedisConn>>,
+        conn: RedisConn,
+    },
     Local(DefaultDirectRateLimiter),
 }
 
 impl Pacer {
-    /// Waits for permission to send one request; `false` when the row ends first.
+    /// Waits for permission to send one request.
     async fn ready(
         &self,
         tokens: u64,
         stop_at: Instant,
         window: Duration,
-    ) -> Result<bool, BenchError> {
+    ) -> Result<Ready, BenchError> {
         loop {
             let left = stop_at.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(false);
+                return Ok(Ready::Stop);
             }
             match self {
-                Self::Unpaced => return Ok(true),
+                Self::Unpaced => return Ok(Ready::Go(None)),
                 Self::Local(g) => {
-                    return Ok(tokio::time::timeout(left, g.until_ready()).await.is_ok());
+                    return Ok(match tokio::time::timeout(left, g.until_ready()).await {
+                        Ok(_) => Ready::Go(None),
+                        Err(_) => Ready::Stop,
+                    });
                 }
-                Self::Fleet(l) => match l.acquire(tokens, left.min(window)).await? {
-                    Acquired::Granted(_) => return Ok(true),
+                Self::Fleet { limiter, .. } => match limiter
+                    .acquire(tokens, left.min(window))
+                    .await?
+                {
+                    Acquired::Granted(p) => return Ok(Ready::Go(Some(p.granted_at_ms))),
                     // The worker would release the job with this delay; here it
                     // just waits and asks again.
                     Acquired::NotWithin { wait, .. } => tokio::time::sleep(wait.min(left)).await,
@@ -343,9 +389,10 @@ async fn worker(
         let audio = wav(s.audio_secs, ctx.row_tag, item);
         let mut backoff = s.backoff();
         loop {
-            if !pacer.ready(tokens, ctx.stop_at, s.window).await? {
-                break 'items;
-            }
+            let granted_ms = match pacer.ready(tokens, ctx.stop_at, s.window).await? {
+                Ready::Go(ms) => ms,
+                Ready::Stop => break 'items,
+            };
             let sent = ctx.now();
             let result = client.analyze(&audio, "audio/wav").await;
             let done = ctx.now();
@@ -353,6 +400,7 @@ async fn worker(
                 Ok(answer) => {
                     report.calls.push(Call {
                         sent,
+                        granted_ms,
                         done,
                         outcome: Outcome::Answered {
                             input: answer.usage.prompt_token_count,
@@ -364,25 +412,36 @@ async fn worker(
                 Err(e) => e,
             };
             let outcome = if error.quota_kind().is_some() {
-                Outcome::RateLimited
+                Outcome::RateLimited {
+                    retry: match error.disposition() {
+                        Disposition::PauseFleet { pause } => Some(pause),
+                        Disposition::Retry { after } => after,
+                        Disposition::Fatal | Disposition::FailItem => None,
+                    },
+                }
             } else {
                 Outcome::Failed(error.class())
             };
             report.calls.push(Call {
                 sent,
+                granted_ms,
                 done,
                 outcome,
             });
             let left = ctx.stop_at.saturating_duration_since(Instant::now());
             match error.disposition() {
                 Disposition::PauseFleet { pause } => match &pacer {
-                    Pacer::Fleet(l) => {
+                    Pacer::Fleet { limiter, conn } => {
                         if let Some(q) = error.quota_kind() {
-                            l.record_429(q);
+                            limiter.record_429(q);
                         }
                         let requested = ctx.now();
-                        let remaining = l.pause_fleet(pause).await?;
+                        let redis_before_ms = redis_ms(conn).await?;
+                        let remaining = limiter.pause_fleet(pause).await?;
+                        let redis_after_ms = redis_ms(conn).await?;
                         report.pauses.push(PauseSet {
+                            redis_before_ms,
+                            redis_after_ms,
                             requested,
                             answered: ctx.now(),
                             remaining,
@@ -400,8 +459,12 @@ async fn worker(
             }
         }
     }
-    if let Pacer::Fleet(l) = &pacer {
-        report.estimated_tokens = l.metrics().tokens.with_label_values(&["estimated"]).get();
+    if let Pacer::Fleet { limiter, .. } = &pacer {
+        report.estimated_tokens = limiter
+            .metrics()
+            .tokens
+            .with_label_values(&["estimated"])
+            .get();
     }
     Ok(report)
 }
@@ -431,9 +494,15 @@ async fn build_worker(
                 minute: settings.window.mul_f64(1.0 + margin),
                 day: settings.window,
             };
-            Pacer::Fleet(Box::new(FleetLimiter::with_windows(
-                conn, namespace, quota, windows,
-            )?))
+            Pacer::Fleet {
+                limiter: Box::new(FleetLimiter::with_windows(
+                    conn.clone(),
+                    namespace,
+                    quota,
+                    windows,
+                )?),
+                conn,
+            }
         }
         Pacing::Local(per_window) => {
             let period = settings.window.div_f64(per_window);
@@ -563,8 +632,52 @@ struct Line {
     windows: u32,
     per_window: f64,
     max_in_window: usize,
-    rate_limited: usize,
+    rate_limited: RateLimitedCount,
     max_in_flight: usize,
+}
+
+/// 429s received in a phase: from the quota (our pacing) and injected.
+struct RateLimitedCount {
+    quota: usize,
+    /// Longest `retryDelay` among the quota's 429s: how far past the window edge we were.
+    quota_max_delay: Duration,
+    injected: usize,
+}
+
+impl RateLimitedCount {
+    /// Counts `calls`; a 429 whose delay is exactly `injected_delay` was injected.
+    fn of<'a>(calls: impl Iterator<Item = &'a Call>, injected_delay: Option<Duration>) -> Self {
+        let mut n = Self {
+            quota: 0,
+            quota_max_delay: Duration::ZERO,
+            injected: 0,
+        };
+        for c in calls {
+            if let Outcome::RateLimited { retry } = c.outcome {
+                if injected_delay.is_some() && retry == injected_delay {
+                    n.injected += 1;
+                } else {
+                    n.quota += 1;
+                    n.quota_max_delay = n.quota_max_delay.max(retry.unwrap_or_default());
+                }
+            }
+        }
+        n
+    }
+}
+
+impl std::fmt::Display for RateLimitedCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.quota + self.injected)?;
+        if self.quota > 0 {
+            let ms = self.quota_max_delay.as_secs_f64() * 1e3;
+            write!(f, " (retryDelay ≤ {ms:.0} ms)")?;
+        }
+        if self.injected > 0 {
+            write!(f, " ({} injected)", self.injected)?;
+        }
+        Ok(())
+    }
 }
 
 fn in_range(t: Duration, from: Duration, to: Duration) -> bool {
@@ -612,11 +725,10 @@ fn lines(run: &RowRun, settings: &Settings) -> Vec<Line> {
                 windows: phase.windows,
                 per_window: admitted.len() as f64 / f64::from(phase.windows),
                 max_in_window: Stats::max_in_window(&admitted, settings.window),
-                rate_limited: run
-                    .calls
-                    .iter()
-                    .filter(|c| c.outcome == Outcome::RateLimited && in_range(c.sent, *from, *to))
-                    .count(),
+                rate_limited: RateLimitedCount::of(
+                    run.calls.iter().filter(|c| in_range(c.sent, *from, *to)),
+                    run.burst_at.map(|_| settings.retry_delay),
+                ),
                 max_in_flight: max_in_flight(&run.calls, *from, *to),
             }
         })
@@ -635,15 +747,17 @@ struct Recovery {
     pauses: usize,
     /// Total time the fleet may have been paused.
     paused_for: Duration,
-    /// Calls sent while a pause was certainly in force (a retry storm would show here).
+    /// Permits granted while a pause was in force, by Redis time (a retry storm would show here).
+    granted_while_paused: usize,
+    /// Permits granted while a pause script was being run (may have preceded it).
+    granted_while_pausing: usize,
+    /// Calls sent (bench clock) inside a pause's certain span, whatever their permit's time.
     sent_while_paused: usize,
-    /// Calls sent while a pause was being set (permit raced the pause).
-    sent_while_pausing: usize,
     /// Calls already on the wire when a pause was requested.
     in_flight_at_pause: usize,
     /// Per pause: from its earliest possible end to the next call sent.
     resume_lags: Vec<Duration>,
-    /// From the first 429 to the first answered call sent after the last 429.
+    /// From the first 429 to the answer of the first call sent after the last pause.
     disruption: Option<Duration>,
     /// Calls received minus calls answered.
     extra_calls: u64,
@@ -654,10 +768,9 @@ fn recovery(run: &RowRun) -> Option<Recovery> {
     let limited: Vec<&Call> = run
         .calls
         .iter()
-        .filter(|c| c.outcome == Outcome::RateLimited && c.sent >= burst_at)
+        .filter(|c| matches!(c.outcome, Outcome::RateLimited { .. }) && c.sent >= burst_at)
         .collect();
     let first_429 = limited.first()?.done;
-    let last_429 = limited.last()?.done;
     // Group overlapping pauses: (maybe-from, maybe-to, surely-to).
     let mut groups: Vec<(Duration, Duration, Duration)> = Vec::new();
     for p in &run.pauses {
@@ -677,12 +790,8 @@ fn recovery(run: &RowRun) -> Option<Recovery> {
             in_range(t, a, b)
         })
     };
-    let maybe = |t: Duration| {
-        run.pauses.iter().any(|p| {
-            let (a, b) = p.maybe_paused();
-            in_range(t, a, b)
-        })
-    };
+    // The earliest the last pause could have ended.
+    let resumed = groups.last().map_or(first_429, |g| g.2);
     let resume_lags = groups
         .iter()
         .filter_map(|&(_, _, end)| {
@@ -701,8 +810,15 @@ fn recovery(run: &RowRun) -> Option<Recovery> {
         first_429: first_429 - burst_at,
         pauses: groups.len(),
         paused_for: groups.iter().map(|g| g.1 - g.0).sum(),
+        granted_while_paused: count(&|c| {
+            c.granted_ms
+                .is_some_and(|ms| run.pauses.iter().any(|p| p.covers_grant(ms)))
+        }),
+        granted_while_pausing: count(&|c| {
+            c.granted_ms
+                .is_some_and(|ms| run.pauses.iter().any(|p| p.raced_by_grant(ms)))
+        }),
         sent_while_paused: count(&|c| surely(c.sent)),
-        sent_while_pausing: count(&|c| maybe(c.sent) && !surely(c.sent)),
         in_flight_at_pause: count(&|c| {
             run.pauses
                 .iter()
@@ -712,14 +828,89 @@ fn recovery(run: &RowRun) -> Option<Recovery> {
         disruption: run
             .calls
             .iter()
-            .find(|c| c.sent > last_429 && matches!(c.outcome, Outcome::Answered { .. }))
-            .map(|c| c.sent - first_429),
+            .find(|c| c.sent >= resumed && matches!(c.outcome, Outcome::Answered { .. }))
+            .map(|c| c.done - first_429),
         extra_calls: run.stats.generate_calls.saturating_sub(run.stats.successes),
     })
 }
 
 fn secs(d: Duration) -> String {
     format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Headline comparisons computed from the lines (so they never go stale).
+fn summary(out: &mut String, settings: &Settings, all: &[Line], runs: &[RowRun]) {
+    let q = f64::from(settings.quota);
+    let find = |id: &str, workers: usize| all.iter().find(|l| l.id == id && l.workers == workers);
+    let pct = |l: &Line| 100.0 * l.per_window / q;
+    let _ = writeln!(out, "\n## Summary\n");
+    for (id, workers) in [("2a", 4), ("2b", 8), ("2c", 8)] {
+        if let Some(l) = find(id, workers) {
+            let _ = writeln!(
+                out,
+                "- {}: {:.1}% of Q (target ≥ 97%), 429s from the quota: {}, never more than {} in a window.",
+                l.name,
+                pct(l),
+                l.rate_limited.quota,
+                l.max_in_window,
+            );
+        }
+    }
+    if let (Some(naive), Some(fleet)) = (find("4a", 1), find("4c", 1)) {
+        let _ = writeln!(
+            out,
+            "- One worker alone: the static Q/4 split caps it at {:.1} requests per window ({:.1}% of Q); \
+             the fleet limiter lets it use what it can ({:.1}, {:.1}% of Q, {:.2}x).",
+            naive.per_window,
+            pct(naive),
+            fleet.per_window,
+            pct(fleet),
+            fleet.per_window / naive.per_window.max(f64::MIN_POSITIVE),
+        );
+    }
+    if let (Some(naive), Some(fleet)) = (find("4b", 4), find("4c", 4)) {
+        let _ = writeln!(
+            out,
+            "- Scaled to 4 workers: the static split sized for one worker (Q each) drew {} 429s \
+             ({:.1} per window, {:.1} per admitted request); the fleet limiter drew {} with {:.1}% of Q.",
+            naive.rate_limited.quota,
+            naive.rate_limited.quota as f64 / f64::from(naive.windows),
+            naive.rate_limited.quota as f64
+                / (naive.per_window * f64::from(naive.windows)).max(1.0),
+            fleet.rate_limited.quota,
+            pct(fleet),
+        );
+    }
+    if let Some(naive) = find("4a", 4) {
+        let _ = writeln!(
+            out,
+            "- Even the Q/4 split with 4 workers drew 429s ({}): four independently paced workers \
+             can put more than Q in one sliding window.",
+            naive.rate_limited.quota,
+        );
+    }
+    let fleet: Vec<&RowRun> = runs
+        .iter()
+        .filter(|r| matches!(r.spec.pacing, Pacing::Fleet(_)))
+        .collect();
+    let max_per_audio = fleet
+        .iter()
+        .map(|r| r.stats.max_calls_per_audio())
+        .max()
+        .unwrap_or(0);
+    let (counted, calls) = fleet.iter().fold((0, 0), |(c, n), r| {
+        let paid: u64 = r.stats.calls_by_hash.values().sum();
+        (c + r.stats.input_tokens, n + paid)
+    });
+    let per_call = counted as f64 / (calls as f64).max(1.0);
+    let estimate = GeminiClient::estimate_tokens(f64::from(settings.audio_secs)) as f64;
+    let _ = writeln!(
+        out,
+        "- Fleet rows: max calls paid per audio = {max_per_audio}; {per_call:.0} input tokens counted per \
+         paid call ({}-s clip), the limiter charges {estimate:.0} per permit ({:+.0}%).",
+        settings.audio_secs,
+        100.0 * (estimate / per_call.max(1.0) - 1.0),
+    );
 }
 
 /// The markdown report.
@@ -748,7 +939,8 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
          Each worker is an independent task with its own Redis connection, limiter and HTTP client. \
          Requests per window are the requests the fake admitted during the phase, divided by its windows; \
          \"max in any window\" is the most admitted requests inside any sliding window (must stay ≤ Q); \
-         429s are the ones the workers received.\n",
+         429s are the ones the workers received; for 429s from the quota, the longest `retryDelay` \
+         the fake gave says how close to the window's edge the request came.\n",
         settings.quota,
         settings.quota,
         settings.latency.0.as_secs_f64() * 1e3,
@@ -777,6 +969,7 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
             l.max_in_flight,
         );
     }
+    summary(&mut out, settings, &all, runs);
     let _ = writeln!(out, "\n## Calls and tokens (whole row, fake's counters)\n");
     let _ = writeln!(
         out,
@@ -824,11 +1017,13 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
                 "- injected: {} consecutive 429s (`Fault::burst_429`) with `RetryInfo.retryDelay` = {} \
                  (30 s real), {} after the row started; the first was answered {} later. The fake \
                  applies them to its next {} calls, so each 429 that arrives after a pause starts a new one.\n\
-                 - fleet pauses set by the workers from `RetryInfo`: {} (paused {} in all)\n\
-                 - calls sent while a pause was certainly in force: **{}** (no retry storm); sent while \
-                 a pause was being set: {}; already in flight when a pause was requested: {}\n\
+                 - fleet pauses set by the workers from `RetryInfo` (overlapping ones merged, the \
+                 quota's own 429s included): {} (paused {} in all)\n\
+                 - permits granted while a pause was in force (Redis clock): **{}** (no retry storm); \
+                 granted while a pause script was running (raced it): {}; calls sent inside a pause by \
+                 the workers' clock: {}; calls already in flight when a pause was requested: {}\n\
                  - resume: first call after each pause's earliest end: max {:.0} ms later\n\
-                 - disruption (first 429 → first answered call sent after the last 429): **{}**\n\
+                 - disruption (first 429 → answer of the first call sent after the last pause): **{}**\n\
                  - extra calls (received − answered): **{}** = {} injected + {} answered 429 by the quota",
                 rec.injected,
                 secs(settings.retry_delay),
@@ -837,8 +1032,9 @@ fn report(settings: &Settings, runs: &[RowRun], command: &str, elapsed: Duration
                 settings.burst_len,
                 rec.pauses,
                 secs(rec.paused_for),
+                rec.granted_while_paused,
+                rec.granted_while_pausing,
                 rec.sent_while_paused,
-                rec.sent_while_pausing,
                 rec.in_flight_at_pause,
                 max_lag.as_secs_f64() * 1e3,
                 rec.disruption
@@ -965,10 +1161,12 @@ async fn run(args: Args) -> Result<(), BenchError> {
     );
     println!("{table}");
     let path = args.results.clone().unwrap_or_else(|| {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../bench/gemini/RESULTS.md"
-        ))
+        // workers/analyze → the workspace root.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .unwrap_or(Path::new("."));
+        root.join("bench/gemini/RESULTS.md")
     });
     std::fs::write(&path, &table).map_err(|source| BenchError::Write {
         path: path.clone(),
