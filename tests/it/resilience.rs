@@ -115,7 +115,11 @@ async fn redelivery_of_every_message_type_has_no_duplicate_effect() -> anyhow::R
     let again = f.wait_and_report(&batch, 30)?;
     assert_same_outputs(&first, &again);
     let mut new_msgs = 0;
-    while ch.basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true }).await?.is_some() {
+    while ch
+        .basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+        .is_some()
+    {
         new_msgs += 1;
     }
     assert_eq!(new_msgs, 0, "skipped duplicates published follow-ups");
@@ -123,30 +127,51 @@ async fn redelivery_of_every_message_type_has_no_duplicate_effect() -> anyhow::R
     // Now without the completion markers: every job really runs again. Effects
     // land on the same keys with the same bytes, and the fan-in claims keep the
     // report from being emitted a second time.
-    let mut redis = redis::Client::open("redis://127.0.0.1:6379")?.get_multiplexed_async_connection().await?;
-    let done: Vec<String> = redis::cmd("KEYS").arg(format!("{}:done:*", f.ns)).query_async(&mut redis).await?;
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379")?
+        .get_multiplexed_async_connection()
+        .await?;
+    let done: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:done:*", f.ns))
+        .query_async(&mut redis)
+        .await?;
     assert!(!done.is_empty());
     let _: () = redis::cmd("DEL").arg(&done).query_async(&mut redis).await?;
-    let before_items = std::fs::read_dir(f.dir.path().join(format!("store/batches/{batch}/items")))?.count();
+    let before_items =
+        std::fs::read_dir(f.dir.path().join(format!("store/batches/{batch}/items")))?.count();
     for (rk, body) in &tapped {
-        ch.basic_publish(exchange.as_str().into(), rk.as_str().into(), BasicPublishOptions::default(), body, BasicProperties::default().with_delivery_mode(2))
-            .await?
-            .await?;
+        ch.basic_publish(
+            exchange.as_str().into(),
+            rk.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
     }
     poll("the re-runs to settle", Duration::from_secs(90), || async {
         let mut total = 0;
         for s in STAGES {
             total += queue_len(&conn, &format!("{}.{s}", f.ns)).await?;
         }
-        let done: Vec<String> = redis::cmd("KEYS").arg(format!("{}:done:*", f.ns)).query_async(&mut redis.clone()).await?;
+        let done: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:done:*", f.ns))
+            .query_async(&mut redis.clone())
+            .await?;
         Ok((total == 0 && done.len() >= tapped.len()).then_some(()))
     })
     .await?;
     let third = f.wait_and_report(&batch, 30)?;
     assert_same_outputs(&first, &third);
-    assert_eq!(std::fs::read_dir(f.dir.path().join(format!("store/batches/{batch}/items")))?.count(), before_items);
+    assert_eq!(
+        std::fs::read_dir(f.dir.path().join(format!("store/batches/{batch}/items")))?.count(),
+        before_items
+    );
     let mut reports = 0;
-    while let Some(m) = ch.basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true }).await? {
+    while let Some(m) = ch
+        .basic_get(tap.as_str().into(), BasicGetOptions { no_ack: true })
+        .await?
+    {
         if String::from_utf8_lossy(&m.delivery.data).contains("\"report\"") {
             reports += 1;
         }
@@ -366,6 +391,7 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered() -> anyhow
     .await?;
     let reason = engage_shared::broker::header_str(&m.delivery.properties, "x-first-death-reason");
     assert_eq!(reason.as_deref(), Some("delivery_limit"));
+    crate::support::fleet::delete_namespace(&ns);
     Ok(())
 }
 

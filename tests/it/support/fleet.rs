@@ -76,8 +76,6 @@ pub enum Backend {
 /// A generated dataset.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// The generation directory.
-    pub dir: PathBuf,
     /// Activity log path.
     pub activity: PathBuf,
     /// Sessions path.
@@ -109,7 +107,6 @@ pub fn gen_data(dir: &Path, learners: u32, responses: u32, seed: u64) -> anyhow:
         bail!("gen-data failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(Dataset {
-        dir: dir.to_path_buf(),
         activity: dir.join("activity.jsonl"),
         sessions: dir.join("sessions.csv"),
         s3_root: dir.join("s3"),
@@ -360,7 +357,49 @@ impl Drop for Fleet {
             let _ = c.kill();
             let _ = c.wait();
         }
+        delete_namespace(&self.ns);
     }
+}
+
+/// Deletes a test namespace's queues and exchange, so the broker does not
+/// accumulate queues (and file handles) across test runs. Best effort.
+pub fn delete_namespace(ns: &str) {
+    let ns = ns.to_string();
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(5), amqp()).await else {
+                return;
+            };
+            let Ok(ch) = conn.create_channel().await else {
+                return;
+            };
+            let mut queues = vec![format!("{ns}.tap")];
+            for s in STAGES {
+                queues.push(format!("{ns}.{s}"));
+                queues.push(format!("{ns}.{s}.dlq"));
+                queues.extend((0..8).map(|t| format!("{ns}.{s}.retry.{t}")));
+            }
+            for q in queues {
+                // A missing queue closes the channel: use a fresh one per delete.
+                let Ok(c) = conn.create_channel().await else {
+                    return;
+                };
+                let _ = c.queue_delete(q.as_str().into(), Default::default()).await;
+                let _ = c.close(200, "bye".into()).await;
+            }
+            let _ = ch
+                .exchange_delete(format!("{ns}.jobs").as_str().into(), Default::default())
+                .await;
+            let _ = conn.close(200, "bye".into()).await;
+        });
+    })
+    .join();
 }
 
 fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
@@ -433,21 +472,6 @@ impl Fleet {
             },
         )
         .await
-    }
-
-    /// The metrics address a worker logged at start-up.
-    pub fn metrics_addr(&self, stage: &str) -> Option<String> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("logs").join(format!("{stage}-0.log")))
-                .ok()?;
-        let i = text.find("metrics=")? + "metrics=".len();
-        Some(
-            text[i..]
-                .split_whitespace()
-                .next()?
-                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
-                .to_string(),
-        )
     }
 }
 
