@@ -177,7 +177,13 @@ mod tests {
             "s3://store/fleet/batches/b1/clean/f0-r0/part-0003.jsonl"
         );
         let k = l.learner("b1", "learner 42/../x").unwrap().to_string();
-        assert!(k.starts_with("s3://store/fleet/batches/b1/learners/") && !k.contains("learner"));
+        let name = k
+            .strip_prefix("s3://store/fleet/batches/b1/learners/")
+            .unwrap();
+        assert!(
+            !name.contains("learner") && !name.contains('/') && name.ends_with(".json"),
+            "{k}"
+        );
         assert_eq!(
             l.result("ab12", "gemini:m:p1").unwrap().to_string(),
             "s3://store/fleet/results/ab12/gemini_m_p1.json"

@@ -10,7 +10,6 @@
 use std::io::{BufWriter, Write};
 
 use engage_shared::model::ActivityRecord;
-use sha2::{Digest, Sha256};
 
 /// Buffer per partition sink; memory is `partitions × SINK_BUFFER` at most.
 pub const SINK_BUFFER: usize = 64 * 1024;
@@ -34,12 +33,10 @@ pub enum PartitionError {
     },
 }
 
-/// The partition (0..`partitions`) of a learner. `partitions == 0` is treated as 1.
-pub fn partition_of(user_id: &str, partitions: u32) -> u32 {
-    let digest = Sha256::digest(user_id.as_bytes());
-    let head = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    head % partitions.max(1)
-}
+/// The partition (0..`partitions`) of a learner; `partitions == 0` is treated
+/// as 1. Defined once in the shared layout, because the aggregate stage must
+/// find a learner's records in the same partition clean wrote them to.
+pub use engage_shared::layout::partition_of;
 
 /// Writes kept records as JSON Lines (serde of [`ActivityRecord`]), each into
 /// the sink of its learner's partition. Each sink is buffered; call
