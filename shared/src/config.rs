@@ -254,6 +254,9 @@ mod tests {
                 ("ENGAGE_CONCURRENCY", "8"),
                 ("ENGAGE_ANALYZER", "gemini"),
                 ("ENGAGE_AMQP_URL", "amqp://u:p@h:1/%2f"),
+                ("ENGAGE_WEIGHTS", "0.5,0.25,0.25"),
+                ("ENGAGE_RETRY_DELAYS_MS", "100,200"),
+                ("ENGAGE_GEMINI__MODEL", "gemini-x"),
             ]),
         )
         .unwrap();
@@ -263,6 +266,9 @@ mod tests {
         assert_eq!(c.analyzer, AnalyzerKind::Gemini);
         assert_eq!(c.amqp_url.expose(), "amqp://u:p@h:1/%2f");
         assert_eq!(c.max_attempts, 5);
+        assert_eq!(c.weights, [0.5, 0.25, 0.25]);
+        assert_eq!(c.retry_delays_ms, vec![100, 200]);
+        assert_eq!(c.gemini["model"], "gemini-x");
         assert!(!format!("{c:?}").contains("u:p@"));
     }
 
