@@ -17,6 +17,35 @@ use crate::support::fleet::{
     Backend, Fleet, PrivateRedis, STAGES, amqp, assert_same_outputs, poll, queue_len,
 };
 
+/// Publishes every tapped message again, with confirms.
+async fn republish(
+    ch: &lapin::Channel,
+    exchange: &str,
+    tapped: &[(String, Vec<u8>)],
+) -> anyhow::Result<()> {
+    for (rk, body) in tapped {
+        ch.basic_publish(
+            exchange.into(),
+            rk.as_str().into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    }
+    Ok(())
+}
+
+/// Messages ready in the five work queues of a namespace.
+async fn work_queued(conn: &lapin::Connection, ns: &str) -> anyhow::Result<u32> {
+    let mut total = 0;
+    for s in STAGES {
+        total += queue_len(conn, &format!("{ns}.{s}")).await?;
+    }
+    Ok(total)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_of_every_message_type_has_no_duplicate_effect() -> anyhow::Result<()> {
     let mut f = Fleet::new("redeliver", Backend::Local, 8, 6)?;
@@ -88,26 +117,13 @@ async fn redelivery_of_every_message_type_has_no_duplicate_effect() -> anyhow::R
         );
     }
     // Deliver every message again.
-    for (rk, body) in &tapped {
-        ch.basic_publish(
-            exchange.as_str().into(),
-            rk.as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
-        .await?;
-    }
+    republish(&ch, &exchange, &tapped).await?;
     // Every duplicate is skipped by its completion marker: nothing new is published.
     poll(
         "the duplicates to be consumed",
         Duration::from_secs(60),
         || async {
-            let mut total = 0;
-            for s in STAGES {
-                total += queue_len(&conn, &format!("{}.{s}", f.ns)).await?;
-            }
+            let total = work_queued(&conn, &f.ns).await?;
             Ok((total == 0).then_some(()))
         },
     )
@@ -148,22 +164,9 @@ async fn redelivery_of_every_message_type_has_no_duplicate_effect() -> anyhow::R
         .collect();
     let before_items =
         std::fs::read_dir(f.dir.path().join(format!("store/batches/{batch}/items")))?.count();
-    for (rk, body) in &tapped {
-        ch.basic_publish(
-            exchange.as_str().into(),
-            rk.as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
-        .await?;
-    }
+    republish(&ch, &exchange, &tapped).await?;
     poll("the re-runs to settle", Duration::from_secs(90), || async {
-        let mut total = 0;
-        for s in STAGES {
-            total += queue_len(&conn, &format!("{}.{s}", f.ns)).await?;
-        }
+        let total = work_queued(&conn, &f.ns).await?;
         let done: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:done:*", f.ns))
             .query_async(&mut redis.clone())

@@ -61,6 +61,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use engage_shared::model::AudioRef;
+use engage_shared::model::session::REQUIRED_SESSION_COLUMNS;
 
 use synth::{SynthError, Voice};
 
@@ -339,15 +340,9 @@ pub fn run(args: &GenDataArgs) -> anyhow::Result<GenDataSummary> {
             File::create(&sessions_path)
                 .with_context(|| format!("creating {}", sessions_path.display()))?,
         ));
-    sessions.write_record([
-        "user_id",
-        "session_id",
-        "created_at",
-        "milestone",
-        "lesson",
-        "progress",
-        "phase",
-    ])?;
+    let mut header = REQUIRED_SESSION_COLUMNS.to_vec();
+    header.push("phase");
+    sessions.write_record(&header)?;
 
     let progress = progress_bar(args);
     let mut expected = Expected::default();
