@@ -7,14 +7,20 @@
 //! and renamed into place (then the directory is fsynced), so readers never
 //! see a partial object and a completed write survives a crash. Symlinks
 //! are not followed when listing.
+//!
+//! Every whole-object operation runs as *one* blocking task over `std::fs`
+//! ([`blocking`]): with `tokio::fs` each file-system call would be its own
+//! round trip to the blocking pool (a `put` was seven). Only the streaming
+//! [`reader`] stays on `tokio::fs`. A blocking task runs to completion even
+//! if its caller is dropped, so a started write still finishes or cleans up.
 
-use std::io::SeekFrom;
+use std::fs;
+use std::io::{self, Read, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tokio::fs;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use super::error::StorageError;
 use super::uri::ObjectUri;
@@ -24,13 +30,14 @@ pub const TEMP_PREFIX: &str = ".engage-tmp-";
 
 /// Reads a whole file, refusing files larger than `limit`.
 pub(crate) async fn get(path: &Path, uri: &ObjectUri, limit: u64) -> Result<Bytes, StorageError> {
+    let (path, owned) = (path.to_path_buf(), uri.clone());
+    blocking("get", uri, move || get_sync(&path, &owned, limit)).await
+}
+
+fn get_sync(path: &Path, uri: &ObjectUri, limit: u64) -> Result<Bytes, StorageError> {
     const OP: &str = "get";
-    let file = open_file(path, uri, OP).await?;
-    let len = file
-        .metadata()
-        .await
-        .map_err(|e| StorageError::from_io(OP, uri, e))?
-        .len();
+    let (file, meta) = open_regular(path, uri, OP)?;
+    let len = meta.len();
     if len > limit {
         return Err(too_large(uri, len, limit));
     }
@@ -38,7 +45,6 @@ pub(crate) async fn get(path: &Path, uri: &ObjectUri, limit: u64) -> Result<Byte
     // Read at most limit + 1 bytes: the file may grow after the size check.
     file.take(limit.saturating_add(1))
         .read_to_end(&mut buf)
-        .await
         .map_err(|e| StorageError::from_io(OP, uri, e))?;
     let read = buf.len() as u64;
     if read > limit {
@@ -68,29 +74,35 @@ pub(crate) async fn reader(
 
 /// The size of a regular file; `None` when it does not exist or is a directory.
 pub(crate) async fn size(path: &Path, uri: &ObjectUri) -> Result<Option<u64>, StorageError> {
-    match fs::metadata(path).await {
+    let (path, owned) = (path.to_path_buf(), uri.clone());
+    blocking("size", uri, move || match fs::metadata(&path) {
         Ok(m) if m.is_file() => Ok(Some(m.len())),
         Ok(_) => Ok(None),
-        Err(e) => match StorageError::from_io("size", uri, e) {
+        Err(e) => match StorageError::from_io("size", &owned, e) {
             StorageError::NotFound { .. } => Ok(None),
             other => Err(other),
         },
-    }
+    })
+    .await
 }
 
 /// Writes `bytes` atomically (temp file in the same directory, fsync, rename).
-pub(crate) async fn put(path: &Path, uri: &ObjectUri, bytes: &[u8]) -> Result<(), StorageError> {
+pub(crate) async fn put(path: &Path, uri: &ObjectUri, bytes: Bytes) -> Result<(), StorageError> {
+    let (path, owned) = (path.to_path_buf(), uri.clone());
+    blocking("put", uri, move || put_sync(&path, &owned, &bytes)).await
+}
+
+fn put_sync(path: &Path, uri: &ObjectUri, bytes: &[u8]) -> Result<(), StorageError> {
     const OP: &str = "put";
-    let tmp = temp_path(path, uri, OP).await?;
-    let result = async {
-        let mut f = fs::File::create(&tmp).await?;
-        f.write_all(bytes).await?;
-        f.sync_all().await?;
-        fs::rename(&tmp, path).await?;
-        sync_parent(path).await
-    }
-    .await;
-    finish(result, &tmp, OP, uri).await
+    let tmp = temp_path(path, uri, OP)?;
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_parent(path)
+    })();
+    finish(result, &tmp, OP, uri)
 }
 
 /// Copies `src` into place atomically; returns the bytes written.
@@ -99,35 +111,43 @@ pub(crate) async fn put_file(
     uri: &ObjectUri,
     src: &Path,
 ) -> Result<u64, StorageError> {
+    let (path, owned, src) = (path.to_path_buf(), uri.clone(), src.to_path_buf());
+    blocking("put_file", uri, move || put_file_sync(&path, &owned, &src)).await
+}
+
+fn put_file_sync(path: &Path, uri: &ObjectUri, src: &Path) -> Result<u64, StorageError> {
     const OP: &str = "put_file";
     // A missing source is the caller's problem, not a missing object: report it as I/O.
     let src_len = fs::metadata(src)
-        .await
         .map_err(|source| StorageError::Io {
             op: OP,
             uri: uri.clone(),
             source,
         })?
         .len();
-    let tmp = temp_path(path, uri, OP).await?;
-    let result = async {
-        fs::copy(src, &tmp).await?;
-        fs::File::open(&tmp).await?.sync_all().await?;
-        fs::rename(&tmp, path).await?;
-        sync_parent(path).await
-    }
-    .await;
-    finish(result, &tmp, OP, uri).await.map(|()| src_len)
+    let tmp = temp_path(path, uri, OP)?;
+    let result = (|| {
+        fs::copy(src, &tmp)?;
+        fs::File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_parent(path)
+    })();
+    finish(result, &tmp, OP, uri).map(|()| src_len)
 }
 
 /// Lists every regular file under `dir`, as `/`-separated paths relative to
 /// it, sorted. A missing directory lists as empty.
 pub(crate) async fn list(dir: &Path, uri: &ObjectUri) -> Result<Vec<String>, StorageError> {
+    let (dir, owned) = (dir.to_path_buf(), uri.clone());
+    blocking("list", uri, move || list_sync(dir, &owned)).await
+}
+
+fn list_sync(dir: PathBuf, uri: &ObjectUri) -> Result<Vec<String>, StorageError> {
     const OP: &str = "list";
     let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), String::new())];
+    let mut stack = vec![(dir, String::new())];
     while let Some((path, rel)) = stack.pop() {
-        let mut entries = match fs::read_dir(&path).await {
+        let entries = match fs::read_dir(&path) {
             Ok(e) => e,
             Err(e) if rel.is_empty() => {
                 return match StorageError::from_io(OP, uri, e) {
@@ -136,14 +156,11 @@ pub(crate) async fn list(dir: &Path, uri: &ObjectUri) -> Result<Vec<String>, Sto
                 };
             }
             // A directory removed while walking: nothing left to list in it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(StorageError::from_io(OP, uri, e)),
         };
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| StorageError::from_io(OP, uri, e))?
-        {
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::from_io(OP, uri, e))?;
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue; // not UTF-8: cannot be named by an ObjectUri
             };
@@ -157,7 +174,6 @@ pub(crate) async fn list(dir: &Path, uri: &ObjectUri) -> Result<Vec<String>, Sto
             };
             let kind = entry
                 .file_type()
-                .await
                 .map_err(|e| StorageError::from_io(OP, uri, e))?;
             if kind.is_dir() {
                 stack.push((entry.path(), child));
@@ -172,40 +188,63 @@ pub(crate) async fn list(dir: &Path, uri: &ObjectUri) -> Result<Vec<String>, Sto
 
 /// Removes a file; a missing file is not an error (deletes are idempotent, as on S3).
 pub(crate) async fn delete(path: &Path, uri: &ObjectUri) -> Result<(), StorageError> {
-    match fs::remove_file(path).await {
+    let (path, owned) = (path.to_path_buf(), uri.clone());
+    blocking("delete", uri, move || match fs::remove_file(&path) {
         Ok(()) => Ok(()),
-        Err(e) => match StorageError::from_io("delete", uri, e) {
+        Err(e) => match StorageError::from_io("delete", &owned, e) {
             StorageError::NotFound { .. } => Ok(()),
             other => Err(other),
         },
-    }
+    })
+    .await
 }
 
 /// Creates a directory and its parents.
 pub(crate) async fn ensure_dir(path: &Path, uri: &ObjectUri) -> Result<(), StorageError> {
-    fs::create_dir_all(path)
-        .await
-        .map_err(|e| StorageError::from_write_io("ensure_bucket", uri, e))
+    const OP: &str = "ensure_bucket";
+    let (path, owned) = (path.to_path_buf(), uri.clone());
+    blocking(OP, uri, move || {
+        fs::create_dir_all(&path).map_err(|e| StorageError::from_write_io(OP, &owned, e))
+    })
+    .await
 }
 
 /// Succeeds when `path` is an existing directory.
 pub(crate) async fn ping(path: &Path, uri: &ObjectUri) -> Result<(), StorageError> {
-    match fs::metadata(path).await {
+    const OP: &str = "ping";
+    let (path, owned) = (path.to_path_buf(), uri.clone());
+    blocking(OP, uri, move || match fs::metadata(&path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(StorageError::NotFound {
-            op: "ping",
-            uri: uri.clone(),
-        }),
-        Err(e) => Err(StorageError::from_io("ping", uri, e)),
-    }
+        Ok(_) => Err(StorageError::NotFound { op: OP, uri: owned }),
+        Err(e) => Err(StorageError::from_io(OP, &owned, e)),
+    })
+    .await
 }
 
+/// Runs one whole operation on the blocking pool: a single hand-off however
+/// many file-system calls it makes. A panic (or a cancelled task at runtime
+/// shutdown) becomes [`StorageError::Io`].
+async fn blocking<T, F>(op: &'static str, uri: &ObjectUri, f: F) -> Result<T, StorageError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(StorageError::Io {
+            op,
+            uri: uri.clone(),
+            source: io::Error::other(e),
+        })
+    })
+}
+
+/// Opens `path` for the streaming reader; a directory is not found.
 async fn open_file(
     path: &Path,
     uri: &ObjectUri,
     op: &'static str,
-) -> Result<fs::File, StorageError> {
-    let file = fs::File::open(path)
+) -> Result<tokio::fs::File, StorageError> {
+    let file = tokio::fs::File::open(path)
         .await
         .map_err(|e| StorageError::from_io(op, uri, e))?;
     let meta = file
@@ -222,33 +261,48 @@ async fn open_file(
     }
 }
 
-/// Creates the destination directory and returns a unique temp path in it
-/// (same directory, so the final rename is atomic).
-async fn temp_path(
+/// Opens a regular file and returns it with its metadata (read once); a
+/// directory is not found.
+fn open_regular(
     path: &Path,
     uri: &ObjectUri,
     op: &'static str,
-) -> Result<PathBuf, StorageError> {
+) -> Result<(fs::File, fs::Metadata), StorageError> {
+    let file = fs::File::open(path).map_err(|e| StorageError::from_io(op, uri, e))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| StorageError::from_io(op, uri, e))?;
+    if meta.is_file() {
+        Ok((file, meta))
+    } else {
+        Err(StorageError::NotFound {
+            op,
+            uri: uri.clone(),
+        })
+    }
+}
+
+/// Creates the destination directory and returns a unique temp path in it
+/// (same directory, so the final rename is atomic).
+fn temp_path(path: &Path, uri: &ObjectUri, op: &'static str) -> Result<PathBuf, StorageError> {
     let Some(dir) = path.parent() else {
         return Err(super::uri::UriError::NoKey.into());
     };
-    fs::create_dir_all(dir)
-        .await
-        .map_err(|e| StorageError::from_write_io(op, uri, e))?;
+    fs::create_dir_all(dir).map_err(|e| StorageError::from_write_io(op, uri, e))?;
     Ok(dir.join(format!("{TEMP_PREFIX}{}", uuid::Uuid::new_v4().simple())))
 }
 
 /// Fsyncs the directory holding `path`, so a completed rename survives a crash.
-async fn sync_parent(path: &Path) -> std::io::Result<()> {
+fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
-        Some(dir) => fs::File::open(dir).await?.sync_all().await,
+        Some(dir) => fs::File::open(dir)?.sync_all(),
         None => Ok(()),
     }
 }
 
 /// Maps the result of a temp-file write, removing the temp file on failure.
-async fn finish(
-    result: std::io::Result<()>,
+fn finish(
+    result: io::Result<()>,
     tmp: &Path,
     op: &'static str,
     uri: &ObjectUri,
@@ -257,7 +311,7 @@ async fn finish(
         Ok(()) => Ok(()),
         Err(e) => {
             // Best effort: the temp file is invisible to `list` anyway.
-            let _ = fs::remove_file(tmp).await;
+            let _ = fs::remove_file(tmp);
             Err(StorageError::from_write_io(op, uri, e))
         }
     }
@@ -268,5 +322,133 @@ fn too_large(uri: &ObjectUri, size: u64, limit: u64) -> StorageError {
         uri: uri.clone(),
         size,
         limit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn get_and_size_treat_a_directory_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let uri = ObjectUri::file(&sub).unwrap();
+        assert!(get(&sub, &uri, 100).await.unwrap_err().is_not_found());
+        assert_eq!(size(&sub, &uri).await.unwrap(), None);
+        let missing = dir.path().join("missing");
+        let uri = ObjectUri::file(&missing).unwrap();
+        assert!(get(&missing, &uri, 100).await.unwrap_err().is_not_found());
+        assert_eq!(size(&missing, &uri).await.unwrap(), None);
+        // A path through a regular file ("not a directory") is not found either.
+        fs::write(dir.path().join("f"), "x").unwrap();
+        let through = dir.path().join("f/g");
+        let uri = ObjectUri::file(&through).unwrap();
+        assert!(get(&through, &uri, 100).await.unwrap_err().is_not_found());
+        assert_eq!(size(&through, &uri).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn get_limit_is_inclusive() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("o");
+        let uri = ObjectUri::file(&p).unwrap();
+        put(&p, &uri, Bytes::from("1234")).await.unwrap();
+        assert_eq!(get(&p, &uri, 4).await.unwrap(), Bytes::from("1234"));
+        match get(&p, &uri, 3).await.unwrap_err() {
+            StorageError::TooLarge { size, limit, .. } => assert_eq!((size, limit), (4, 3)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(get(&p, &uri, 0).await.unwrap_err().class(), "too_large");
+        let empty = dir.path().join("empty");
+        let uri = ObjectUri::file(&empty).unwrap();
+        put(&empty, &uri, Bytes::new()).await.unwrap();
+        assert_eq!(get(&empty, &uri, 0).await.unwrap(), Bytes::new());
+    }
+
+    #[tokio::test]
+    async fn put_replaces_and_creates_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/o");
+        let uri = ObjectUri::file(&p).unwrap();
+        put(&p, &uri, Bytes::from("first, longer")).await.unwrap();
+        put(&p, &uri, Bytes::from("second")).await.unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_eq!(size(&p, &uri).await.unwrap(), Some(6));
+        assert_eq!(names(&dir.path().join("a/b")), vec!["o"]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_put_removes_its_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // The destination is a non-empty directory: the rename fails.
+        let p = dir.path().join("d");
+        fs::create_dir(&p).unwrap();
+        fs::write(p.join("inner"), "x").unwrap();
+        let uri = ObjectUri::file(&p).unwrap();
+        let err = put(&p, &uri, Bytes::from("new")).await.unwrap_err();
+        assert_eq!(err.class(), "io", "{err:?}");
+        assert_eq!(names(dir.path()), vec!["d"]);
+        let src = dir.path().join("d/inner");
+        let err = put_file(&p, &uri, &src).await.unwrap_err();
+        assert_eq!(err.class(), "io", "{err:?}");
+        assert_eq!(names(dir.path()), vec!["d"]);
+    }
+
+    #[tokio::test]
+    async fn put_file_copies_and_reports_a_missing_source_as_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        fs::write(&src, "payload").unwrap();
+        let p = dir.path().join("out/o");
+        let uri = ObjectUri::file(&p).unwrap();
+        assert_eq!(put_file(&p, &uri, &src).await.unwrap(), 7);
+        assert_eq!(fs::read(&p).unwrap(), b"payload");
+        assert_eq!(names(&dir.path().join("out")), vec!["o"]);
+        let err = put_file(&p, &uri, &dir.path().join("nope"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "io", "{err:?}");
+        assert_eq!(fs::read(&p).unwrap(), b"payload");
+    }
+
+    #[tokio::test]
+    async fn delete_ensure_dir_and_ping() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("x/y");
+        let uri = ObjectUri::file(&d).unwrap();
+        assert!(ping(&d, &uri).await.unwrap_err().is_not_found());
+        ensure_dir(&d, &uri).await.unwrap();
+        ensure_dir(&d, &uri).await.unwrap();
+        ping(&d, &uri).await.unwrap();
+        let f = d.join("f");
+        let furi = ObjectUri::file(&f).unwrap();
+        put(&f, &furi, Bytes::from("x")).await.unwrap();
+        // A regular file is not a container.
+        assert!(ping(&f, &furi).await.unwrap_err().is_not_found());
+        assert_eq!(list(&d, &uri).await.unwrap(), vec!["f"]);
+        delete(&f, &furi).await.unwrap();
+        delete(&f, &furi).await.unwrap();
+        assert!(list(&d, &uri).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_panicking_task_is_an_io_error() {
+        let uri = ObjectUri::file("/tmp/x").unwrap();
+        let err = blocking::<(), _>("get", &uri, || panic!("boom"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.class(), "io", "{err:?}");
+        assert!(!err.is_transient());
     }
 }

@@ -142,7 +142,7 @@ impl Storage {
     pub async fn put(&self, uri: &ObjectUri, bytes: Bytes) -> Result<(), StorageError> {
         uri.require_key()?;
         match self.route(uri)? {
-            Route::Local(path) => local::put(&path, uri, &bytes).await,
+            Route::Local(path) => local::put(&path, uri, bytes).await,
             Route::S3(s3, bucket) => s3.put(bucket, uri, bytes).await,
         }
     }

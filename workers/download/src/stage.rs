@@ -6,14 +6,14 @@
 //! batch still completes); network and 5xx trouble is *transient* (retried).
 
 use bytes::Bytes;
-use engage_shared::audio::probe;
+use engage_shared::audio::{AudioProbe, probe};
 use engage_shared::envelope::StageName;
 use engage_shared::items::{failed, finalize};
 use engage_shared::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_shared::layout::Layout;
 use engage_shared::model::AudioRef;
 use engage_shared::storage::{ObjectUri, content_key};
-use engage_shared::store_io::put_json;
+use engage_shared::store_io::{get_json, put_json};
 use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::domain::{format_hint, source_uri};
@@ -57,28 +57,44 @@ impl Stage for DownloadStage {
             .with_label_values(&[Self::NAME.as_str()])
             .inc_by(bytes.len() as u64);
 
-        let hint = format_hint(src.key());
-        let audio = bytes.clone();
-        let probed = tokio::task::spawn_blocking(move || probe(&audio, hint.as_deref()))
-            .await
-            .map_err(|e| JobError::transient("panic", e))?;
-        let probe = match probed {
-            Ok(p) => p,
-            Err(e) => return fail(e.name(), e.to_string()).await,
-        };
-
         let layout = Layout::new(svc.store_root.clone());
         let hash = content_key(&bytes);
         let audio_uri = layout.audio(&hash)?;
-        // Content-addressed: identical audio is stored (and later analyzed) once.
-        if svc.storage.size(&audio_uri).await?.is_none() {
-            svc.storage.put(&audio_uri, bytes.clone()).await?;
-            let n = put_json(&svc.storage, &layout.probe(&hash)?, &probe).await?;
-            svc.metrics
-                .bytes_written
-                .with_label_values(&[Self::NAME.as_str()])
-                .inc_by(bytes.len() as u64 + n);
-        }
+        let probe_uri = layout.probe(&hash)?;
+        // Hash before decoding: content-addressed, identical audio is stored
+        // (and later analyzed) once. Audio and probe are only ever stored
+        // after these exact bytes decoded and validated, so when both are
+        // present the stored probe stands for a fresh decode and we skip it.
+        // A missing or unreadable probe (crash between the two writes, a
+        // corrupt document) falls back to decoding and rewriting both.
+        let stored = match svc.storage.size(&audio_uri).await? {
+            Some(_) => get_json::<AudioProbe>(&svc.storage, &probe_uri)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let format = match stored {
+            Some(p) => p.format,
+            None => {
+                let hint = format_hint(src.key());
+                let audio = bytes.clone();
+                let probed = tokio::task::spawn_blocking(move || probe(&audio, hint.as_deref()))
+                    .await
+                    .map_err(|e| JobError::transient("panic", e))?;
+                let probe = match probed {
+                    Ok(p) => p,
+                    Err(e) => return fail(e.name(), e.to_string()).await,
+                };
+                svc.storage.put(&audio_uri, bytes.clone()).await?;
+                let n = put_json(&svc.storage, &probe_uri, &probe).await?;
+                svc.metrics
+                    .bytes_written
+                    .with_label_values(&[Self::NAME.as_str()])
+                    .inc_by(bytes.len() as u64 + n);
+                probe.format
+            }
+        };
         svc.ledger
             .downloaded(&ctx.batch_id, &job.response_id)
             .await?;
@@ -86,7 +102,7 @@ impl Stage for DownloadStage {
             response_id: job.response_id.clone(),
             user_id: job.user_id.clone(),
             content_hash: hash,
-            format: Some(probe.format),
+            format: Some(format),
         };
         Ok(vec![Emit::new(
             StageName::Analyze,
