@@ -1,17 +1,16 @@
 //! Recording an item's final state (analyzed or failed) and the fan-in that
-//! follows: written durably first, then counted in the ledger, which may make
-//! the learner complete and hand this job the aggregate emission.
+//! follows: written durably first (the group-committed item log), then
+//! recorded in the ledger, which may make the learner complete and hand this
+//! job the aggregate emission.
 
 use crate::jobs::{ItemCost, ItemState};
-use crate::layout::Layout;
 use crate::model::AnalysisOutcome;
 use crate::recovery::{fan_in_emits, with_ledger};
-use crate::store_io::put_json;
 use crate::worker::{Emit, JobCtx, JobError};
 use crate::{envelope::StageName, ledger::FanIn, ledger::ScanResult};
 
-/// Writes `items/RID.json` and marks the item final. Returns the aggregate
-/// job to emit if this made the learner complete.
+/// Appends the item's state to the item log and marks the item final.
+/// Returns the aggregate job to emit if this made the learner complete.
 pub async fn finalize(
     ctx: &JobCtx,
     stage: StageName,
@@ -21,7 +20,6 @@ pub async fn finalize(
     cost: ItemCost,
 ) -> Result<Vec<Emit>, JobError> {
     let svc = &ctx.svc;
-    let layout = Layout::new(svc.store_root.clone());
     let reason = match &outcome {
         AnalysisOutcome::Failed { reason, detail } => {
             svc.metrics
@@ -43,12 +41,8 @@ pub async fn finalize(
         outcome,
         cost,
     };
-    let n = put_json(
-        &svc.storage,
-        &layout.item(&ctx.batch_id, response_id)?,
-        &state,
-    )
-    .await?;
+    let n = svc.item_log.append(&ctx.batch_id, &state).await?;
+    let json = serde_json::to_string(&state).map_err(|e| JobError::Poison(e.into()))?;
     svc.metrics
         .bytes_written
         .with_label_values(&[stage.as_str()])
@@ -59,6 +53,7 @@ pub async fn finalize(
             user_id,
             response_id,
             reason.as_deref(),
+            &json,
             &ctx.job_id,
         )
     })

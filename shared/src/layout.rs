@@ -1,6 +1,8 @@
 //! Where a batch's durable state lives in the store. Every effect is written
 //! under one of these deterministic keys, so a redelivered job overwrites the
-//! same bytes, and the batch ledger can be rebuilt from the store alone.
+//! same bytes (the item-state log alone is append-only: a redelivery adds a
+//! chunk, and readers keep one state per item), and the batch ledger can be
+//! rebuilt from the store alone.
 //!
 //! ```text
 //! batches/B/batch.json                     the batch spec and its plan
@@ -10,7 +12,7 @@
 //! batches/B/clean/PIECE/done.json          piece finished: stats + partitions written
 //! batches/B/rejects/PIECE.jsonl            rejected records of a piece
 //! batches/B/matched/PIECE/part-P.jsonl     matched records (match job output)
-//! batches/B/items/RID.json                 final state of one item
+//! batches/B/items/WRITER-SEQ.jsonl        item final states, group-committed
 //! batches/B/learners/LKEY.json             one learner's report rows
 //! batches/B/output/…                       matched.csv, analysis.csv, report.csv, report.json, …
 //! active/B                                 present while the batch runs
@@ -90,11 +92,11 @@ impl Layout {
     pub fn matched_prefix(&self, b: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/matched"))
     }
-    /// Final state of one item.
-    pub fn item(&self, b: &str, response_id: &str) -> Result<ObjectUri, UriError> {
-        self.at(format!("batches/{b}/items/{response_id}.json"))
+    /// One chunk of the item-state log (see [`crate::item_log`]).
+    pub fn item_chunk(&self, b: &str, name: &str) -> Result<ObjectUri, UriError> {
+        self.at(format!("batches/{b}/items/{name}.jsonl"))
     }
-    /// Prefix of all item states.
+    /// Prefix of the item-state log.
     pub fn items_prefix(&self, b: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/items"))
     }

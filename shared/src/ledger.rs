@@ -257,14 +257,18 @@ return registered(p, ARGV[1])
         Ok(())
     }
 
-    /// Marks an item final; `Emit` means the learner is now complete and this
-    /// job holds the claim to emit its aggregate job.
+    /// Marks an item final and keeps its state (`state`, JSON) for the
+    /// learner's aggregate; `Emit` means the learner is now complete and this
+    /// job holds the claim to emit its aggregate job. The first state
+    /// recorded for an item stays (a redelivery's cache hit does not replace
+    /// the paid call).
     pub async fn finalize_item(
         &self,
         batch: &str,
         user: &str,
         response_id: &str,
         failed_reason: Option<&str>,
+        state: &str,
         job: &str,
     ) -> Result<FanIn, LedgerError> {
         let s = Self::script(
@@ -274,6 +278,7 @@ local u = ARGV[2]
 if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
 redis.call('SADD', p .. ':final:' .. u, ARGV[3])
 redis.call('SADD', p .. ':all_final', ARGV[3])
+redis.call('HSETNX', p .. ':state:' .. u, ARGV[3], ARGV[5])
 if ARGV[4] ~= '' then redis.call('HSET', p .. ':failed', ARGV[3], ARGV[4]) end
 if registered(p, ARGV[1]) < 1 then return 0 end
 if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
@@ -285,9 +290,28 @@ return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
             &s,
             batch,
             job,
-            &[user, response_id, failed_reason.unwrap_or("")],
+            &[user, response_id, failed_reason.unwrap_or(""), state],
         )
         .await
+    }
+
+    /// The recorded states (JSON) of a learner's final items, by response id.
+    pub async fn item_states(
+        &self,
+        batch: &str,
+        user: &str,
+    ) -> Result<BTreeMap<String, String>, LedgerError> {
+        let p = self.prefix(batch);
+        let mut c = self.conn.clone();
+        let (exists, states): (bool, BTreeMap<String, String>) = redis::pipe()
+            .hexists(format!("{p}:meta"), "pieces_expected")
+            .hgetall(format!("{p}:state:{user}"))
+            .query_async(&mut c)
+            .await?;
+        if !exists {
+            return Err(LedgerError::Lost);
+        }
+        Ok(states)
     }
 
     /// For a scan after registration: claims the learner if complete.
@@ -465,10 +489,13 @@ impl Ledger {
         for m in &facts.match_done {
             pipe.sadd(format!("{p}:match_done"), m).ignore();
         }
-        for (rid, (u, reason)) in &facts.final_items {
+        for (rid, item) in &facts.final_items {
+            let u = &item.user_id;
             pipe.sadd(format!("{p}:final:{u}"), rid).ignore();
             pipe.sadd(format!("{p}:all_final"), rid).ignore();
-            if let Some(r) = reason {
+            pipe.hset_nx(format!("{p}:state:{u}"), rid, &item.state)
+                .ignore();
+            if let Some(r) = &item.failed_reason {
                 pipe.hset(format!("{p}:failed"), rid, r).ignore();
             }
         }
@@ -494,8 +521,19 @@ pub struct RestoredFacts {
     pub match_done: Vec<String>,
     /// Items per learner from the matched files.
     pub learners: BTreeMap<String, LearnerItems>,
-    /// Items with a final state file: id → (learner, failure reason).
-    pub final_items: BTreeMap<String, (String, Option<String>)>,
+    /// Items with a state in the item log, by response id.
+    pub final_items: BTreeMap<String, RestoredItem>,
     /// Learners with a rows file.
     pub aggregated: Vec<String>,
+}
+
+/// One item's final state, as the item log holds it.
+#[derive(Debug, Clone)]
+pub struct RestoredItem {
+    /// Its learner.
+    pub user_id: String,
+    /// Why it failed, if it did.
+    pub failed_reason: Option<String>,
+    /// The state (JSON), as [`Ledger::finalize_item`] records it.
+    pub state: String,
 }

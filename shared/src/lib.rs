@@ -16,6 +16,7 @@ pub mod config;
 pub mod envelope;
 pub mod health;
 pub mod idempotency;
+pub mod item_log;
 pub mod items;
 pub mod jobs;
 pub mod layout;

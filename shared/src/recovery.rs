@@ -12,9 +12,10 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::envelope::StageName;
+use crate::item_log::one_per_item;
 use crate::jobs::{AggregateJob, BatchPlan, ItemState, ids};
 use crate::layout::Layout;
-use crate::ledger::{LearnerItems, RestoredFacts, ScanResult};
+use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
 use crate::model::{AnalysisOutcome, MatchedRecord};
 use crate::services::Services;
 use crate::store_io::{get_json, get_jsonl};
@@ -103,16 +104,24 @@ async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<Vec<Em
             }
         }
     }
+    let mut logged = Vec::new();
     for uri in st.list(&layout.items_prefix(batch)?).await? {
-        if let Some(item) = get_json::<ItemState>(st, &uri).await? {
-            let reason = match &item.outcome {
-                AnalysisOutcome::Failed { reason, .. } => Some(reason.clone()),
-                AnalysisOutcome::Ok(_) => None,
-            };
-            facts
-                .final_items
-                .insert(item.response_id, (item.user_id, reason));
-        }
+        logged.extend(get_jsonl::<ItemState>(st, &uri).await?.unwrap_or_default());
+    }
+    for (rid, item) in one_per_item(logged) {
+        let failed_reason = match &item.outcome {
+            AnalysisOutcome::Failed { reason, .. } => Some(reason.clone()),
+            AnalysisOutcome::Ok(_) => None,
+        };
+        let state = serde_json::to_string(&item).map_err(|e| JobError::Poison(e.into()))?;
+        facts.final_items.insert(
+            rid,
+            RestoredItem {
+                user_id: item.user_id,
+                failed_reason,
+                state,
+            },
+        );
     }
     for uri in st.list(&layout.learners_prefix(batch)?).await? {
         if let Some(l) = get_json::<LearnerFile>(st, &uri).await? {

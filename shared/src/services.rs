@@ -10,6 +10,8 @@ use crate::broker::Topology;
 use crate::config::FleetConfig;
 use crate::health::Health;
 use crate::idempotency::Idempotency;
+use crate::item_log::ItemLog;
+use crate::layout::Layout;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConn;
@@ -34,6 +36,8 @@ pub struct Services {
     pub store_root: ObjectUri,
     /// Metrics registry.
     pub metrics: Metrics,
+    /// Group-committed log of item final states.
+    pub item_log: ItemLog,
     /// Readiness facts.
     pub health: Arc<Health>,
 }
@@ -66,6 +70,7 @@ impl Services {
             ledger: Ledger::new(redis.clone(), cfg.namespace.clone()),
             topology,
             redis,
+            item_log: ItemLog::new(storage.clone(), Layout::new(store_root.clone())),
             storage,
             store_root,
             metrics,

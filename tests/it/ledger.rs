@@ -39,7 +39,8 @@ async fn a_learner_is_complete_only_after_every_piece_and_item() -> anyhow::Resu
     assert_eq!(l.match_done(&b, "p1:0", "match:p1:0").await?, FanIn::Wait);
     // r1 final too: but piece 2 may still bring u's records, so not complete.
     assert_eq!(
-        l.finalize_item(&b, "u", "r1", None, "analyze:r1").await?,
+        l.finalize_item(&b, "u", "r1", None, "{\"first\":1}", "analyze:r1")
+            .await?,
         FanIn::Wait
     );
     assert_eq!(
@@ -56,18 +57,19 @@ async fn a_learner_is_complete_only_after_every_piece_and_item() -> anyhow::Resu
     // A redelivered registration claimer is told to scan again.
     assert_eq!(l.match_done(&b, "p2:0", "match:p2:0").await?, FanIn::Emit);
     assert_eq!(
-        l.finalize_item(&b, "u", "r3", Some("audio_missing"), "download:r3")
+        l.finalize_item(&b, "u", "r3", Some("audio_missing"), "{}", "download:r3")
             .await?,
         FanIn::Emit
     );
     // The claimer redelivered re-emits; anyone else does not.
     assert_eq!(
-        l.finalize_item(&b, "u", "r3", Some("audio_missing"), "download:r3")
+        l.finalize_item(&b, "u", "r3", Some("audio_missing"), "{}", "download:r3")
             .await?,
         FanIn::Emit
     );
     assert_eq!(
-        l.finalize_item(&b, "u", "r1", None, "analyze:r1").await?,
+        l.finalize_item(&b, "u", "r1", None, "{\"again\":1}", "analyze:r1")
+            .await?,
         FanIn::Wait
     );
     assert_eq!(
@@ -80,6 +82,15 @@ async fn a_learner_is_complete_only_after_every_piece_and_item() -> anyhow::Resu
         (3, 3, 1, 1)
     );
     assert_eq!(p.failed.get("audio_missing"), Some(&1));
+    // Each item keeps the first state recorded for it: a redelivery's does not replace it.
+    let states = l.item_states(&b, "u").await?;
+    assert_eq!(
+        states.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("r1".to_string(), "{\"first\":1}".to_string()),
+            ("r3".to_string(), "{}".to_string())
+        ]
+    );
     Ok(())
 }
 
@@ -98,7 +109,7 @@ async fn concurrent_duplicate_completions_claim_exactly_once() -> anyhow::Result
         for j in 0..3 {
             let (l, b, id) = (l.clone(), b.clone(), id.clone());
             tasks.spawn(async move {
-                l.finalize_item(&b, "u", &id, None, &format!("job-{id}-{j}"))
+                l.finalize_item(&b, "u", &id, None, "{}", &format!("job-{id}-{j}"))
                     .await
             });
         }
@@ -117,9 +128,13 @@ async fn concurrent_duplicate_completions_claim_exactly_once() -> anyhow::Result
 async fn a_missing_ledger_is_reported_as_lost() -> anyhow::Result<()> {
     let (l, b) = ledger().await?;
     assert!(matches!(
-        l.finalize_item(&b, "u", "r", None, "j").await,
+        l.finalize_item(&b, "u", "r", None, "{}", "j").await,
         Err(engage_shared::ledger::LedgerError::Lost)
     ));
     assert!(l.progress(&b).await?.is_none());
+    assert!(matches!(
+        l.item_states(&b, "u").await,
+        Err(engage_shared::ledger::LedgerError::Lost)
+    ));
     Ok(())
 }

@@ -15,13 +15,19 @@ use engage_shared::store_io::{get_json, get_jsonl, put_json};
 use engage_shared::summary::{ActivityCounts, SessionCounts, Summary};
 use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
 use futures::{StreamExt, TryStreamExt};
+use moka::future::Cache;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use crate::domain::{ReportRow, Weights, aggregate_learner};
 use crate::outputs::{count_into, dedupe_first, render};
 
 /// Parallel store reads per job.
 const READ_CONCURRENCY: usize = 32;
+
+/// Matched records kept parsed across learner jobs, counted in records
+/// (≈ 0.5 KiB each, so at most ≈ 250 MiB).
+const PARTITION_CACHE_RECORDS: u64 = 500_000;
 
 /// One learner's rows, stored at `batches/B/learners/LKEY.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -30,6 +36,10 @@ pub struct LearnerRows {
     pub user_id: String,
     /// Its report rows.
     pub rows: Vec<ReportRow>,
+    /// The final states of its items (what the batch report's analysis and
+    /// cost columns are built from), by response id.
+    #[serde(default)]
+    pub items: Vec<ItemState>,
 }
 
 /// Clean piece completion marker (written by the clean stage).
@@ -38,55 +48,129 @@ struct CleanDone {
     stats: ActivityCounts,
 }
 
+/// A matched partition of a piece, grouped by learner.
+type ByLearner = HashMap<String, Vec<MatchedRecord>>;
+
 /// The aggregate stage.
-#[derive(Debug)]
 pub struct AggregateStage {
     weights: Weights,
+    /// Batch plans (immutable once a batch is planned).
+    plans: Cache<String, Arc<BatchPlan>>,
+    /// Matched partitions, parsed once and shared by every learner job of the
+    /// partition (the match stage writes each exactly once, deterministically).
+    /// Without it every learner job re-parsed its whole partition: the cost
+    /// grew with items² / partitions.
+    partitions: Cache<(String, String, u32), Arc<ByLearner>>,
+}
+
+impl std::fmt::Debug for AggregateStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateStage")
+            .field("weights", &self.weights)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AggregateStage {
     /// A stage with the configured combined-score weights.
     pub fn new(weights: Weights) -> anyhow::Result<Self> {
         weights.validate()?;
-        Ok(Self { weights })
+        Ok(Self {
+            weights,
+            plans: Cache::new(256),
+            partitions: Cache::builder()
+                .weigher(|_, v: &Arc<ByLearner>| {
+                    u32::try_from(v.values().map(Vec::len).sum::<usize>()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(PARTITION_CACHE_RECORDS)
+                .build(),
+        })
+    }
+
+    async fn plan(
+        &self,
+        svc: &Services,
+        layout: &Layout,
+        b: &str,
+    ) -> Result<Arc<BatchPlan>, JobError> {
+        self.plans
+            .try_get_with(b.to_string(), async {
+                load_plan(svc, layout, b).await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| shared_error(&e))
+    }
+
+    /// The learner's records in one piece's partition (a cached parse).
+    async fn matched(
+        &self,
+        svc: &Services,
+        layout: &Layout,
+        b: &str,
+        piece: &str,
+        p: u32,
+    ) -> Result<Arc<ByLearner>, JobError> {
+        self.partitions
+            .try_get_with((b.to_string(), piece.to_string(), p), async {
+                let recs =
+                    get_jsonl::<MatchedRecord>(&svc.storage, &layout.matched_part(b, piece, p)?)
+                        .await?
+                        .unwrap_or_default();
+                let mut by: ByLearner = HashMap::new();
+                for r in recs {
+                    by.entry(r.record.user_id.clone()).or_default().push(r);
+                }
+                Ok(Arc::new(by))
+            })
+            .await
+            .map_err(|e| shared_error(&e))
     }
 
     async fn learner(&self, ctx: &JobCtx, user_id: String) -> Result<Vec<Emit>, JobError> {
         let svc = &ctx.svc;
+        let b = ctx.batch_id.as_str();
         let layout = Layout::new(svc.store_root.clone());
-        let plan = load_plan(svc, &layout, &ctx.batch_id).await?;
+        let plan = self.plan(svc, &layout, b).await?;
         let p = partition_of(&user_id, plan.partitions);
         let mut mine = Vec::new();
         for piece in &plan.pieces {
-            let recs = get_jsonl::<MatchedRecord>(
-                &svc.storage,
-                &layout.matched_part(&ctx.batch_id, &piece.piece, p)?,
-            )
-            .await?;
-            mine.extend(
-                recs.unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.record.user_id == user_id),
-            );
+            let part = self.matched(svc, &layout, b, &piece.piece, p).await?;
+            mine.extend(part.get(&user_id).into_iter().flatten().cloned());
         }
         let (records, _) = dedupe_first(mine);
-        let wanted: Vec<String> = records
+        let (states, mut emits) =
+            with_ledger(svc, b, &ctx.job_id, || svc.ledger.item_states(b, &user_id)).await?;
+        let items = states
+            .into_values()
+            .map(|j| serde_json::from_str::<ItemState>(&j))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                JobError::Poison(anyhow::anyhow!("corrupt item state in the ledger: {e}"))
+            })?;
+        let outcomes: HashMap<String, AnalysisOutcome> = items
             .iter()
-            .filter(|r| r.session.is_some() && r.record.audio_url.is_some())
-            .map(|r| r.record.response_id.clone())
+            .map(|s| (s.response_id.clone(), s.outcome.clone()))
             .collect();
-        let states = load_items(svc, &layout, &ctx.batch_id, wanted).await?;
-        let outcomes: HashMap<String, AnalysisOutcome> = states
-            .into_iter()
-            .map(|s| (s.response_id, s.outcome))
-            .collect();
+        // The ledger records an item's state in the same script that makes it
+        // final, and the learner is complete only when every item is final.
+        if let Some(r) = records.iter().find(|r| {
+            r.session.is_some()
+                && r.record.audio_url.is_some()
+                && !outcomes.contains_key(&r.record.response_id)
+        }) {
+            return Err(JobError::transient(
+                "state_missing",
+                anyhow::anyhow!("item {} has no final state yet", r.record.response_id),
+            ));
+        }
         let rows = aggregate_learner(&records, &outcomes, &self.weights);
         let n = put_json(
             &svc.storage,
-            &layout.learner(&ctx.batch_id, &user_id)?,
+            &layout.learner(b, &user_id)?,
             &LearnerRows {
                 user_id: user_id.clone(),
                 rows,
+                items,
             },
         )
         .await?;
@@ -94,15 +178,16 @@ impl AggregateStage {
             .bytes_written
             .with_label_values(&[Self::NAME.as_str()])
             .inc_by(n);
-        let (fan, mut emits) = with_ledger(svc, &ctx.batch_id, &ctx.job_id, || {
+        let (fan, more) = with_ledger(svc, b, &ctx.job_id, || {
             svc.ledger
-                .learner_aggregated(&ctx.batch_id, Some(&user_id), &ctx.job_id)
+                .learner_aggregated(b, Some(&user_id), &ctx.job_id)
         })
         .await?;
+        emits.extend(more);
         if fan == FanIn::Emit {
             emits.push(Emit::new(
                 StageName::Aggregate,
-                ids::report(&ctx.batch_id),
+                ids::report(b),
                 &AggregateJob::Report,
             )?);
         }
@@ -141,27 +226,23 @@ impl AggregateStage {
         {
             summary.sessions = s;
         }
-        let item_uris = svc.storage.list(&layout.items_prefix(b)?).await?;
-        let states: Vec<ItemState> = futures::stream::iter(item_uris)
-            .map(|u| async move { get_json::<ItemState>(&svc.storage, &u).await })
-            .buffer_unordered(READ_CONCURRENCY)
-            .try_filter_map(|s| async move { Ok(s) })
-            .try_collect()
-            .await?;
-        let mut outcomes = BTreeMap::new();
-        for s in states {
-            let c = &mut summary.cost;
-            c.calls += u64::from(s.cost.called);
-            c.cache_hits += u64::from(s.cost.cache_hit);
-            c.prefiltered += u64::from(s.cost.prefiltered);
-            c.prompt_tokens += s.cost.prompt_tokens;
-            c.output_tokens += s.cost.output_tokens;
-            outcomes.insert(s.response_id, s.outcome);
-        }
         let mut rows = Vec::new();
-        for uri in svc.storage.list(&layout.learners_prefix(b)?).await? {
-            if let Some(l) = get_json::<LearnerRows>(&svc.storage, &uri).await? {
-                rows.extend(l.rows);
+        let mut outcomes = BTreeMap::new();
+        let learner_uris = svc.storage.list(&layout.learners_prefix(b)?).await?;
+        let mut learners = futures::stream::iter(learner_uris)
+            .map(|u| async move { get_json::<LearnerRows>(&svc.storage, &u).await })
+            .buffered(READ_CONCURRENCY);
+        while let Some(l) = learners.try_next().await? {
+            let Some(l) = l else { continue };
+            rows.extend(l.rows);
+            for s in l.items {
+                let c = &mut summary.cost;
+                c.calls += u64::from(s.cost.called);
+                c.cache_hits += u64::from(s.cost.cache_hit);
+                c.prefiltered += u64::from(s.cost.prefiltered);
+                c.prompt_tokens += s.cost.prompt_tokens;
+                c.output_tokens += s.cost.output_tokens;
+                outcomes.insert(s.response_id, s.outcome);
             }
         }
         count_into(&mut summary, &records, &outcomes, &rows);
@@ -205,32 +286,19 @@ async fn load_plan(svc: &Services, layout: &Layout, b: &str) -> Result<BatchPlan
         .ok_or_else(|| JobError::Poison(anyhow::anyhow!("batch {b} has no plan")))
 }
 
-/// Loads item states; a missing one means the ledger ran ahead of the store
-/// (eventual consistency), so the job is retried.
-async fn load_items(
-    svc: &Services,
-    layout: &Layout,
-    b: &str,
-    ids: Vec<String>,
-) -> Result<Vec<ItemState>, JobError> {
-    let uris = ids
-        .iter()
-        .map(|id| layout.item(b, id))
-        .collect::<Result<Vec<_>, _>>()?;
-    futures::stream::iter(uris)
-        .map(|u| async move {
-            get_json::<ItemState>(&svc.storage, &u)
-                .await?
-                .ok_or_else(|| {
-                    JobError::transient(
-                        "store_lag",
-                        anyhow::anyhow!("item state {u} not found yet"),
-                    )
-                })
-        })
-        .buffer_unordered(READ_CONCURRENCY)
-        .try_collect()
-        .await
+/// A loader's error, shared by every job that waited on the same load.
+fn shared_error(e: &JobError) -> JobError {
+    match e {
+        JobError::Poison(err) => JobError::Poison(anyhow::anyhow!("{err:#}")),
+        JobError::Fatal(err) => JobError::Fatal(anyhow::anyhow!("{err:#}")),
+        JobError::Delay { after, reason } => JobError::Delay {
+            after: *after,
+            reason,
+        },
+        JobError::Transient { class, error } => {
+            JobError::transient(class, anyhow::anyhow!("{error:#}"))
+        }
+    }
 }
 
 #[async_trait::async_trait]
