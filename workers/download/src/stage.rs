@@ -67,13 +67,12 @@ impl Stage for DownloadStage {
         // present the stored probe stands for a fresh decode and we skip it.
         // A missing or unreadable probe (crash between the two writes, a
         // corrupt document) falls back to decoding and rewriting both.
-        let stored = match svc.storage.size(&audio_uri).await? {
-            Some(_) => get_json::<AudioProbe>(&svc.storage, &probe_uri)
-                .await
-                .ok()
-                .flatten(),
-            None => None,
-        };
+        // The probe is written after the audio, so a readable probe means the
+        // audio is stored too: one read answers both questions.
+        let stored = get_json::<AudioProbe>(&svc.storage, &probe_uri)
+            .await
+            .ok()
+            .flatten();
         let format = match stored {
             Some(p) => p.format,
             None => {
