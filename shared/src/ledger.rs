@@ -476,9 +476,14 @@ impl Ledger {
     }
 
     /// Bulk form of the durable facts, used by the rebuild after data loss.
+    ///
+    /// The batch's `pieces_expected` (what every script checks first) is
+    /// written last: until every fact is back, concurrent ledger calls see
+    /// the batch as lost and wait for the rebuild instead of judging a
+    /// half-restored ledger (which could complete registration or a learner
+    /// early).
     pub async fn restore(&self, batch: &str, facts: &RestoredFacts) -> Result<(), LedgerError> {
         let p = self.prefix(batch);
-        self.open_batch(batch, facts.pieces_expected).await?;
         let mut pipe = redis::pipe();
         for piece in &facts.pieces_done {
             pipe.sadd(format!("{p}:pieces_done"), piece).ignore();
@@ -504,7 +509,8 @@ impl Ledger {
         }
         let mut c = self.conn.clone();
         let _: () = pipe.query_async(&mut c).await?;
-        self.register_items(batch, &facts.learners).await
+        self.register_items(batch, &facts.learners).await?;
+        self.open_batch(batch, facts.pieces_expected).await
     }
 }
 
