@@ -80,6 +80,9 @@ pub struct Progress {
     pub failed: BTreeMap<String, u64>,
 }
 
+/// Learners whose item states one pipeline drops at batch completion.
+const STATE_DROP_CHUNK: usize = 500;
+
 // A shared Lua prelude: is the batch registered? Claims registration for ARGV job id.
 const REGISTERED: &str = r#"
 local function registered(p, job)
@@ -369,12 +372,20 @@ return claim(p .. ':report_claim', ARGV[1]) * 2
         self.fan_in(&s, batch, job, &[user.unwrap_or("")]).await
     }
 
-    /// Marks the batch complete (its outputs are written).
+    /// Marks the batch complete (its outputs are written) and drops the item
+    /// states it kept for the aggregate jobs (the learner files hold them
+    /// now), so Redis does not keep ~0.3 KiB per item of every finished batch.
     pub async fn complete(&self, batch: &str) -> Result<(), LedgerError> {
+        let p = self.prefix(batch);
         let mut c = self.conn.clone();
-        let _: () = c
-            .hset(format!("{}:meta", self.prefix(batch)), "complete", 1)
-            .await?;
+        let _: () = c.hset(format!("{p}:meta"), "complete", 1).await?;
+        for chunk in self.learners(batch).await?.chunks(STATE_DROP_CHUNK) {
+            let mut pipe = redis::pipe();
+            for u in chunk {
+                pipe.unlink(format!("{p}:state:{u}")).ignore();
+            }
+            let _: () = pipe.query_async(&mut c).await?;
+        }
         Ok(())
     }
 

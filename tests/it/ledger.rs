@@ -91,6 +91,10 @@ async fn a_learner_is_complete_only_after_every_piece_and_item() -> anyhow::Resu
             ("r3".to_string(), "{}".to_string())
         ]
     );
+    // Once the report is written the states are dropped (the learner files hold them).
+    l.complete(&b).await?;
+    assert!(l.item_states(&b, "u").await?.is_empty());
+    assert!(l.progress(&b).await?.expect("ledger exists").complete);
     Ok(())
 }
 
