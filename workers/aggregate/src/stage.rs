@@ -153,31 +153,38 @@ impl AggregateStage {
             .collect();
         // The ledger records an item's state in the same script that makes it
         // final, and the learner is complete only when every item is final.
-        if let Some(r) = records.iter().find(|r| {
+        let missing = records.iter().find(|r| {
             r.session.is_some()
                 && r.record.audio_url.is_some()
                 && !outcomes.contains_key(&r.record.response_id)
-        }) {
-            return Err(JobError::transient(
-                "state_missing",
-                anyhow::anyhow!("item {} has no final state yet", r.record.response_id),
-            ));
+        });
+        let learner_uri = layout.learner(b, &user_id)?;
+        match missing {
+            // States are dropped once the batch report is written; a re-run of
+            // a learner whose rows exist keeps them (written from those states).
+            Some(_) if svc.storage.size(&learner_uri).await?.is_some() => {
+                tracing::debug!("learner rows already written and states dropped; keeping them");
+            }
+            Some(r) => {
+                return Err(JobError::transient(
+                    "state_missing",
+                    anyhow::anyhow!("item {} has no final state yet", r.record.response_id),
+                ));
+            }
+            None => {
+                let rows = aggregate_learner(&records, &outcomes, &self.weights);
+                let learner = LearnerRows {
+                    user_id: user_id.clone(),
+                    rows,
+                    items,
+                };
+                let n = put_json(&svc.storage, &learner_uri, &learner).await?;
+                svc.metrics
+                    .bytes_written
+                    .with_label_values(&[Self::NAME.as_str()])
+                    .inc_by(n);
+            }
         }
-        let rows = aggregate_learner(&records, &outcomes, &self.weights);
-        let n = put_json(
-            &svc.storage,
-            &layout.learner(b, &user_id)?,
-            &LearnerRows {
-                user_id: user_id.clone(),
-                rows,
-                items,
-            },
-        )
-        .await?;
-        svc.metrics
-            .bytes_written
-            .with_label_values(&[Self::NAME.as_str()])
-            .inc_by(n);
         let (fan, more) = with_ledger(svc, b, &ctx.job_id, || {
             svc.ledger
                 .learner_aggregated(b, Some(&user_id), &ctx.job_id)
