@@ -22,6 +22,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
+use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jobs::ItemState;
@@ -82,16 +83,20 @@ pub struct ItemLog {
     layout: Layout,
     /// Names this process's chunks.
     writer: String,
+    /// States per chunk written.
+    chunk_states: Histogram,
     tx: OnceLock<mpsc::UnboundedSender<Append>>,
 }
 
 impl ItemLog {
-    /// A log writing under the store root of `layout`.
-    pub fn new(storage: Storage, layout: Layout) -> Self {
+    /// A log writing under the store root of `layout`, observing each
+    /// chunk's size in `chunk_states`.
+    pub fn new(storage: Storage, layout: Layout, chunk_states: Histogram) -> Self {
         Self {
             storage,
             layout,
             writer: uuid::Uuid::new_v4().simple().to_string(),
+            chunk_states,
             tx: OnceLock::new(),
         }
     }
@@ -122,6 +127,7 @@ impl ItemLog {
                 self.storage.clone(),
                 self.layout.clone(),
                 self.writer.clone(),
+                self.chunk_states.clone(),
                 rx,
             ));
             tx
@@ -135,6 +141,7 @@ async fn write_loop(
     storage: Storage,
     layout: Layout,
     writer: String,
+    chunk_states: Histogram,
     mut rx: mpsc::UnboundedReceiver<Append>,
 ) {
     let mut seq: u64 = 0;
@@ -146,6 +153,7 @@ async fn write_loop(
         }
         for (batch, group) in by_batch {
             seq += 1;
+            chunk_states.observe(group.len() as f64);
             let result = match layout.item_chunk(&batch, &format!("{writer}-{seq:010}")) {
                 Ok(uri) => write_chunk(&storage, &uri, &group).await,
                 Err(e) => Err(ItemLogError::Key(e.to_string())),
@@ -228,7 +236,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = ObjectUri::file(dir.path()).unwrap();
         let storage = Storage::local(None);
-        let log = std::sync::Arc::new(ItemLog::new(storage.clone(), Layout::new(root.clone())));
+        let sizes = Histogram::with_opts(prometheus::HistogramOpts::new("t", "t")).unwrap();
+        let log = std::sync::Arc::new(ItemLog::new(
+            storage.clone(),
+            Layout::new(root.clone()),
+            sizes.clone(),
+        ));
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..200 {
             let log = log.clone();

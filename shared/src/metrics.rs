@@ -5,7 +5,8 @@
 //! `deploy/metrics.txt` and used by `deploy/prometheus/rules.yml`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric family of the fleet runtime, registered in one registry.
@@ -37,6 +38,8 @@ pub struct Metrics {
     pub failed_items: IntCounterVec,
     /// 1 when the worker is ready (broker and Redis reachable, not stopped by a fatal error).
     pub ready: IntGaugeVec,
+    /// Item states per item-log chunk (how well group commit batches).
+    pub item_log_chunk_states: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,7 +77,20 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(job_duration.clone()))
             .expect("metric registered once");
+        let item_log_chunk_states = Histogram::with_opts(
+            HistogramOpts::new(
+                "engage_item_log_chunk_states",
+                "Item states written per item-log chunk (group commit).",
+            )
+            .buckets(vec![
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+            ]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(item_log_chunk_states.clone()))
+            .expect("metric registered once");
         Self {
+            item_log_chunk_states,
             jobs: counter(
                 &r,
                 "engage_jobs_total",

@@ -70,7 +70,11 @@ impl Services {
             ledger: Ledger::new(redis.clone(), cfg.namespace.clone()),
             topology,
             redis,
-            item_log: ItemLog::new(storage.clone(), Layout::new(store_root.clone())),
+            item_log: ItemLog::new(
+                storage.clone(),
+                Layout::new(store_root.clone()),
+                metrics.item_log_chunk_states.clone(),
+            ),
             storage,
             store_root,
             metrics,
