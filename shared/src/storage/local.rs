@@ -30,8 +30,10 @@ pub const TEMP_PREFIX: &str = ".engage-tmp-";
 
 /// Reads a whole file, refusing files larger than `limit`.
 pub(crate) async fn get(path: &Path, uri: &ObjectUri, limit: u64) -> Result<Bytes, StorageError> {
-    let (path, owned) = (path.to_path_buf(), uri.clone());
-    blocking("get", uri, move || get_sync(&path, &owned, limit)).await
+    blocking("get", path, uri, move |path, uri| {
+        get_sync(path, uri, limit)
+    })
+    .await
 }
 
 fn get_sync(path: &Path, uri: &ObjectUri, limit: u64) -> Result<Bytes, StorageError> {
@@ -60,7 +62,8 @@ pub(crate) async fn reader(
     range: Option<Range<u64>>,
 ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError> {
     const OP: &str = "read";
-    let mut file = open_file(path, uri, OP).await?;
+    let (file, _) = blocking(OP, path, uri, |path, uri| open_regular(path, uri, OP)).await?;
+    let mut file = tokio::fs::File::from_std(file);
     match range {
         None => Ok(Box::new(file)),
         Some(r) => {
@@ -74,11 +77,10 @@ pub(crate) async fn reader(
 
 /// The size of a regular file; `None` when it does not exist or is a directory.
 pub(crate) async fn size(path: &Path, uri: &ObjectUri) -> Result<Option<u64>, StorageError> {
-    let (path, owned) = (path.to_path_buf(), uri.clone());
-    blocking("size", uri, move || match fs::metadata(&path) {
+    blocking("size", path, uri, |path, uri| match fs::metadata(path) {
         Ok(m) if m.is_file() => Ok(Some(m.len())),
         Ok(_) => Ok(None),
-        Err(e) => match StorageError::from_io("size", &owned, e) {
+        Err(e) => match StorageError::from_io("size", uri, e) {
             StorageError::NotFound { .. } => Ok(None),
             other => Err(other),
         },
@@ -88,8 +90,10 @@ pub(crate) async fn size(path: &Path, uri: &ObjectUri) -> Result<Option<u64>, St
 
 /// Writes `bytes` atomically (temp file in the same directory, fsync, rename).
 pub(crate) async fn put(path: &Path, uri: &ObjectUri, bytes: Bytes) -> Result<(), StorageError> {
-    let (path, owned) = (path.to_path_buf(), uri.clone());
-    blocking("put", uri, move || put_sync(&path, &owned, &bytes)).await
+    blocking("put", path, uri, move |path, uri| {
+        put_sync(path, uri, &bytes)
+    })
+    .await
 }
 
 fn put_sync(path: &Path, uri: &ObjectUri, bytes: &[u8]) -> Result<(), StorageError> {
@@ -111,8 +115,11 @@ pub(crate) async fn put_file(
     uri: &ObjectUri,
     src: &Path,
 ) -> Result<u64, StorageError> {
-    let (path, owned, src) = (path.to_path_buf(), uri.clone(), src.to_path_buf());
-    blocking("put_file", uri, move || put_file_sync(&path, &owned, &src)).await
+    let src = src.to_path_buf();
+    blocking("put_file", path, uri, move |path, uri| {
+        put_file_sync(path, uri, &src)
+    })
+    .await
 }
 
 fn put_file_sync(path: &Path, uri: &ObjectUri, src: &Path) -> Result<u64, StorageError> {
@@ -138,8 +145,10 @@ fn put_file_sync(path: &Path, uri: &ObjectUri, src: &Path) -> Result<u64, Storag
 /// Lists every regular file under `dir`, as `/`-separated paths relative to
 /// it, sorted. A missing directory lists as empty.
 pub(crate) async fn list(dir: &Path, uri: &ObjectUri) -> Result<Vec<String>, StorageError> {
-    let (dir, owned) = (dir.to_path_buf(), uri.clone());
-    blocking("list", uri, move || list_sync(dir, &owned)).await
+    blocking("list", dir, uri, |dir, uri| {
+        list_sync(dir.to_path_buf(), uri)
+    })
+    .await
 }
 
 fn list_sync(dir: PathBuf, uri: &ObjectUri) -> Result<Vec<String>, StorageError> {
@@ -188,13 +197,14 @@ fn list_sync(dir: PathBuf, uri: &ObjectUri) -> Result<Vec<String>, StorageError>
 
 /// Removes a file; a missing file is not an error (deletes are idempotent, as on S3).
 pub(crate) async fn delete(path: &Path, uri: &ObjectUri) -> Result<(), StorageError> {
-    let (path, owned) = (path.to_path_buf(), uri.clone());
-    blocking("delete", uri, move || match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) => match StorageError::from_io("delete", &owned, e) {
-            StorageError::NotFound { .. } => Ok(()),
-            other => Err(other),
-        },
+    blocking("delete", path, uri, |path, uri| {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) => match StorageError::from_io("delete", uri, e) {
+                StorageError::NotFound { .. } => Ok(()),
+                other => Err(other),
+            },
+        }
     })
     .await
 }
@@ -202,9 +212,8 @@ pub(crate) async fn delete(path: &Path, uri: &ObjectUri) -> Result<(), StorageEr
 /// Creates a directory and its parents.
 pub(crate) async fn ensure_dir(path: &Path, uri: &ObjectUri) -> Result<(), StorageError> {
     const OP: &str = "ensure_bucket";
-    let (path, owned) = (path.to_path_buf(), uri.clone());
-    blocking(OP, uri, move || {
-        fs::create_dir_all(&path).map_err(|e| StorageError::from_write_io(OP, &owned, e))
+    blocking(OP, path, uri, |path, uri| {
+        fs::create_dir_all(path).map_err(|e| StorageError::from_write_io(OP, uri, e))
     })
     .await
 }
@@ -212,53 +221,40 @@ pub(crate) async fn ensure_dir(path: &Path, uri: &ObjectUri) -> Result<(), Stora
 /// Succeeds when `path` is an existing directory.
 pub(crate) async fn ping(path: &Path, uri: &ObjectUri) -> Result<(), StorageError> {
     const OP: &str = "ping";
-    let (path, owned) = (path.to_path_buf(), uri.clone());
-    blocking(OP, uri, move || match fs::metadata(&path) {
+    blocking(OP, path, uri, |path, uri| match fs::metadata(path) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(StorageError::NotFound { op: OP, uri: owned }),
-        Err(e) => Err(StorageError::from_io(OP, &owned, e)),
+        Ok(_) => Err(StorageError::NotFound {
+            op: OP,
+            uri: uri.clone(),
+        }),
+        Err(e) => Err(StorageError::from_io(OP, uri, e)),
     })
     .await
 }
 
-/// Runs one whole operation on the blocking pool: a single hand-off however
-/// many file-system calls it makes. A panic (or a cancelled task at runtime
-/// shutdown) becomes [`StorageError::Io`].
-async fn blocking<T, F>(op: &'static str, uri: &ObjectUri, f: F) -> Result<T, StorageError>
+/// Runs one whole operation on `path` on the blocking pool (with owned copies
+/// of `path` and `uri`): a single hand-off however many file-system calls it
+/// makes. A panic (or a cancelled task at runtime shutdown) becomes
+/// [`StorageError::Io`].
+async fn blocking<T, F>(
+    op: &'static str,
+    path: &Path,
+    uri: &ObjectUri,
+    f: F,
+) -> Result<T, StorageError>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T, StorageError> + Send + 'static,
+    F: FnOnce(&Path, &ObjectUri) -> Result<T, StorageError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+    let (owned_path, owned_uri) = (path.to_path_buf(), uri.clone());
+    let task = tokio::task::spawn_blocking(move || f(&owned_path, &owned_uri));
+    task.await.unwrap_or_else(|e| {
         Err(StorageError::Io {
             op,
             uri: uri.clone(),
             source: io::Error::other(e),
         })
     })
-}
-
-/// Opens `path` for the streaming reader; a directory is not found.
-async fn open_file(
-    path: &Path,
-    uri: &ObjectUri,
-    op: &'static str,
-) -> Result<tokio::fs::File, StorageError> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| StorageError::from_io(op, uri, e))?;
-    let meta = file
-        .metadata()
-        .await
-        .map_err(|e| StorageError::from_io(op, uri, e))?;
-    if meta.is_file() {
-        Ok(file)
-    } else {
-        Err(StorageError::NotFound {
-            op,
-            uri: uri.clone(),
-        })
-    }
 }
 
 /// Opens a regular file and returns it with its metadata (read once); a
@@ -445,7 +441,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_task_is_an_io_error() {
         let uri = ObjectUri::file("/tmp/x").unwrap();
-        let err = blocking::<(), _>("get", &uri, || panic!("boom"))
+        let err = blocking::<(), _>("get", Path::new("/tmp/x"), &uri, |_, _| panic!("boom"))
             .await
             .unwrap_err();
         assert_eq!(err.class(), "io", "{err:?}");
