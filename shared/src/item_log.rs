@@ -36,9 +36,6 @@ const MAX_GROUP: usize = 1024;
 /// Item-log failures.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ItemLogError {
-    /// Serialising the state failed (a bug, not an input problem).
-    #[error("cannot serialise an item state: {0}")]
-    Encode(String),
     /// The chunk's key could not be formed from the batch id.
     #[error("invalid item-log key: {0}")]
     Key(String),
@@ -101,11 +98,12 @@ impl ItemLog {
         }
     }
 
-    /// Appends `state` to batch `batch`'s log; returns once it is durable,
-    /// with the bytes it took.
-    pub async fn append(&self, batch: &str, state: &ItemState) -> Result<u64, ItemLogError> {
-        let mut line =
-            serde_json::to_vec(state).map_err(|e| ItemLogError::Encode(e.to_string()))?;
+    /// Appends one state, as a single-line JSON document (`serde_json::to_string`
+    /// of an [`ItemState`]), to batch `batch`'s log; returns once it is
+    /// durable, with the bytes it took.
+    pub async fn append(&self, batch: &str, state_json: &str) -> Result<u64, ItemLogError> {
+        let mut line = Vec::with_capacity(state_json.len() + 1);
+        line.extend_from_slice(state_json.as_bytes());
         line.push(b'\n');
         let n = line.len() as u64;
         let (done, wait) = oneshot::channel();
@@ -245,7 +243,8 @@ mod tests {
         let mut tasks = tokio::task::JoinSet::new();
         for i in 0..200 {
             let log = log.clone();
-            tasks.spawn(async move { log.append("b1", &state(&format!("r{i}"), true)).await });
+            let json = serde_json::to_string(&state(&format!("r{i}"), true)).unwrap();
+            tasks.spawn(async move { log.append("b1", &json).await });
         }
         while let Some(r) = tasks.join_next().await {
             assert!(r.unwrap().unwrap() > 0);

@@ -41,8 +41,9 @@ pub async fn finalize(
         outcome,
         cost,
     };
-    let n = svc.item_log.append(&ctx.batch_id, &state).await?;
+    // One serialisation serves the durable log and the ledger's copy.
     let json = serde_json::to_string(&state).map_err(|e| JobError::Poison(e.into()))?;
+    let n = svc.item_log.append(&ctx.batch_id, &json).await?;
     svc.metrics
         .bytes_written
         .with_label_values(&[stage.as_str()])

@@ -63,12 +63,11 @@ impl Stage for DownloadStage {
         let probe_uri = layout.probe(&hash)?;
         // Hash before decoding: content-addressed, identical audio is stored
         // (and later analyzed) once. Audio and probe are only ever stored
-        // after these exact bytes decoded and validated, so when both are
-        // present the stored probe stands for a fresh decode and we skip it.
-        // A missing or unreadable probe (crash between the two writes, a
-        // corrupt document) falls back to decoding and rewriting both.
-        // The probe is written after the audio, so a readable probe means the
-        // audio is stored too: one read answers both questions.
+        // after these exact bytes decoded and validated, and the probe is
+        // written after the audio, so a readable probe means both are stored
+        // and stands for a fresh decode. A missing or unreadable probe (crash
+        // between the two writes, a corrupt document) falls back to decoding
+        // and rewriting both.
         let stored = get_json::<AudioProbe>(&svc.storage, &probe_uri)
             .await
             .ok()
