@@ -581,6 +581,8 @@ def run_fleet(cfg: dict, a, bins: Path, data: Path, workdir: Path, broker, redis
                 "span": span,
                 "cpu_s": cpu1[s] - cpu0[s],
                 "busy_s": dur_sum,
+                "ack_frames": {dict(l)["kind"]: int(v) for (n, l), v in dm.items()
+                               if n == "engage_ack_frames_total" and v > 0},
             }
         messages = sum(v["jobs"] for v in stages.values())
         analyzed = stages["analyze"]["outcomes"].get("ok", 0)
@@ -793,8 +795,8 @@ def render(res: dict) -> str:
             + " (registered = every clean piece and match job recorded; all final = every item "
               "analyzed or failed; aggregated = every learner's rows written; complete = report written).")
         L.append("")
-        L.append("| stage | jobs | outcomes | active s (first→last job) | jobs/s over active | jobs/s over wall | mean job ms | p50 ≤ | p99 ≤ | worker CPU s | CPU ms/job |")
-        L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        L.append("| stage | jobs | outcomes | active s (first→last job) | jobs/s over active | jobs/s over wall | mean job ms | p50 ≤ | p99 ≤ | worker CPU s | CPU ms/job | ack frames (multiple/single/requeue) |")
+        L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         for s in STAGES:
             st = f["stages"][s]
             span = st["span"]
@@ -803,7 +805,9 @@ def render(res: dict) -> str:
             L.append(f"| {s} | {st['jobs']:,} | {', '.join(f'{k} {v:,}' for k, v in st['outcomes'].items())} | "
                      f"{sp} | {fmt(act)} | {st['jobs'] / f['wall_s']:,.0f} | {fmt(st['mean_ms'], 1)} | "
                      f"{fmt(st['p50_le_s'], 3)} s | {fmt(st['p99_le_s'], 3)} s | {st['cpu_s']:.1f} | "
-                     f"{1000 * st['cpu_s'] / st['jobs'] if st['jobs'] else 0:.2f} |")
+                     f"{1000 * st['cpu_s'] / st['jobs'] if st['jobs'] else 0:.2f} | "
+                     + "/".join(f"{st.get('ack_frames', {}).get(k, 0):,}"
+                                for k in ("multiple", "single", "requeue")) + " |")
         c = f["cpu"]
         n = max(f["analyzed"], 1)
         L.append("")

@@ -9,6 +9,7 @@
 //!   sits beside them; stages call it, never the reverse.
 #![forbid(unsafe_code)]
 
+pub mod acks;
 pub mod app;
 pub mod audio;
 pub mod broker;

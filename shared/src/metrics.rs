@@ -40,6 +40,10 @@ pub struct Metrics {
     pub ready: IntGaugeVec,
     /// Item states per item-log chunk (how well group commit batches).
     pub item_log_chunk_states: Histogram,
+    /// Ack/nack frames sent, by stage and kind (`multiple`: one frame settling
+    /// every finished delivery up to a tag; `single`; `requeue`). Fewer frames
+    /// than jobs means acks are batching.
+    pub ack_frames: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -152,6 +156,12 @@ impl Metrics {
                 "engage_ready",
                 "1 when the worker is ready.",
                 &["stage"],
+            ),
+            ack_frames: counter(
+                &r,
+                "engage_ack_frames_total",
+                "Ack/nack frames sent.",
+                &["stage", "kind"],
             ),
             registry: r,
         }

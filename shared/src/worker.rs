@@ -6,7 +6,8 @@
 //! A crash at any point loses nothing (the message is unacked and comes back)
 //! and duplicates nothing observable (effects are under deterministic keys,
 //! follow-ups carry stable job ids and are deduplicated downstream). The ack
-//! rule lives in one place: [`Worker::dispose`].
+//! rule lives in one place: `Worker::decide` returns a `Disposition` (ack or
+//! requeue) and [`crate::acks`] settles it, in batches.
 //!
 //! Reconnection: lapin does not recover by itself, so the loop reconnects with
 //! exponential backoff (backon) whenever the connection or the consumer ends.
@@ -21,9 +22,7 @@ use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
-    options::{
-        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    },
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -31,6 +30,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::acks::{self, AckPolicy, Acks};
 use crate::broker::{self, DeadLetter, Publisher, Topology};
 use crate::envelope::{Envelope, StageName};
 use crate::services::Services;
@@ -207,6 +207,12 @@ impl<S: Stage> Worker<S> {
                 FieldTable::default(),
             )
             .await?;
+        let (acks, settling) = acks::spawn(
+            ch.clone(),
+            AckPolicy::for_prefetch(svc.cfg.concurrency),
+            name,
+            svc.metrics.ack_frames.clone(),
+        );
         svc.health.set_amqp(true);
         info!(stage = name, queue = %svc.topology.work_queue(S::NAME), concurrency = svc.cfg.concurrency, "consuming");
 
@@ -226,9 +232,11 @@ impl<S: Stage> Worker<S> {
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
+                        acks.delivered(delivery.delivery_tag);
                         let me = self.clone();
                         let p = publisher.clone();
-                        tasks.spawn(async move { me.process(delivery, &p).await });
+                        let a = acks.clone();
+                        tasks.spawn(async move { me.process(delivery, &p, &a).await });
                     }
                     Some(Err(e)) => break Err(anyhow::Error::from(e).context("consumer failed")),
                     None => break Err(anyhow::anyhow!("consumer stream ended (channel or connection closed)")),
@@ -254,6 +262,17 @@ impl<S: Stage> Worker<S> {
             );
             tasks.shutdown().await;
         }
+        // Every job has reported: settle what is left before the channel closes.
+        drop(acks);
+        if tokio::time::timeout(Duration::from_secs(5), settling)
+            .await
+            .is_err()
+        {
+            warn!(
+                stage = name,
+                "acks not settled in time; those messages will be redelivered"
+            );
+        }
         let _ = ch.close(200, "bye".into()).await;
         let _ = publisher.channel().close(200, "bye".into()).await;
         let _ = conn.close(200, "bye".into()).await;
@@ -262,7 +281,7 @@ impl<S: Stage> Worker<S> {
     }
 
     /// Handles one delivery end to end and applies the ack rule.
-    async fn process(&self, delivery: Delivery, publisher: &Publisher) {
+    async fn process(&self, delivery: Delivery, publisher: &Publisher, acks: &Acks) {
         let name = S::NAME.as_str();
         let m = &self.svc.metrics;
         m.in_flight.with_label_values(&[name]).inc();
@@ -273,21 +292,7 @@ impl<S: Stage> Worker<S> {
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
         m.jobs.with_label_values(&[name, outcome]).inc();
-        let res = match disposition {
-            Disposition::Ack => delivery.ack(BasicAckOptions::default()).await,
-            Disposition::Requeue => {
-                delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await
-            }
-        };
-        if let Err(e) = res {
-            // The channel is gone: the broker redelivers; idempotency absorbs it.
-            warn!(stage = name, error = %e, "ack/nack failed; message will be redelivered");
-        }
+        acks.finished(delivery.delivery_tag, disposition == Disposition::Ack);
     }
 
     /// Runs the job and moves the message where it belongs; returns the ack
