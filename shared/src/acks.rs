@@ -377,7 +377,7 @@ mod tests {
             }
             let mut settled: BTreeMap<u64, Settle> = BTreeMap::new();
             let mut running: std::collections::BTreeSet<u64> = (1..=40).collect();
-            let mut record = |frames: Vec<Settle>, running: &std::collections::BTreeSet<u64>, settled: &mut BTreeMap<u64, Settle>| {
+            let record = |frames: Vec<Settle>, running: &std::collections::BTreeSet<u64>, settled: &mut BTreeMap<u64, Settle>| {
                 for f in frames {
                     match f {
                         Settle::UpTo(tag) => {
