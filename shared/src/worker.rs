@@ -73,6 +73,23 @@ impl JobError {
             error: error.into(),
         }
     }
+
+    /// The same error for another job: a cache load's error is shared by
+    /// every job that waited on that load, and `anyhow::Error` is not `Clone`
+    /// (the copy keeps the variant, the class and the message chain).
+    pub fn share(&self) -> Self {
+        match self {
+            Self::Poison(err) => Self::Poison(anyhow::anyhow!("{err:#}")),
+            Self::Fatal(err) => Self::Fatal(anyhow::anyhow!("{err:#}")),
+            Self::Delay { after, reason } => Self::Delay {
+                after: *after,
+                reason,
+            },
+            Self::Transient { class, error } => {
+                Self::transient(class, anyhow::anyhow!("{error:#}"))
+            }
+        }
+    }
 }
 
 /// A follow-up message produced by a job.
@@ -507,5 +524,41 @@ impl<S: Stage> Worker<S> {
                 (Disposition::Requeue, "dead_letter")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_error_keeps_its_variant_class_and_cause_chain() {
+        let e = JobError::transient(
+            "storage",
+            anyhow::anyhow!("connection reset").context("reading the plan"),
+        );
+        match e.share() {
+            JobError::Transient { class, error } => {
+                assert_eq!(class, "storage");
+                assert_eq!(format!("{error:#}"), "reading the plan: connection reset");
+            }
+            other => panic!("variant changed: {other:?}"),
+        }
+        let d = JobError::Delay {
+            after: Duration::from_secs(3),
+            reason: "leased",
+        };
+        assert!(matches!(
+            d.share(),
+            JobError::Delay { after, reason: "leased" } if after == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            JobError::Poison(anyhow::anyhow!("bad")).share(),
+            JobError::Poison(_)
+        ));
+        assert!(matches!(
+            JobError::Fatal(anyhow::anyhow!("key")).share(),
+            JobError::Fatal(_)
+        ));
     }
 }

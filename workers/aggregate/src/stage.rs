@@ -98,7 +98,7 @@ impl AggregateStage {
                 load_plan(svc, layout, b).await.map(Arc::new)
             })
             .await
-            .map_err(|e| shared_error(&e))
+            .map_err(|e: Arc<JobError>| e.share())
     }
 
     /// The learner's records in one piece's partition (a cached parse).
@@ -123,7 +123,7 @@ impl AggregateStage {
                 Ok(Arc::new(by))
             })
             .await
-            .map_err(|e| shared_error(&e))
+            .map_err(|e: Arc<JobError>| e.share())
     }
 
     async fn learner(&self, ctx: &JobCtx, user_id: String) -> Result<Vec<Emit>, JobError> {
@@ -291,21 +291,6 @@ async fn load_plan(svc: &Services, layout: &Layout, b: &str) -> Result<BatchPlan
     get_json::<BatchPlan>(&svc.storage, &layout.batch_spec(b)?)
         .await?
         .ok_or_else(|| JobError::Poison(anyhow::anyhow!("batch {b} has no plan")))
-}
-
-/// A loader's error, shared by every job that waited on the same load.
-fn shared_error(e: &JobError) -> JobError {
-    match e {
-        JobError::Poison(err) => JobError::Poison(anyhow::anyhow!("{err:#}")),
-        JobError::Fatal(err) => JobError::Fatal(anyhow::anyhow!("{err:#}")),
-        JobError::Delay { after, reason } => JobError::Delay {
-            after: *after,
-            reason,
-        },
-        JobError::Transient { class, error } => {
-            JobError::transient(class, anyhow::anyhow!("{error:#}"))
-        }
-    }
 }
 
 #[async_trait::async_trait]

@@ -2,8 +2,7 @@
 //! learners' items registered in the batch ledger, and one download job per
 //! matched response with audio.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use engage_shared::envelope::StageName;
@@ -14,17 +13,39 @@ use engage_shared::model::{ActivityRecord, Session};
 use engage_shared::recovery::{fan_in_emits, learner_items, with_ledger};
 use engage_shared::store_io::{get_jsonl, to_jsonl};
 use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+use moka::future::Cache;
 
 use crate::domain::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
 
-/// Session indexes kept per (batch, partition), so a worker that handles the
-/// same partition of several pieces parses its sessions once.
-const INDEX_CACHE: usize = 64;
+/// Sessions kept indexed across jobs, counted in sessions (≈ 100 bytes each
+/// indexed, so at most ≈ 200 MiB).
+const INDEX_CACHE_SESSIONS: u64 = 2_000_000;
 
 /// The match stage.
-#[derive(Debug, Default)]
 pub struct MatchStage {
-    indexes: Mutex<HashMap<(String, u32), Arc<SessionIndex>>>,
+    /// Session indexes per (batch, partition): every piece's partition `p`
+    /// matches against the same sessions, so a worker parses and indexes them
+    /// once; concurrent jobs of one partition wait on a single load.
+    indexes: Cache<(String, u32), Arc<SessionIndex>>,
+}
+
+impl std::fmt::Debug for MatchStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatchStage").finish_non_exhaustive()
+    }
+}
+
+impl Default for MatchStage {
+    fn default() -> Self {
+        Self {
+            indexes: Cache::builder()
+                .weigher(|_, ix: &Arc<SessionIndex>| {
+                    u32::try_from(ix.len()).unwrap_or(u32::MAX).max(1)
+                })
+                .max_capacity(INDEX_CACHE_SESSIONS)
+                .build(),
+        }
+    }
 }
 
 impl MatchStage {
@@ -34,22 +55,16 @@ impl MatchStage {
         layout: &Layout,
         p: u32,
     ) -> Result<Arc<SessionIndex>, JobError> {
-        let key = (ctx.batch_id.clone(), p);
-        if let Some(ix) = self.indexes.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Ok(ix);
-        }
-        let sessions =
-            get_jsonl::<Session>(&ctx.svc.storage, &layout.sessions_part(&ctx.batch_id, p)?)
-                .await?
-                .unwrap_or_default();
-        let ix = Arc::new(SessionIndex::build(sessions));
-        if let Ok(mut m) = self.indexes.lock() {
-            if m.len() >= INDEX_CACHE {
-                m.clear();
-            }
-            m.insert(key, ix.clone());
-        }
-        Ok(ix)
+        self.indexes
+            .try_get_with((ctx.batch_id.clone(), p), async {
+                let uri = layout.sessions_part(&ctx.batch_id, p)?;
+                let sessions = get_jsonl::<Session>(&ctx.svc.storage, &uri)
+                    .await?
+                    .unwrap_or_default();
+                Ok(Arc::new(SessionIndex::build(sessions)))
+            })
+            .await
+            .map_err(|e: Arc<JobError>| e.share())
     }
 }
 
