@@ -1,8 +1,20 @@
-//! Pure rules of the download stage: where an audio reference lives and which
-//! decoder hint its key gives.
+//! Pure rules of the download stage: where an audio reference lives, which
+//! decoder hint its key gives, and what fetched audio must pass. `engage run`
+//! applies the same rules, so both paths fail the same items for the same
+//! reasons.
 
+use engage_shared::audio::{AudioError, AudioProbe, probe};
 use engage_shared::model::AudioRef;
 use engage_shared::storage::{ObjectUri, UriError};
+
+/// The failed-item reason of a link whose object does not exist.
+pub const AUDIO_MISSING: &str = "audio_missing";
+
+/// Validates fetched audio (decodable, duration, not silent), with the link's
+/// extension as the decoder hint. Nothing is stored or analyzed before it passes.
+pub fn validate(bytes: &[u8], key: &str) -> Result<AudioProbe, AudioError> {
+    probe(bytes, format_hint(key).as_deref())
+}
 
 /// The object URI of a parsed audio reference: source buckets are S3 URIs
 /// (read through the configured S3 endpoint or the local `s3_root` layout);
@@ -33,6 +45,13 @@ mod tests {
         assert_eq!(format_hint("a.b/c").as_deref(), None);
         assert_eq!(format_hint("x.tar.gz").as_deref(), Some("gz"));
         assert_eq!(format_hint("x.").as_deref(), None);
+    }
+
+    #[test]
+    fn validation_fails_by_name_and_uses_the_key_as_hint() {
+        let err = validate(b"not audio at all", "a/b.wav").unwrap_err();
+        assert!(!err.name().is_empty());
+        assert!(validate(&[], "a/b.mp3").is_err());
     }
 
     #[test]

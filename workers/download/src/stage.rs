@@ -6,7 +6,7 @@
 //! batch still completes); network and 5xx trouble is *transient* (retried).
 
 use bytes::Bytes;
-use engage_shared::audio::{AudioProbe, probe};
+use engage_shared::audio::AudioProbe;
 use engage_shared::envelope::StageName;
 use engage_shared::items::{failed, finalize};
 use engage_shared::jobs::{AnalyzeJob, DownloadJob, ids};
@@ -16,7 +16,7 @@ use engage_shared::storage::{ObjectUri, content_key};
 use engage_shared::store_io::{get_json, put_json};
 use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
 
-use crate::domain::{format_hint, source_uri};
+use crate::domain::{AUDIO_MISSING, source_uri, validate};
 
 /// The download stage (stateless; everything it needs is in the services).
 #[derive(Debug, Default)]
@@ -47,7 +47,7 @@ impl Stage for DownloadStage {
         let bytes: Bytes = match svc.storage.get(&uri).await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
-                return fail("audio_missing", "no object at the audio link".into()).await;
+                return fail(AUDIO_MISSING, "no object at the audio link".into()).await;
             }
             Err(e) if e.is_transient() => return Err(JobError::transient("storage", e)),
             Err(e) => return fail(e.class(), e.to_string()).await,
@@ -75,9 +75,9 @@ impl Stage for DownloadStage {
         let format = match stored {
             Some(p) => p.format,
             None => {
-                let hint = format_hint(src.key());
+                let key = src.key().to_string();
                 let audio = bytes.clone();
-                let probed = tokio::task::spawn_blocking(move || probe(&audio, hint.as_deref()))
+                let probed = tokio::task::spawn_blocking(move || validate(&audio, &key))
                     .await
                     .map_err(|e| JobError::transient("panic", e))?;
                 let probe = match probed {

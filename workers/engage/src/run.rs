@@ -24,9 +24,8 @@ use engage_clean::domain::{
     clean_piece, is_splittable, split_ranges,
 };
 use engage_clean::plan::{activity_counts, partition_sessions, session_counts};
-use engage_download::domain::format_hint;
+use engage_download::domain::{AUDIO_MISSING, validate};
 use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
-use engage_shared::audio::probe;
 use engage_shared::model::selection::SelectedLearners;
 use engage_shared::model::session::read_sessions;
 use engage_shared::model::{ActivityRecord, AnalysisOutcome, AudioRef, MatchedRecord};
@@ -430,11 +429,11 @@ fn analyze_one(
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return failed("audio_missing", "no object at the audio link".into());
+            return failed(AUDIO_MISSING, "no object at the audio link".into());
         }
         Err(e) => return failed("io", e.to_string()),
     };
-    let probe = match probe(&bytes, format_hint(key).as_deref()) {
+    let probe = match validate(&bytes, key) {
         Ok(p) => p,
         Err(e) => return failed(e.name(), e.to_string()),
     };
