@@ -7,10 +7,11 @@
 //! per message (and the client one frame instead of one RPC hop per message).
 //! Requeues (`basic.nack`, `requeue`) go out at once, one by one.
 //!
-//! A finished delivery behind a slow one is *held* (it still counts against
-//! the prefetch window) for at most [`AckPolicy::hold`] and at most
-//! [`AckPolicy::max_held`] at a time; after that it is acked on its own, so a
-//! long job never stalls the window. Holding only delays the ack of work that
+//! A finished delivery behind a slow one is *held* for at most
+//! [`AckPolicy::hold`] and at most [`AckPolicy::max_held`] at a time; after
+//! that it is acked on its own, so a long job never stalls the window. Held
+//! deliveries still count against the prefetch window, which is why the
+//! window is the job concurrency plus `max_held` ([`AckPolicy::prefetch`]). Holding only delays the ack of work that
 //! is already complete: a crash before the ack means a redelivery that the
 //! idempotency markers absorb, exactly as for a crash just before any ack.
 //!
@@ -38,13 +39,19 @@ pub struct AckPolicy {
 }
 
 impl AckPolicy {
-    /// The policy for a channel with `prefetch` deliveries in flight: hold at
-    /// most a quarter of the window, for at most 10 ms.
-    pub fn for_prefetch(prefetch: u16) -> Self {
+    /// The policy for a worker running `concurrency` jobs at once: hold at
+    /// most a quarter of that many finished deliveries, for at most 10 ms.
+    pub fn for_concurrency(concurrency: u16) -> Self {
         Self {
             hold: Duration::from_millis(10),
-            max_held: usize::from(prefetch / 4).max(1),
+            max_held: usize::from(concurrency / 4).max(1),
         }
+    }
+
+    /// The channel's prefetch: room for `concurrency` running jobs plus the
+    /// held acks, so holding never starves the jobs of deliveries.
+    pub fn prefetch(&self, concurrency: u16) -> u16 {
+        concurrency.saturating_add(u16::try_from(self.max_held).unwrap_or(u16::MAX))
     }
 }
 
@@ -270,6 +277,20 @@ mod tests {
             hold: Duration::from_millis(10),
             max_held,
         }
+    }
+
+    #[test]
+    fn the_window_leaves_room_for_held_acks() {
+        let p = AckPolicy::for_concurrency(32);
+        assert_eq!(p.max_held, 8);
+        assert_eq!(p.prefetch(32), 40);
+        let one = AckPolicy::for_concurrency(1);
+        assert_eq!(one.max_held, 1);
+        assert_eq!(one.prefetch(1), 2);
+        assert_eq!(
+            AckPolicy::for_concurrency(u16::MAX).prefetch(u16::MAX),
+            u16::MAX
+        );
     }
 
     #[test]

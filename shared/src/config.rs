@@ -75,7 +75,8 @@ pub struct FleetConfig {
     pub audio_buckets: Vec<String>,
     /// `acoustic` (default) or `gemini`.
     pub analyzer: AnalyzerKind,
-    /// Jobs processed concurrently by one worker process (also the AMQP prefetch).
+    /// Jobs processed concurrently by one worker process (the AMQP prefetch is
+    /// this plus a quarter, room for acks being batched).
     pub concurrency: u16,
     /// Address of the `/metrics`, `/healthz` and `/readyz` server.
     pub metrics_addr: String,

@@ -26,6 +26,7 @@ use lapin::{
     types::FieldTable,
 };
 use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -213,8 +214,15 @@ impl<S: Stage> Worker<S> {
         svc.topology.declare(&setup, &StageName::ALL).await?;
         let publisher = Publisher::open(&conn, svc.topology.clone()).await?;
         let ch = conn.create_channel().await?;
-        ch.basic_qos(svc.cfg.concurrency, BasicQosOptions::default())
-            .await?;
+        let policy = AckPolicy::for_concurrency(svc.cfg.concurrency);
+        ch.basic_qos(
+            policy.prefetch(svc.cfg.concurrency),
+            BasicQosOptions::default(),
+        )
+        .await?;
+        // Jobs run at most `concurrency` at a time; the prefetch window is a
+        // little larger so acks being batched never starve the jobs.
+        let slots = Arc::new(Semaphore::new(usize::from(svc.cfg.concurrency)));
         let tag = format!("engage-{name}-{}", uuid::Uuid::new_v4());
         let mut consumer = ch
             .basic_consume(
@@ -224,12 +232,8 @@ impl<S: Stage> Worker<S> {
                 FieldTable::default(),
             )
             .await?;
-        let (acks, settling) = acks::spawn(
-            ch.clone(),
-            AckPolicy::for_prefetch(svc.cfg.concurrency),
-            name,
-            svc.metrics.ack_frames.clone(),
-        );
+        let (acks, settling) =
+            acks::spawn(ch.clone(), policy, name, svc.metrics.ack_frames.clone());
         svc.health.set_amqp(true);
         info!(stage = name, queue = %svc.topology.work_queue(S::NAME), concurrency = svc.cfg.concurrency, "consuming");
 
@@ -247,13 +251,17 @@ impl<S: Stage> Worker<S> {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done { error!(stage = name, error = %e, "job task failed"); }
                 }
-                next = consumer.next() => match next {
+                next = consumer.next(), if slots.available_permits() > 0 => match next {
                     Some(Ok(delivery)) => {
                         acks.delivered(delivery.delivery_tag);
+                        let slot = slots.clone().try_acquire_owned();
                         let me = self.clone();
                         let p = publisher.clone();
                         let a = acks.clone();
-                        tasks.spawn(async move { me.process(delivery, &p, &a).await });
+                        tasks.spawn(async move {
+                            me.process(delivery, &p, &a).await;
+                            drop(slot);
+                        });
                     }
                     Some(Err(e)) => break Err(anyhow::Error::from(e).context("consumer failed")),
                     None => break Err(anyhow::anyhow!("consumer stream ended (channel or connection closed)")),
