@@ -4,7 +4,7 @@
 # side by side, in one run (about 5 minutes after the build). See
 # bench/pipeline/README.md for what is measured and how.
 #
-#   bench/pipeline/run.sh                                   (1,500 learners × 14 log entries ≈ 14k items)
+#   bench/pipeline/run.sh                                   (5,000 learners × 14 log entries ≈ 48k items)
 #   LEARNERS=2000 RESPONSES=10 bench/pipeline/run.sh
 #   CONFIGS=default,200x64 PERF= bench/pipeline/run.sh      (no profiled runs)
 #
@@ -22,7 +22,7 @@
 # reused. Rewrites the generated block of bench/pipeline/RESULTS.md.
 set -euo pipefail
 
-LEARNERS=${LEARNERS:-1500}
+LEARNERS=${LEARNERS:-5000}
 RESPONSES=${RESPONSES:-14}
 CONFIGS=${CONFIGS:-default,100x16,200x64,default@shm,200x64@shm}
 PERF=${PERF-default,200x64@shm}
