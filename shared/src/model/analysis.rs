@@ -54,6 +54,18 @@ string_enum!(
     AudioQuality { Good => "good", Poor => "poor", Distorted => "distorted" }
 );
 
+/// The six fields an analyzer answers, in [`AnalysisResult`]'s order: the
+/// Gemini response schema asks for them in this order and `analysis.csv`
+/// lists them so.
+pub const ANSWER_FIELDS: [&str; 6] = [
+    "emotional_score",
+    "engagement_score",
+    "dominant_emotion",
+    "engagement_state",
+    "pronunciation_quality",
+    "audio_quality",
+];
+
 /// One analyzed response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AnalysisResult {
@@ -125,6 +137,33 @@ mod tests {
         assert_eq!(AudioQuality::parse("excellent"), None);
         let j: Result<PronunciationQuality, _> = serde_json::from_str("\"great\"");
         assert!(j.is_err());
+    }
+
+    #[test]
+    fn answer_fields_are_the_results_fields_in_order() {
+        let r = AnalysisResult {
+            emotional_score: 1.0,
+            engagement_score: 2.0,
+            dominant_emotion: DominantEmotion::Calm,
+            engagement_state: EngagementState::Engaged,
+            pronunciation_quality: PronunciationQuality::Good,
+            audio_quality: AudioQuality::Good,
+            analyzer: "acoustic:1".into(),
+        };
+        let json = serde_json::to_string(&r).unwrap();
+        let at: Vec<usize> = ANSWER_FIELDS
+            .iter()
+            .map(|f| json.find(&format!("\"{f}\":")).expect(f))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "{json}");
+        let keys = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json)
+            .unwrap()
+            .len();
+        assert_eq!(
+            keys,
+            ANSWER_FIELDS.len() + 1,
+            "the answer fields plus analyzer"
+        );
     }
 
     #[test]

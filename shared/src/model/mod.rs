@@ -11,7 +11,7 @@ pub mod session;
 pub mod time;
 
 pub use analysis::{
-    AnalysisOutcome, AnalysisResult, AudioQuality, DominantEmotion, EngagementState,
+    ANSWER_FIELDS, AnalysisOutcome, AnalysisResult, AudioQuality, DominantEmotion, EngagementState,
     PronunciationQuality,
 };
 pub use audio_ref::{AudioRef, AudioRefError};

@@ -299,6 +299,11 @@ mod tests {
 
     const T0: i64 = 1_709_287_200 * NANOS_PER_SEC;
 
+    #[test]
+    fn analysis_columns_list_the_answer_fields_in_order() {
+        assert_eq!(ANALYSIS_COLUMNS[2..8], engage_shared::model::ANSWER_FIELDS);
+    }
+
     fn text(f: impl FnOnce(&mut Vec<u8>) -> Result<(), ReportError>) -> String {
         let mut buf = Vec::new();
         f(&mut buf).expect("write");

@@ -96,14 +96,7 @@ pub fn response_schema() -> Value {
 }
 
 /// The six answer fields, in the order the model is asked to produce them.
-pub const FIELDS: [&str; 6] = [
-    "emotional_score",
-    "engagement_score",
-    "dominant_emotion",
-    "engagement_state",
-    "pronunciation_quality",
-    "audio_quality",
-];
+pub use engage_shared::model::ANSWER_FIELDS as FIELDS;
 
 #[cfg(test)]
 mod tests {
