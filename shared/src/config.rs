@@ -63,6 +63,10 @@ pub struct FleetConfig {
     pub namespace: String,
     /// Root URI of the pipeline's own store (`file:///var/lib/engage` or `s3://bucket/prefix`).
     pub store: String,
+    /// Local files (`file://` store, `s3_root`) of at most this many bytes are
+    /// read without a thread hand-off; 0 when the local store is a network
+    /// filesystem.
+    pub store_inline_read_bytes: u64,
     /// Custom S3 endpoint (for S3-compatible servers); unset means AWS.
     pub s3_endpoint: Option<String>,
     /// S3 region (default from the AWS chain, else `us-east-1`).
@@ -118,6 +122,7 @@ impl Default for FleetConfig {
             redis_cluster: false,
             namespace: "engage".into(),
             store: "file:///var/lib/engage".into(),
+            store_inline_read_bytes: crate::storage::DEFAULT_INLINE_READ_BYTES,
             s3_endpoint: None,
             s3_region: None,
             s3_force_path_style: false,

@@ -99,6 +99,7 @@ pub fn storage_config(cfg: &FleetConfig) -> StorageConfig {
             .or_else(|| Some("us-east-1".to_string())),
         s3_force_path_style: cfg.s3_force_path_style,
         s3_root: cfg.s3_root.clone(),
+        inline_read_bytes: cfg.store_inline_read_bytes,
         ..StorageConfig::default()
     }
 }

@@ -17,6 +17,8 @@ pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Default total attempts per S3 request (the SDK's standard retry mode).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// Default size up to which local files are read without a thread hand-off: 64 KiB.
+pub const DEFAULT_INLINE_READ_BYTES: u64 = 64 * 1024;
 
 /// How [`Storage`](super::Storage) reaches objects. Every field has a default,
 /// so an empty config means: S3 through the standard AWS chain (region from
@@ -48,6 +50,12 @@ pub struct StorageConfig {
     pub s3_credentials: Option<S3Credentials>,
     /// Largest object [`Storage::get`](super::Storage::get) reads into memory.
     pub max_object_bytes: u64,
+    /// Local files of at most this many bytes are opened and read on the
+    /// calling task's thread (a page-cache read of a few KiB takes
+    /// microseconds, less than handing it to a blocking-pool thread and back);
+    /// larger ones, and every write, go to the blocking pool. Set 0 when the
+    /// local store is a network filesystem, where even a small read can stall.
+    pub inline_read_bytes: u64,
     /// Files larger than this are uploaded with S3 multipart uploads.
     pub multipart_threshold: u64,
     /// Part size of multipart uploads (at least 5 MiB).
@@ -64,6 +72,7 @@ impl Default for StorageConfig {
             s3_max_attempts: DEFAULT_MAX_ATTEMPTS,
             s3_credentials: None,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            inline_read_bytes: DEFAULT_INLINE_READ_BYTES,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             part_size: DEFAULT_PART_SIZE,
         }

@@ -34,8 +34,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncRead;
 
 pub use config::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE,
-    MIN_PART_SIZE, S3Credentials, StorageConfig,
+    DEFAULT_INLINE_READ_BYTES, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_OBJECT_BYTES,
+    DEFAULT_MULTIPART_THRESHOLD, DEFAULT_PART_SIZE, MIN_PART_SIZE, S3Credentials, StorageConfig,
 };
 pub use error::StorageError;
 pub use local::TEMP_PREFIX;
@@ -60,6 +60,8 @@ struct Inner {
     s3_root: Option<PathBuf>,
     /// Limit of [`Storage::get`].
     max_object_bytes: u64,
+    /// Local files up to this size are read without a thread hand-off.
+    inline_read_bytes: u64,
 }
 
 /// Where one URI is served from.
@@ -83,6 +85,7 @@ impl Storage {
                 s3,
                 s3_root: cfg.s3_root.clone(),
                 max_object_bytes: cfg.max_object_bytes,
+                inline_read_bytes: cfg.inline_read_bytes,
             }),
         })
     }
@@ -96,6 +99,7 @@ impl Storage {
                 s3: None,
                 s3_root,
                 max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+                inline_read_bytes: DEFAULT_INLINE_READ_BYTES,
             }),
         }
     }
@@ -107,7 +111,7 @@ impl Storage {
         uri.require_key()?;
         let limit = self.inner.max_object_bytes;
         match self.route(uri)? {
-            Route::Local(path) => local::get(&path, uri, limit).await,
+            Route::Local(path) => local::get(&path, uri, limit, self.inner.inline_read_bytes).await,
             Route::S3(s3, bucket) => s3.get(bucket, uri, limit).await,
         }
     }
