@@ -80,7 +80,7 @@ pub struct FleetConfig {
     /// `acoustic` (default) or `gemini`.
     pub analyzer: AnalyzerKind,
     /// Jobs processed concurrently by one worker process (the AMQP prefetch is
-    /// this plus half, room for acks being batched).
+    /// twice this, room for acks being batched).
     pub concurrency: u16,
     /// Address of the `/metrics`, `/healthz` and `/readyz` server.
     pub metrics_addr: String,
