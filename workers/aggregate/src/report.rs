@@ -15,7 +15,7 @@
 use std::io::Write;
 
 use engage_shared::model::time::format_rfc3339;
-use engage_shared::model::{AnalysisOutcome, MatchedRecord};
+use engage_shared::model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord};
 use serde::Serialize;
 
 use crate::domain::{ReportRow, row_order};
@@ -50,19 +50,23 @@ pub const MATCHED_COLUMNS: [&str; 11] = [
     "progress",
 ];
 
-/// Columns of `analysis.csv`, in order.
-pub const ANALYSIS_COLUMNS: [&str; 10] = [
-    "response_id",
-    "status",
-    "emotional_score",
-    "engagement_score",
-    "dominant_emotion",
-    "engagement_state",
-    "pronunciation_quality",
-    "audio_quality",
-    "analyzer",
-    "error",
-];
+/// Columns of `analysis.csv`, in order: the six answer fields between the
+/// status and the analyzer.
+pub const ANALYSIS_COLUMNS: [&str; 10] = {
+    let f = ANSWER_FIELDS;
+    [
+        "response_id",
+        "status",
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+        f[4],
+        f[5],
+        "analyzer",
+        "error",
+    ]
+};
 
 /// Why an output file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -300,8 +304,12 @@ mod tests {
     const T0: i64 = 1_709_287_200 * NANOS_PER_SEC;
 
     #[test]
-    fn analysis_columns_list_the_answer_fields_in_order() {
-        assert_eq!(ANALYSIS_COLUMNS[2..8], engage_shared::model::ANSWER_FIELDS);
+    fn analysis_columns_are_the_contracts() {
+        assert_eq!(
+            ANALYSIS_COLUMNS.join(","),
+            "response_id,status,emotional_score,engagement_score,dominant_emotion,\
+             engagement_state,pronunciation_quality,audio_quality,analyzer,error"
+        );
     }
 
     fn text(f: impl FnOnce(&mut Vec<u8>) -> Result<(), ReportError>) -> String {
