@@ -370,7 +370,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join("sub");
         fs::create_dir(&sub).unwrap();
-        let uri = ObjectUri::file(&sub).unwrap();
         fs::write(dir.path().join("f"), "x").unwrap();
         for inline in INLINE {
             let uri = ObjectUri::file(&sub).unwrap();
