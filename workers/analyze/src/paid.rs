@@ -1,6 +1,8 @@
 //! The Gemini path of the analyze stage: the free acoustic pre-filter first,
-//! then a lease on the audio (two deliveries never both pay), the fleet-wide
-//! rate limit, one call, and the error type's disposition.
+//! then a lease on the audio (two deliveries never both pay), a second look
+//! at the result cache under the lease, the fleet-wide rate limit, one call,
+//! the answer cached *before* the lease is released, and the error type's
+//! disposition.
 //!
 //! | Gemini outcome | what the job does |
 //! |---|---|
@@ -19,6 +21,8 @@ use engage_shared::jobs::ItemCost;
 use engage_shared::model::AnalysisOutcome;
 use engage_shared::ratelimit::{Acquired, FleetLimiter, Quota};
 use engage_shared::redis_conn::RedisConn;
+use engage_shared::storage::{ObjectUri, Storage};
+use engage_shared::store_io::{get_json, put_json};
 use engage_shared::worker::JobError;
 
 use crate::acoustic::{PrefilterConfig, prefilter};
@@ -80,23 +84,36 @@ impl Paid {
         self.client.analyzer_id()
     }
 
-    /// Analyzes one stored audio. `None` probe means it was not found (analyze anyway).
+    /// Analyzes one stored audio and stores the outcome at `cache` (the
+    /// durable result cache). `None` probe means it was not found (analyze
+    /// anyway).
+    ///
+    /// The cache is read again once the lease is held and written before it
+    /// is released: a delivery that missed the cache while another one was
+    /// paying takes the lease only after the answer is stored, and finds it.
+    /// (Releasing first left a window in which a second delivery of the same
+    /// audio paid again; the "never pays twice" fleet test caught it.)
+    #[allow(clippy::too_many_arguments)]
     pub async fn analyze(
         &self,
         leases: &Idempotency,
         lease_key: &str,
+        cache: (&Storage, &ObjectUri),
         bytes: &[u8],
         probe: Option<&AudioProbe>,
         last_attempt: bool,
         cost: &mut ItemCost,
     ) -> Result<AnalysisOutcome, JobError> {
+        let (storage, cache_uri) = cache;
         if let Some((reason, detail)) = probe.and_then(|p| prefilter(&p.features, &self.prefilter))
         {
             cost.prefiltered = true;
-            return Ok(AnalysisOutcome::Failed {
+            let outcome = AnalysisOutcome::Failed {
                 reason: reason.to_string(),
                 detail,
-            });
+            };
+            put_json(storage, cache_uri, &outcome).await?;
+            return Ok(outcome);
         }
         let Some(lease) = leases
             .try_lease(lease_key, LEASE)
@@ -109,9 +126,30 @@ impl Paid {
                 reason: "leased",
             });
         };
-        let res = self.call(bytes, probe, last_attempt, cost).await;
+        let res = self
+            .leased(storage, cache_uri, bytes, probe, last_attempt, cost)
+            .await;
         let _ = leases.release(lease).await;
         res
+    }
+
+    /// The part of [`Paid::analyze`] that runs under the lease.
+    async fn leased(
+        &self,
+        storage: &Storage,
+        cache_uri: &ObjectUri,
+        bytes: &[u8],
+        probe: Option<&AudioProbe>,
+        last_attempt: bool,
+        cost: &mut ItemCost,
+    ) -> Result<AnalysisOutcome, JobError> {
+        if let Some(hit) = get_json::<AnalysisOutcome>(storage, cache_uri).await? {
+            cost.cache_hit = true;
+            return Ok(hit);
+        }
+        let outcome = self.call(bytes, probe, last_attempt, cost).await?;
+        put_json(storage, cache_uri, &outcome).await?;
+        Ok(outcome)
     }
 
     async fn call(

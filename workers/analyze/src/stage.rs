@@ -83,20 +83,25 @@ impl Stage for AnalyzeStage {
         let outcome = match &self.analyzer {
             Analyzer::Acoustic => {
                 let hint = job.format.clone();
-                tokio::task::spawn_blocking(move || analyze_bytes(&bytes, hint.as_deref()))
-                    .await
-                    .map_err(|e| JobError::transient("panic", e))?
+                let outcome =
+                    tokio::task::spawn_blocking(move || analyze_bytes(&bytes, hint.as_deref()))
+                        .await
+                        .map_err(|e| JobError::transient("panic", e))?;
+                // Stored before the ack: a redelivery finds it and does not analyze again.
+                put_json(&svc.storage, &cache, &outcome).await?;
+                outcome
             }
             Analyzer::Gemini(paid) => {
                 let probe =
                     get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
                 let last = ctx.attempt + 1 >= svc.cfg.max_attempts;
                 let key = format!("analyze:{}:{}", job.content_hash, paid.analyzer_id());
-                // A concurrent delivery may have finished between the cache check and the lease.
+                // Leased by a concurrent delivery: its answer may be stored by now.
                 let res = paid
                     .analyze(
                         &svc.idempotency,
                         &key,
+                        (&svc.storage, &cache),
                         &bytes,
                         probe.as_ref(),
                         last,
@@ -115,8 +120,6 @@ impl Stage for AnalyzeStage {
                 res?
             }
         };
-        // Stored before the ack: a redelivery finds it and does not analyze again.
-        put_json(&svc.storage, &cache, &outcome).await?;
         finalize(
             ctx,
             Self::NAME,
