@@ -220,8 +220,9 @@ impl<S: Stage> Worker<S> {
             BasicQosOptions::default(),
         )
         .await?;
-        // Jobs run at most `concurrency` at a time; the prefetch window is a
-        // little larger so acks being batched never starve the jobs.
+        // Jobs run at most `concurrency` at a time; the prefetch window also
+        // holds the finished deliveries whose acks are being batched, so
+        // holding them never starves the jobs.
         let slots = Arc::new(Semaphore::new(usize::from(svc.cfg.concurrency)));
         let tag = format!("engage-{name}-{}", uuid::Uuid::new_v4());
         let mut consumer = ch

@@ -28,12 +28,13 @@ use super::uri::ObjectUri;
 /// Prefix of in-progress temporary files; such files are never listed.
 pub const TEMP_PREFIX: &str = ".engage-tmp-";
 
-/// Reads a whole file, refusing files larger than `limit`. Files of at most
-/// `inline_max` bytes are opened and read on this thread: for a small file
-/// in the page cache that costs microseconds, less than the blocking-pool
-/// round trip (two thread wake-ups), which was the largest per-job cost of
-/// the download and analyze stages in the pipeline benchmark. Larger files
-/// are read on the blocking pool; `inline_max` 0 sends every read there.
+/// Reads a whole file, refusing files larger than `limit`. With `inline_max`
+/// above 0 the file is opened and sized on this thread (metadata lookups) and,
+/// if it has at most `inline_max` bytes, read here too: for a small file in
+/// the page cache that costs microseconds, less than the blocking-pool round
+/// trip (two thread wake-ups), which was the largest per-job cost of the
+/// download and analyze stages in the pipeline benchmark. Larger files are
+/// read on the blocking pool; `inline_max` 0 sends the whole read there.
 pub(crate) async fn get(
     path: &Path,
     uri: &ObjectUri,
