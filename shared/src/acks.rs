@@ -156,6 +156,7 @@ impl AckBook {
     }
 }
 
+#[derive(Debug)]
 enum Event {
     Delivered(u64),
     Finished(u64, bool),
@@ -166,15 +167,6 @@ enum Event {
 #[derive(Clone, Debug)]
 pub struct Acks {
     tx: mpsc::UnboundedSender<Event>,
-}
-
-impl std::fmt::Debug for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::Delivered(t) => write!(f, "Delivered({t})"),
-            Event::Finished(t, a) => write!(f, "Finished({t}, {a})"),
-        }
-    }
 }
 
 impl Acks {
