@@ -3,7 +3,7 @@
 
 Runs, in one go and side by side:
 
-1. the bare RabbitMQ relay baseline (workers/engage/examples/amqp_relay.rs):
+1. the bare RabbitMQ relay baseline (cli/examples/amqp_relay.rs):
    the same number of messages the fleet moved, through quorum queues with
    publisher confirms and manual acks, 256 in flight; once as one queue
    (producer -> queue -> consumer) and once as a chain of five queues with

@@ -10,7 +10,7 @@ the benchmark measures the pipeline's own overhead.
 
 Use with `engage gen-data --no-audio` (no synthetic speech is rendered; the log
 and sessions are byte-identical to a run with audio). Links are resolved with
-the same rules as engage_shared::model::audio_ref (s3://, virtual-hosted and
+the same rules as engage_model::audio_ref (s3://, virtual-hosted and
 path-style https S3 URLs, percent-decoding, key normalisation).
 
     tiny_audio.py DATA_DIR [--buckets learner-audio]

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use engage_shared::ledger::{FanIn, LearnerItems, Ledger};
-use engage_shared::redis_conn::RedisConn;
+use engage_runtime::ledger::{FanIn, LearnerItems, Ledger};
+use engage_runtime::redis_conn::RedisConn;
 
 async fn ledger() -> anyhow::Result<(Ledger, String)> {
     let conn = RedisConn::connect("redis://127.0.0.1:6379", false).await?;
@@ -133,12 +133,12 @@ async fn a_missing_ledger_is_reported_as_lost() -> anyhow::Result<()> {
     let (l, b) = ledger().await?;
     assert!(matches!(
         l.finalize_item(&b, "u", "r", None, "{}", "j").await,
-        Err(engage_shared::ledger::LedgerError::Lost)
+        Err(engage_runtime::ledger::LedgerError::Lost)
     ));
     assert!(l.progress(&b).await?.is_none());
     assert!(matches!(
         l.item_states(&b, "u").await,
-        Err(engage_shared::ledger::LedgerError::Lost)
+        Err(engage_runtime::ledger::LedgerError::Lost)
     ));
     Ok(())
 }

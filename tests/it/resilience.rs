@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use engage_shared::broker::Topology;
-use engage_shared::envelope::StageName;
+use engage_model::envelope::StageName;
+use engage_runtime::broker::Topology;
 use lapin::BasicProperties;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
@@ -422,7 +422,7 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered() -> anyhow
         },
     )
     .await?;
-    let reason = engage_shared::broker::header_str(&m.delivery.properties, "x-first-death-reason");
+    let reason = engage_runtime::broker::header_str(&m.delivery.properties, "x-first-death-reason");
     assert_eq!(reason.as_deref(), Some("delivery_limit"));
     crate::support::fleet::delete_namespace(&ns);
     Ok(())

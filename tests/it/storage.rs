@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
-use engage_shared::storage::{ObjectUri, Storage, StorageConfig, StorageError, UriError};
+use engage_runtime::storage::{ObjectUri, Storage, StorageConfig, StorageError, UriError};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -316,7 +316,7 @@ async fn wrong_credentials_are_access_denied_not_transient() -> anyhow::Result<(
     server.create_bucket(&bkt)?;
     let mut cfg = server.storage_config();
     if let Some(c) = cfg.s3_credentials.as_mut() {
-        c.secret_access_key = engage_shared::secret::Secret::new("wrong-secret".into());
+        c.secret_access_key = engage_runtime::secret::Secret::new("wrong-secret".into());
     }
     let store = Storage::new(&cfg).await?;
     let uri = ObjectUri::s3(&bkt, "learner-4242/k")?;
@@ -360,9 +360,9 @@ async fn unreachable_endpoint_is_transient() -> anyhow::Result<()> {
         s3_region: Some("us-east-1".into()),
         s3_force_path_style: true,
         s3_max_attempts: 1,
-        s3_credentials: Some(engage_shared::storage::S3Credentials {
+        s3_credentials: Some(engage_runtime::storage::S3Credentials {
             access_key_id: "AK".into(),
-            secret_access_key: engage_shared::secret::Secret::new("SK".into()),
+            secret_access_key: engage_runtime::secret::Secret::new("SK".into()),
         }),
         ..StorageConfig::default()
     };

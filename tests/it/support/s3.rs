@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use engage_shared::secret::Secret;
-use engage_shared::storage::{S3Credentials, StorageConfig};
+use engage_runtime::secret::Secret;
+use engage_runtime::storage::{S3Credentials, StorageConfig};
 
 /// How long the server may take to accept connections.
 const START_DEADLINE: Duration = Duration::from_secs(20);

@@ -35,8 +35,8 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use engage_shared::model::time::seconds_between;
-use engage_shared::model::{
+use engage_model::time::seconds_between;
+use engage_model::{
     AnalysisOutcome, AnalysisResult, DominantEmotion, EngagementState, MatchedRecord, SessionMatch,
     Timestamp,
 };
@@ -354,8 +354,8 @@ impl<T: Copy + PartialEq> Mode<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engage_shared::model::time::NANOS_PER_SEC;
-    use engage_shared::model::{ActivityRecord, AudioQuality, PronunciationQuality};
+    use engage_model::time::NANOS_PER_SEC;
+    use engage_model::{ActivityRecord, AudioQuality, PronunciationQuality};
     use proptest::prelude::*;
 
     const T0: Timestamp = 1_709_287_200 * NANOS_PER_SEC;

@@ -11,7 +11,7 @@ use engage_aggregate::{AggregateStage, Weights};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    engage_shared::app::main(|svc| async move {
+    engage_runtime::app::main(|svc| async move {
         let [engagement, emotional, accuracy] = svc.cfg.weights;
         AggregateStage::new(Weights {
             engagement,

@@ -4,8 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use engage_shared::model::{AnalysisOutcome, MatchedRecord};
-use engage_shared::summary::Summary;
+use engage_model::summary::Summary;
+use engage_model::{AnalysisOutcome, MatchedRecord};
 
 use crate::domain::{ReportRow, sort_rows};
 use crate::report::{

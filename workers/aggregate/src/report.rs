@@ -14,8 +14,8 @@
 
 use std::io::Write;
 
-use engage_shared::model::time::format_rfc3339;
-use engage_shared::model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord};
+use engage_model::time::format_rfc3339;
+use engage_model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord};
 use serde::Serialize;
 
 use crate::domain::{ReportRow, row_order};
@@ -202,7 +202,7 @@ pub fn write_matched_csv<W: Write>(w: W, records: &[MatchedRecord]) -> Result<()
         .map(|m| {
             let r = &m.record;
             let s = m.session.as_ref();
-            let field = |f: fn(&engage_shared::model::SessionMatch) -> &str| {
+            let field = |f: fn(&engage_model::SessionMatch) -> &str| {
                 s.map(|s| f(s).to_string()).unwrap_or_default()
             };
             let cells = [
@@ -295,8 +295,8 @@ fn write_csv<W: Write, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engage_shared::model::time::NANOS_PER_SEC;
-    use engage_shared::model::{
+    use engage_model::time::NANOS_PER_SEC;
+    use engage_model::{
         ActivityRecord, AnalysisResult, AudioQuality, DominantEmotion, EngagementState,
         PronunciationQuality, SessionMatch,
     };

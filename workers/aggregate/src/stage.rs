@@ -4,16 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use engage_shared::envelope::StageName;
-use engage_shared::jobs::{AggregateJob, BatchPlan, ItemState, ids};
-use engage_shared::layout::{Layout, partition_of};
-use engage_shared::ledger::FanIn;
-use engage_shared::model::{AnalysisOutcome, MatchedRecord};
-use engage_shared::recovery::with_ledger;
-use engage_shared::services::Services;
-use engage_shared::store_io::{get_json, get_jsonl, put_json};
-use engage_shared::summary::{ActivityCounts, SessionCounts, Summary};
-use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+use engage_model::envelope::StageName;
+use engage_model::jobs::{AggregateJob, BatchPlan, ItemState, ids};
+use engage_model::layout::{Layout, partition_of};
+use engage_model::summary::{ActivityCounts, SessionCounts, Summary};
+use engage_model::{AnalysisOutcome, MatchedRecord};
+use engage_runtime::ledger::FanIn;
+use engage_runtime::recovery::with_ledger;
+use engage_runtime::services::Services;
+use engage_runtime::store_io::{get_json, get_jsonl, put_json};
+use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};

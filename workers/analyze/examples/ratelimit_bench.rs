@@ -32,9 +32,9 @@
 use backon::{BackoffBuilder, ExponentialBuilder};
 use clap::Parser;
 use engage_analyze::gemini::{Disposition, GeminiClient, GeminiConfig, GeminiError};
-use engage_shared::ratelimit::{Acquired, FleetLimiter, Quota, RateLimitError, Windows};
-use engage_shared::redis_conn::{RedisConn, RedisConnError};
-use engage_shared::secret::Secret;
+use engage_analyze::ratelimit::{Acquired, FleetLimiter, Quota, RateLimitError, Windows};
+use engage_runtime::redis_conn::{RedisConn, RedisConnError};
+use engage_runtime::secret::Secret;
 use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault, Latency, Stats};
 use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
 use std::fmt::Write as _;

@@ -14,7 +14,7 @@
 //!
 //! # Rules
 //!
-//! Features come from [`engage_shared::audio::features`]. Let `ramp(x, a, b)` be
+//! Features come from [`engage_audio::features`]. Let `ramp(x, a, b)` be
 //! 0 at or below `a`, 1 at or above `b`, linear between; *speech* means at least
 //! 0.1 s of voice activity.
 //!
@@ -51,8 +51,8 @@
 
 #![forbid(unsafe_code)]
 
-use engage_shared::audio::{self, AcousticFeatures, AudioError};
-use engage_shared::model::{
+use engage_audio::{self as audio, AcousticFeatures, AudioError};
+use engage_model::{
     AnalysisOutcome, AnalysisResult, AudioQuality, DominantEmotion, EngagementState,
     PronunciationQuality,
 };

@@ -9,6 +9,7 @@
 pub mod acoustic;
 pub mod gemini;
 pub mod paid;
+pub mod ratelimit;
 pub mod stage;
 
 pub use stage::{AnalyzeStage, Analyzer};

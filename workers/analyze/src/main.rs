@@ -10,14 +10,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use anyhow::Context;
 use engage_analyze::gemini::GeminiConfig;
 use engage_analyze::paid::Paid;
+use engage_analyze::ratelimit::Quota;
 use engage_analyze::{AnalyzeStage, Analyzer};
-use engage_shared::config::AnalyzerKind;
-use engage_shared::ratelimit::Quota;
-use engage_shared::secret::Secret;
+use engage_runtime::config::AnalyzerKind;
+use engage_runtime::secret::Secret;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    engage_shared::app::main(|svc| async move {
+    engage_runtime::app::main(|svc| async move {
         let analyzer = match svc.cfg.analyzer {
             AnalyzerKind::Acoustic => Analyzer::Acoustic,
             AnalyzerKind::Gemini => {

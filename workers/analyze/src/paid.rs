@@ -15,15 +15,15 @@
 
 use std::time::Duration;
 
-use engage_shared::audio::AudioProbe;
-use engage_shared::idempotency::Idempotency;
-use engage_shared::jobs::ItemCost;
-use engage_shared::model::AnalysisOutcome;
-use engage_shared::ratelimit::{Acquired, FleetLimiter, Quota};
-use engage_shared::redis_conn::RedisConn;
-use engage_shared::storage::{ObjectUri, Storage};
-use engage_shared::store_io::{get_json, put_json};
-use engage_shared::worker::JobError;
+use crate::ratelimit::{Acquired, FleetLimiter, Quota};
+use engage_audio::AudioProbe;
+use engage_model::AnalysisOutcome;
+use engage_model::jobs::ItemCost;
+use engage_runtime::idempotency::Idempotency;
+use engage_runtime::redis_conn::RedisConn;
+use engage_runtime::storage::{ObjectUri, Storage};
+use engage_runtime::store_io::{get_json, put_json};
+use engage_runtime::worker::JobError;
 
 use crate::acoustic::{PrefilterConfig, prefilter};
 use crate::gemini::{Disposition, GeminiClient, GeminiConfig, GeminiError, estimate_tokens};

@@ -3,14 +3,14 @@
 //! analyzer (so a redelivery, a re-run batch or the same audio in another
 //! batch never pays twice), then recorded as the item's final state.
 
-use engage_shared::audio::AudioProbe;
-use engage_shared::envelope::StageName;
-use engage_shared::items::{failed, finalize};
-use engage_shared::jobs::{AnalyzeJob, ItemCost};
-use engage_shared::layout::Layout;
-use engage_shared::model::AnalysisOutcome;
-use engage_shared::store_io::{get_json, put_json};
-use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+use engage_audio::AudioProbe;
+use engage_model::AnalysisOutcome;
+use engage_model::envelope::StageName;
+use engage_model::jobs::{AnalyzeJob, ItemCost};
+use engage_model::layout::Layout;
+use engage_runtime::items::{failed, finalize};
+use engage_runtime::store_io::{get_json, put_json};
+use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::acoustic::{ACOUSTIC_VERSION, analyze_bytes};
 use crate::paid::Paid;

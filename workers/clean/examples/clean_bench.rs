@@ -20,7 +20,7 @@ use engage_clean::domain::{
     ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, clean_parallel,
     clean_piece, is_splittable, split_ranges_by_size,
 };
-use engage_shared::model::selection::SelectedLearners;
+use engage_model::selection::SelectedLearners;
 
 struct Args {
     file: PathBuf,

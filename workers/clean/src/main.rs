@@ -9,5 +9,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    engage_shared::app::main(|_svc| async { Ok(engage_clean::CleanStage::default()) }).await
+    engage_runtime::app::main(|_svc| async { Ok(engage_clean::CleanStage::default()) }).await
 }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use engage_shared::layout::partition_of;
-use engage_shared::model::Session;
-use engage_shared::model::session::SessionReject;
-use engage_shared::summary::{ActivityCounts, SessionCounts};
+use engage_model::Session;
+use engage_model::layout::partition_of;
+use engage_model::session::SessionReject;
+use engage_model::summary::{ActivityCounts, SessionCounts};
 
 use crate::domain::{CleanStats, split_ranges_by_size};
 

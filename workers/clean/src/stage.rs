@@ -10,17 +10,17 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
-use engage_shared::envelope::StageName;
-use engage_shared::jobs::{BatchPlan, BatchSpec, CleanJob, CleanPiece, MatchJob, ids};
-use engage_shared::layout::{Layout, valid_batch_id};
-use engage_shared::ledger::FanIn;
-use engage_shared::model::selection::{SelectedLearners, Selection};
-use engage_shared::model::session::read_sessions;
-use engage_shared::recovery::{fan_in_emits, with_ledger};
-use engage_shared::storage::{ObjectUri, Storage};
-use engage_shared::store_io::{get_json, put_json, to_jsonl};
-use engage_shared::summary::ActivityCounts;
-use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+use engage_model::envelope::StageName;
+use engage_model::jobs::{BatchPlan, BatchSpec, CleanJob, CleanPiece, MatchJob, ids};
+use engage_model::layout::{Layout, valid_batch_id};
+use engage_model::selection::{SelectedLearners, Selection};
+use engage_model::session::read_sessions;
+use engage_model::summary::ActivityCounts;
+use engage_runtime::ledger::FanIn;
+use engage_runtime::recovery::{fan_in_emits, with_ledger};
+use engage_runtime::storage::{ObjectUri, Storage};
+use engage_runtime::store_io::{get_json, put_json, to_jsonl};
+use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 use serde::{Deserialize, Serialize};
 use tokio_util::io::SyncIoBridge;
 

@@ -3,9 +3,9 @@
 //! applies the same rules, so both paths fail the same items for the same
 //! reasons.
 
-use engage_shared::audio::{AudioError, AudioProbe, probe};
-use engage_shared::model::AudioRef;
-use engage_shared::storage::{ObjectUri, UriError};
+use engage_audio::{AudioError, AudioProbe, probe};
+use engage_model::AudioRef;
+use engage_runtime::storage::{ObjectUri, UriError};
 
 /// The failed-item reason of a link whose object does not exist.
 pub const AUDIO_MISSING: &str = "audio_missing";

@@ -6,15 +6,15 @@
 //! batch still completes); network and 5xx trouble is *transient* (retried).
 
 use bytes::Bytes;
-use engage_shared::audio::AudioProbe;
-use engage_shared::envelope::StageName;
-use engage_shared::items::{failed, finalize};
-use engage_shared::jobs::{AnalyzeJob, DownloadJob, ids};
-use engage_shared::layout::Layout;
-use engage_shared::model::AudioRef;
-use engage_shared::storage::{ObjectUri, content_key};
-use engage_shared::store_io::{get_json, put_json};
-use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+use engage_audio::AudioProbe;
+use engage_model::AudioRef;
+use engage_model::envelope::StageName;
+use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
+use engage_model::layout::Layout;
+use engage_runtime::items::{failed, finalize};
+use engage_runtime::storage::{ObjectUri, content_key};
+use engage_runtime::store_io::{get_json, put_json};
+use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::domain::{AUDIO_MISSING, source_uri, validate};
 

@@ -30,8 +30,8 @@ use anyhow::{Context, Result, bail};
 use engage_match::{
     DEFAULT_TOLERANCE_NS, MatchStats, SameInstantRule, SessionIndex, match_positions, match_records,
 };
-use engage_shared::model::time::from_epoch_millis;
-use engage_shared::model::{ActivityRecord, Session, SessionMatch};
+use engage_model::time::from_epoch_millis;
+use engage_model::{ActivityRecord, Session, SessionMatch};
 use rayon::prelude::*;
 
 fn field<'a>(rec: &'a csv::ByteRecord, i: usize, what: &str) -> Result<&'a str> {

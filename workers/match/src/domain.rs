@@ -33,8 +33,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use compact_str::CompactString;
-use engage_shared::model::time::NANOS_PER_SEC;
-use engage_shared::model::{ActivityRecord, MatchedRecord, Session, SessionMatch, Timestamp};
+use engage_model::time::NANOS_PER_SEC;
+use engage_model::{ActivityRecord, MatchedRecord, Session, SessionMatch, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// The default match tolerance: 5 minutes, inclusive.
@@ -336,7 +336,7 @@ mod tests {
 
     fn record(user: &str, ts: Timestamp) -> ActivityRecord {
         ActivityRecord {
-            response_id: engage_shared::model::response_id(user, ts, None),
+            response_id: engage_model::response_id(user, ts, None),
             user_id: user.into(),
             timestamp: ts,
             audio_url: None,
@@ -612,7 +612,7 @@ mod golden {
     use std::collections::HashMap;
     use std::path::PathBuf;
 
-    use engage_shared::model::time::parse_timestamp_str;
+    use engage_model::time::parse_timestamp_str;
 
     use super::*;
 

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use engage_shared::envelope::StageName;
-use engage_shared::jobs::{DownloadJob, MatchJob, ids};
-use engage_shared::layout::Layout;
-use engage_shared::ledger::FanIn;
-use engage_shared::model::{ActivityRecord, Session};
-use engage_shared::recovery::{fan_in_emits, learner_items, with_ledger};
-use engage_shared::store_io::{get_jsonl, to_jsonl};
-use engage_shared::worker::{Emit, JobCtx, JobError, Stage};
+use engage_model::envelope::StageName;
+use engage_model::jobs::{DownloadJob, MatchJob, ids};
+use engage_model::layout::Layout;
+use engage_model::{ActivityRecord, Session};
+use engage_runtime::ledger::FanIn;
+use engage_runtime::recovery::{fan_in_emits, learner_items, with_ledger};
+use engage_runtime::store_io::{get_jsonl, to_jsonl};
+use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 use moka::future::Cache;
 
 use crate::domain::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};

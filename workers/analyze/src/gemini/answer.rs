@@ -4,7 +4,7 @@
 
 use super::error::GeminiError;
 use super::wire::{GenerateContentResponse, UsageMetadata};
-use engage_shared::model::{
+use engage_model::{
     AnalysisResult, AudioQuality, DominantEmotion, EngagementState, PronunciationQuality,
 };
 use serde::Deserialize;

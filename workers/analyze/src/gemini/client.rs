@@ -20,7 +20,7 @@ use super::wire::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use engage_shared::model::AnalysisResult;
+use engage_model::AnalysisResult;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Client, Response, Url};
 use serde_json::{Value, json};

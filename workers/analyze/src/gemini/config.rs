@@ -4,7 +4,7 @@
 //! (`ENGAGE_GEMINI__MODEL=…`); the API key is normally set from
 //! `GEMINI_API_KEY` by the worker, and is a [`Secret`] that never prints.
 
-use engage_shared::secret::Secret;
+use engage_runtime::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 

@@ -19,8 +19,8 @@
 
 use super::reset::until_daily_reset;
 use super::wire::ErrorEnvelope;
+use crate::ratelimit::QuotaKind;
 use chrono::{DateTime, Utc};
-use engage_shared::ratelimit::QuotaKind;
 use std::time::Duration;
 
 /// What the worker should do after a failed call.

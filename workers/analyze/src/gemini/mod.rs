@@ -4,7 +4,7 @@
 //!   `POST {base}/v1beta/models/{model}:generateContent` with the versioned
 //!   [`PROMPT`] and a structured-output schema, inline below
 //!   [`GeminiConfig::inline_max_bytes`] and through the Files API above it,
-//!   and returns a validated [`AnalysisResult`](engage_shared::model::AnalysisResult)
+//!   and returns a validated [`AnalysisResult`](engage_model::AnalysisResult)
 //!   with the call's token usage.
 //! - Every failure is a [`GeminiError`] with a stable [`GeminiError::class`] and
 //!   a [`Disposition`] (retry, pause the fleet, fatal, fail the item); the

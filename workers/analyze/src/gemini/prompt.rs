@@ -5,7 +5,7 @@
 //! (`gemini:<model>:<prompt-version>`) under which results are cached, so any
 //! change to [`PROMPT`] or to the schema must come with a new version.
 
-use engage_shared::model::{AudioQuality, DominantEmotion, EngagementState, PronunciationQuality};
+use engage_model::{AudioQuality, DominantEmotion, EngagementState, PronunciationQuality};
 use serde_json::{Value, json};
 
 /// Version of [`PROMPT`] and [`response_schema`].
@@ -96,7 +96,7 @@ pub fn response_schema() -> Value {
 }
 
 /// The six answer fields, in the order the model is asked to produce them.
-pub use engage_shared::model::ANSWER_FIELDS as FIELDS;
+pub use engage_model::ANSWER_FIELDS as FIELDS;
 
 #[cfg(test)]
 mod tests {

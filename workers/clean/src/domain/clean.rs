@@ -16,8 +16,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use engage_shared::model::ActivityRecord;
-use engage_shared::model::selection::SelectedLearners;
+use engage_model::ActivityRecord;
+use engage_model::selection::SelectedLearners;
 
 use super::parse::{Parsed, parse_record_with};
 use super::partition::{PartitionError, PartitionWriter};
@@ -327,7 +327,7 @@ where
 mod tests {
     use super::*;
     use crate::domain::reader::split_ranges;
-    use engage_shared::model::RejectReason;
+    use engage_model::RejectReason;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
     use std::io::Cursor;

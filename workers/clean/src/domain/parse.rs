@@ -38,8 +38,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use engage_shared::model::time::{TimestampError, from_epoch_millis, parse_timestamp_str};
-use engage_shared::model::{ActivityRecord, RejectReason, Timestamp, response_id};
+use engage_model::time::{TimestampError, from_epoch_millis, parse_timestamp_str};
+use engage_model::{ActivityRecord, RejectReason, Timestamp, response_id};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// What a well-formed line turned into.
@@ -489,7 +489,7 @@ fn read_fields<'de>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engage_shared::model::parse_timestamp_str;
+    use engage_model::parse_timestamp_str;
     use proptest::prelude::*;
 
     fn record(line: &str) -> ActivityRecord {

@@ -9,7 +9,7 @@
 
 use std::io::{BufWriter, Write};
 
-use engage_shared::model::ActivityRecord;
+use engage_model::ActivityRecord;
 
 /// Buffer per partition sink; memory is `partitions × SINK_BUFFER` at most.
 pub const SINK_BUFFER: usize = 64 * 1024;
@@ -36,7 +36,7 @@ pub enum PartitionError {
 /// The partition (0..`partitions`) of a learner; `partitions == 0` is treated
 /// as 1. Defined once in the shared layout, because the aggregate stage must
 /// find a learner's records in the same partition clean wrote them to.
-pub use engage_shared::layout::partition_of;
+pub use engage_model::layout::partition_of;
 
 /// Writes kept records as JSON Lines (serde of [`ActivityRecord`]), each into
 /// the sink of its learner's partition. Each sink is buffered; call
@@ -117,7 +117,7 @@ mod tests {
 
     fn rec(user: &str, ts: i64) -> ActivityRecord {
         ActivityRecord {
-            response_id: engage_shared::model::response_id(user, ts, None),
+            response_id: engage_model::response_id(user, ts, None),
             user_id: user.into(),
             timestamp: ts,
             audio_url: None,

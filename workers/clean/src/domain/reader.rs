@@ -710,7 +710,7 @@ pub fn split_ranges_by_size(len: u64, max_piece_bytes: u64) -> Vec<Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use engage_shared::model::RejectReason;
+    use engage_model::RejectReason;
     use proptest::prelude::*;
     use std::io::Write;
 

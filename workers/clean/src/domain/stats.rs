@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use engage_shared::model::RejectReason;
+use engage_model::RejectReason;
 use serde::{Deserialize, Serialize};
 
 use super::parse::RecordError;

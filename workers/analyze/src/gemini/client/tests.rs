@@ -3,9 +3,9 @@
 
 use super::*;
 use crate::gemini::{Disposition, GeminiError};
-use engage_shared::model::{AudioQuality, DominantEmotion, EngagementState, PronunciationQuality};
-use engage_shared::ratelimit::QuotaKind;
-use engage_shared::secret::Secret;
+use crate::ratelimit::QuotaKind;
+use engage_model::{AudioQuality, DominantEmotion, EngagementState, PronunciationQuality};
+use engage_runtime::secret::Secret;
 use fake_gemini::{
     Behaviour, FakeConfig, FakeGemini, Fault, FileProcessing, QuotaKind as FakeQuota, audio_hash,
     expected_answer,

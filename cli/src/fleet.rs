@@ -1,0 +1,427 @@
+//! The producer and operator commands that talk to a running fleet:
+//! `enqueue`, `status`, `report` and `dlq`.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use engage_model::envelope::{Envelope, StageName};
+use engage_model::jobs::{BatchSpec, CleanJob, ids};
+use engage_model::layout::{Layout, valid_batch_id};
+use engage_model::selection::Selection;
+use engage_runtime::broker::{self, Publisher, Topology, header_str};
+use engage_runtime::config::FleetConfig;
+use engage_runtime::ledger::{Ledger, Progress};
+use engage_runtime::redis_conn::RedisConn;
+use engage_runtime::secret::redact_url;
+use engage_runtime::services::storage_config;
+use engage_runtime::storage::{ObjectUri, Storage};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+/// Arguments of `engage enqueue`.
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Activity log URI(s) (`s3://…`, `file:///…` or a local path). Repeat for several.
+    #[arg(long, required = true)]
+    pub activity: Vec<String>,
+    /// Sessions CSV URI (or local path).
+    #[arg(long)]
+    pub sessions: String,
+    /// Select these learners (comma-separated ids).
+    #[arg(long, value_delimiter = ',', group = "select")]
+    pub users: Option<Vec<String>>,
+    /// Select the learners listed in this file URI (one id per line).
+    #[arg(long, group = "select")]
+    pub users_file: Option<String>,
+    /// Select learners with at least one session at this milestone.
+    #[arg(long, group = "select")]
+    pub milestone: Option<String>,
+    /// Batch id (default: generated). Re-enqueueing an id is a no-op.
+    #[arg(long)]
+    pub batch_id: Option<String>,
+}
+
+/// Arguments of `engage status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The batch id (omit to list recent batches).
+    pub batch: Option<String>,
+    /// Wait until the batch is complete (exit 0), or the timeout passes (exit 2).
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds to wait with --wait.
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
+}
+
+/// Arguments of `engage report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The batch id.
+    pub batch: String,
+    /// Directory to copy the outputs into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `engage dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCmd {
+    /// Show dead-lettered messages (all stages, or one), without removing them.
+    List {
+        /// Stage name (clean, match, download, analyze, aggregate).
+        stage: Option<String>,
+        /// Messages shown per stage.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Move dead-lettered messages of a stage back to its work queue (attempts reset).
+    Replay {
+        /// Stage name.
+        stage: String,
+        /// Most messages to replay.
+        #[arg(long, default_value_t = usize::MAX)]
+        limit: usize,
+    },
+}
+
+fn topology(cfg: &FleetConfig) -> Topology {
+    Topology {
+        namespace: cfg.namespace.clone(),
+        retry_delays_ms: cfg.retry_delays_ms.clone(),
+        delivery_limit: cfg.delivery_limit,
+    }
+}
+
+/// Opens a broker connection and a confirm-mode publisher, with a clear error.
+pub async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
+    let url = cfg.amqp_url.expose();
+    let conn = broker::connect(url, "engage-cli").await.with_context(|| {
+        format!(
+            "RabbitMQ is not reachable at {} (start it with `rabbitmq-server -detached`)",
+            redact_url(url)
+        )
+    })?;
+    let ch = conn.create_channel().await?;
+    topology(cfg).declare(&ch, &StageName::ALL).await?;
+    let p = Publisher::open(&conn, topology(cfg)).await?;
+    Ok((conn, p))
+}
+
+/// Connects to Redis with a clear error.
+pub async fn redis(cfg: &FleetConfig) -> anyhow::Result<RedisConn> {
+    let url = cfg.redis_url.expose();
+    let conn = RedisConn::connect(url, cfg.redis_cluster).await.with_context(|| {
+        format!(
+            "Redis is not reachable at {} (start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`)",
+            redact_url(url)
+        )
+    })?;
+    conn.ping()
+        .await
+        .with_context(|| format!("Redis at {} does not answer", redact_url(url)))?;
+    Ok(conn)
+}
+
+/// A URI from a URI or a local path.
+pub fn to_uri(s: &str) -> anyhow::Result<String> {
+    if s.contains("://") {
+        ObjectUri::parse(s).with_context(|| format!("invalid URI {s:?}"))?;
+        return Ok(s.to_string());
+    }
+    let p = std::path::absolute(Path::new(s)).with_context(|| format!("invalid path {s:?}"))?;
+    Ok(ObjectUri::file(&p)
+        .with_context(|| format!("invalid path {s:?}"))?
+        .to_string())
+}
+
+/// A new batch id: `b-YYYYMMDD-HHMMSS-xxxx`.
+pub fn new_batch_id() -> String {
+    format!(
+        "b-{}-{:04x}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S"),
+        rand::random::<u16>()
+    )
+}
+
+/// `engage enqueue`: publishes the batch job; returns the batch id.
+pub async fn enqueue(cfg: &FleetConfig, a: &EnqueueArgs) -> anyhow::Result<String> {
+    let batch = a.batch_id.clone().unwrap_or_else(new_batch_id);
+    if !valid_batch_id(&batch) {
+        bail!("invalid batch id {batch:?}: use 1-64 characters of [A-Za-z0-9._-]");
+    }
+    let selection = if let Some(ids) = &a.users {
+        Selection::Users { ids: ids.clone() }
+    } else if let Some(f) = &a.users_file {
+        Selection::UsersFile { uri: to_uri(f)? }
+    } else if let Some(m) = &a.milestone {
+        Selection::Milestone {
+            milestone: m.clone(),
+        }
+    } else {
+        Selection::All
+    };
+    let spec = BatchSpec {
+        activity: a
+            .activity
+            .iter()
+            .map(|s| to_uri(s))
+            .collect::<anyhow::Result<_>>()?,
+        sessions: to_uri(&a.sessions)?,
+        selection,
+    };
+    let (conn, p) = publisher(cfg).await?;
+    let env = Envelope::new(
+        &batch,
+        ids::plan(&batch),
+        uuid::Uuid::new_v4().to_string(),
+        CleanJob::Batch(spec),
+    );
+    p.publish_job(StageName::Clean, &env)
+        .await
+        .context("publishing the batch")?;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(batch)
+}
+
+fn stage_lines(p: &Progress) -> Vec<(&'static str, u64, u64)> {
+    vec![
+        ("clean", p.pieces_done, p.pieces_expected),
+        ("match", p.match_done, p.match_expected.max(p.match_done)),
+        ("download", p.downloaded, p.items),
+        ("analyze", p.final_items, p.items),
+        ("aggregate", p.learners_aggregated, p.learners),
+    ]
+}
+
+/// True if the batch's outputs exist in the store (the ledger may be gone).
+async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
+    let st = Storage::new(&storage_config(cfg)).await?;
+    let layout = Layout::new(ObjectUri::parse(&cfg.store)?);
+    Ok(st
+        .size(&layout.output(batch)?.join("summary.json")?)
+        .await?
+        .is_some())
+}
+
+/// `engage status`: prints progress; with `--wait` returns whether it completed.
+pub async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
+    let conn = redis(cfg).await?;
+    let ledger = Ledger::new(conn, cfg.namespace.clone());
+    let Some(batch) = &a.batch else {
+        for b in ledger.batches().await?.into_iter().take(20) {
+            let state = match ledger.progress(&b).await? {
+                Some(p) if p.complete => "complete".to_string(),
+                Some(p) => format!("running ({}/{} items final)", p.final_items, p.items),
+                None => "unknown".to_string(),
+            };
+            println!("{b}\t{state}");
+        }
+        return Ok(true);
+    };
+    let deadline = Instant::now() + Duration::from_secs(a.timeout);
+    let tty = std::io::stderr().is_terminal();
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let bars: Vec<ProgressBar> = ["clean", "match", "download", "analyze", "aggregate"]
+        .iter()
+        .map(|s| {
+            let b = multi.add(
+                ProgressBar::new(0)
+                    .with_style(style.clone())
+                    .with_prefix(*s),
+            );
+            if !tty {
+                b.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            b
+        })
+        .collect();
+    let mut last = String::new();
+    loop {
+        let progress = ledger.progress(batch).await?;
+        let complete = match &progress {
+            Some(p) => p.complete,
+            None => outputs_exist(cfg, batch).await?,
+        };
+        let text = match &progress {
+            Some(p) => {
+                for (bar, (_, done, total)) in bars.iter().zip(stage_lines(p)) {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                }
+                let mut t: String = stage_lines(p)
+                    .iter()
+                    .map(|(s, d, t)| format!("{s}: {d}/{t}  "))
+                    .collect();
+                if !p.failed.is_empty() {
+                    t += &format!("failed: {:?}", p.failed);
+                }
+                t
+            }
+            None if complete => "complete (ledger expired; outputs in the store)".to_string(),
+            None => "unknown batch (not planned yet, or never enqueued)".to_string(),
+        };
+        if !tty && text != last {
+            println!("{batch} {text}");
+            last = text.clone();
+        }
+        if complete {
+            for b in &bars {
+                b.finish();
+            }
+            println!("{batch} complete");
+            return Ok(true);
+        }
+        if !a.wait {
+            if tty {
+                multi.clear().ok();
+                println!("{batch} {text}");
+            }
+            return Ok(false);
+        }
+        if Instant::now() >= deadline {
+            println!("{batch} not complete after {}s", a.timeout);
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `engage report`: copies a complete batch's outputs to a directory.
+pub async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<Vec<PathBuf>> {
+    if !valid_batch_id(&a.batch) {
+        bail!("invalid batch id {:?}", a.batch);
+    }
+    let st = Storage::new(&storage_config(cfg)).await?;
+    let layout = Layout::new(ObjectUri::parse(&cfg.store).context("ENGAGE_STORE")?);
+    let out_prefix = layout.output(&a.batch)?;
+    let files = st.list(&out_prefix).await?;
+    if !files.iter().any(|u| u.file_name() == Some("summary.json")) {
+        bail!(
+            "batch {} has no outputs yet (see `engage status {}`)",
+            a.batch,
+            a.batch
+        );
+    }
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let mut written = Vec::new();
+    for u in files {
+        let Some(name) = u.file_name() else { continue };
+        let path = a.out.join(name);
+        std::fs::write(&path, st.get(&u).await?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn stages(stage: Option<&str>) -> anyhow::Result<Vec<StageName>> {
+    match stage {
+        None => Ok(StageName::ALL.to_vec()),
+        Some(s) => Ok(vec![StageName::parse(s).with_context(|| {
+            format!("unknown stage {s:?}: use clean, match, download, analyze or aggregate")
+        })?]),
+    }
+}
+
+/// `engage dlq list|replay`.
+pub async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
+    let (conn, p) = publisher(cfg).await?;
+    let topo = topology(cfg);
+    let ch = conn.create_channel().await?;
+    match cmd {
+        DlqCmd::List { stage, limit } => {
+            for s in stages(stage.as_deref())? {
+                let q = topo.dlq(s);
+                let info = ch
+                    .queue_declare(
+                        q.as_str().into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                println!("{s}: {} dead-lettered", info.message_count());
+                let mut held = Vec::new();
+                while held.len() < *limit {
+                    let Some(m) = ch
+                        .basic_get(q.as_str().into(), BasicGetOptions::default())
+                        .await?
+                    else {
+                        break;
+                    };
+                    let props = &m.delivery.properties;
+                    let reason = header_str(props, "x-engage-reason")
+                        .or_else(|| header_str(props, "x-first-death-reason"))
+                        .unwrap_or_else(|| "?".into());
+                    println!(
+                        "  job={} reason={} attempts={} error={}",
+                        props
+                            .message_id()
+                            .as_ref()
+                            .map(|s| s.as_str())
+                            .unwrap_or("?"),
+                        reason,
+                        header_str(props, "x-engage-attempts").unwrap_or_else(|| "?".into()),
+                        header_str(props, "x-engage-error").unwrap_or_default(),
+                    );
+                    held.push(m);
+                }
+                for m in held {
+                    m.delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await?;
+                }
+            }
+        }
+        DlqCmd::Replay { stage, limit } => {
+            let s = stages(Some(stage))?[0];
+            let q = topo.dlq(s);
+            let mut replayed = 0usize;
+            let mut skipped = Vec::new();
+            while replayed < *limit {
+                let Some(m) = ch
+                    .basic_get(q.as_str().into(), BasicGetOptions::default())
+                    .await?
+                else {
+                    break;
+                };
+                match Envelope::decode(&m.delivery.data) {
+                    Ok(mut env) => {
+                        env.attempt = 0;
+                        p.publish_job(s, &env).await?;
+                        m.delivery.ack(BasicAckOptions::default()).await?;
+                        replayed += 1;
+                    }
+                    Err(_) => skipped.push(m),
+                }
+            }
+            let undecodable = skipped.len();
+            for m in skipped {
+                m.delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+            println!(
+                "{s}: replayed {replayed}; {undecodable} undecodable left in the dead-letter queue"
+            );
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(())
+}

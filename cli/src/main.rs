@@ -1,0 +1,106 @@
+//! `engage`: the producer and operator command-line tool of the fleet.
+//!
+//! It lives in its own crate (`cli/`) because it is the one binary
+//! that links every stage's domain logic: `engage run` executes the whole
+//! pipeline in one process, while the workers each link only their own stage.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod fleet;
+mod gen_data;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use engage_runtime::config::FleetConfig;
+
+/// Learner-audio engagement analysis: the pipeline in one process (`run`), or a
+/// RabbitMQ worker fleet (`enqueue`, `status`, `report`, `dlq`, `demo`).
+#[derive(Debug, Parser)]
+#[command(name = "engage", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Generate a synthetic dataset (activity log, sessions, audio).
+    GenData(gen_data::GenDataArgs),
+    /// Run the whole pipeline in this process.
+    Run(run::RunArgs),
+    /// Start a batch on the fleet; prints the batch id.
+    Enqueue(fleet::EnqueueArgs),
+    /// Show a batch's progress (or list recent batches).
+    Status(fleet::StatusArgs),
+    /// Copy a complete batch's outputs to a directory.
+    Report(fleet::ReportArgs),
+    /// Inspect or replay dead-lettered messages.
+    #[command(subcommand)]
+    Dlq(fleet::DlqCmd),
+    /// Generate data, start the five workers, run a batch, print the report.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("engage: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::GenData(a) => {
+            let s = gen_data::run(&a)?;
+            println!("activity: {}", s.activity_path.display());
+            println!("sessions: {}", s.sessions_path.display());
+            println!(
+                "audio:    {} ({} files)",
+                s.audio_root.display(),
+                s.audio_files
+            );
+            println!("records:  {}", s.records);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run(a) => {
+            let summary = run::run(&a)?;
+            print!("{}", summary.render());
+            println!("outputs in {}", a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            engage_runtime::telemetry::init(engage_runtime::config::LogFormat::Text);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(fleet_cmd(other))
+        }
+    }
+}
+
+async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    let cfg = FleetConfig::load;
+    match cmd {
+        Cmd::Demo(a) => println!("report: {}", demo::demo(&a).await?.display()),
+        Cmd::Enqueue(a) => println!("{}", fleet::enqueue(&cfg()?, &a).await?),
+        Cmd::Status(a) => {
+            let done = fleet::status(&cfg()?, &a).await?;
+            if a.wait && !done {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Cmd::Report(a) => {
+            for p in fleet::report(&cfg()?, &a).await? {
+                println!("{}", p.display());
+            }
+        }
+        Cmd::Dlq(c) => fleet::dlq(&cfg()?, &c).await?,
+        Cmd::GenData(a) => return dispatch(Cmd::GenData(a)),
+        Cmd::Run(a) => return dispatch(Cmd::Run(a)),
+    }
+    Ok(ExitCode::SUCCESS)
+}

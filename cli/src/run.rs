@@ -1,0 +1,449 @@
+//! `engage run`: the whole pipeline in one process on one machine — the
+//! embedded default and the reference the fleet's outputs are compared with.
+//!
+//! It uses the same domain functions as the workers (clean, match, probe,
+//! acoustic analysis, aggregation, output rendering) so that, for the same
+//! input, it writes byte-identical `matched.csv`, `analysis.csv`,
+//! `report.csv` and `report.json`. Work goes to a `OUTDIR.partial` directory
+//! that is renamed to OUTDIR only when everything succeeded, so nothing
+//! half-written ever looks complete.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use engage_aggregate::outputs::{count_into, dedupe_first, render};
+use engage_aggregate::{Weights, aggregate_all};
+use engage_analyze::acoustic::analyze_bytes;
+use engage_clean::domain::{
+    ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, clean_parallel,
+    clean_piece, is_splittable, split_ranges,
+};
+use engage_clean::plan::{activity_counts, partition_sessions, session_counts};
+use engage_download::domain::{AUDIO_MISSING, validate};
+use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
+use engage_model::selection::SelectedLearners;
+use engage_model::session::read_sessions;
+use engage_model::summary::Summary;
+use engage_model::{ActivityRecord, AnalysisOutcome, AudioRef, MatchedRecord};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+/// Where `engage run` may stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum StopAfter {
+    /// After cleaning: `cleaned.jsonl`, `rejects.jsonl`, `summary.json`.
+    Clean,
+    /// After matching: adds `matched.csv`.
+    Match,
+    /// After analysis: adds `analysis.csv`.
+    Analyze,
+}
+
+/// Arguments of `engage run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Activity log(s): JSON Lines or a JSON array, optionally .gz. Repeat for several files.
+    #[arg(long, required = true)]
+    pub activity: Vec<PathBuf>,
+    /// Sessions CSV.
+    #[arg(long)]
+    pub sessions: PathBuf,
+    /// Directory laid out like an S3 server: `s3://bucket/key` is read from DIR/bucket/key.
+    #[arg(long)]
+    pub s3_root: PathBuf,
+    /// Buckets audio may be read from (comma-separated); any other link is a failed item.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub audio_buckets: Vec<String>,
+    /// Select these learners (comma-separated ids).
+    #[arg(long, value_delimiter = ',', group = "select")]
+    pub users: Option<Vec<String>>,
+    /// Select the learners listed in this file (one id per line).
+    #[arg(long, group = "select")]
+    pub users_file: Option<PathBuf>,
+    /// Select learners with at least one session at this milestone.
+    #[arg(long, group = "select")]
+    pub milestone: Option<String>,
+    /// Stop after a stage and write what is done so far.
+    #[arg(long, value_enum)]
+    pub stop_after: Option<StopAfter>,
+    /// Output directory (must not exist, or be empty, unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// Combined-score weights engagement,emotional,accuracy.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.4, 0.2, 0.4])]
+    pub weights: Vec<f64>,
+    /// Learner partitions (parallelism of matching).
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+}
+
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        ProgressBar::new(len)
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+/// Runs the pipeline and returns the summary (also written to OUTDIR).
+pub fn run(args: &RunArgs) -> anyhow::Result<Summary> {
+    let weights = match args.weights.as_slice() {
+        [e, m, a] => Weights {
+            engagement: *e,
+            emotional: *m,
+            accuracy: *a,
+        },
+        _ => bail!("--weights takes three numbers: engagement,emotional,accuracy"),
+    };
+    weights.validate().context("--weights")?;
+    if args.partitions == 0 {
+        bail!("--partitions must be at least 1");
+    }
+    for a in &args.activity {
+        File::open(a).with_context(|| format!("cannot read activity log {}", a.display()))?;
+    }
+    if !args.s3_root.is_dir() {
+        bail!("--s3-root {} is not a directory", args.s3_root.display());
+    }
+    let partial = prepare_out(&args.out, args.force)?;
+    let result = run_into(args, &weights, &partial);
+    match result {
+        Ok(summary) => {
+            if args.out.exists() {
+                std::fs::remove_dir_all(&args.out)
+                    .with_context(|| format!("cannot replace {}", args.out.display()))?;
+            }
+            std::fs::rename(&partial, &args.out)
+                .with_context(|| format!("cannot move results to {}", args.out.display()))?;
+            Ok(summary)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn prepare_out(out: &Path, force: bool) -> anyhow::Result<PathBuf> {
+    if out.exists() {
+        let non_empty = std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true);
+        if non_empty && !force {
+            bail!(
+                "output directory {} exists and is not empty (use --force to replace it)",
+                out.display()
+            );
+        }
+    }
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let partial = out.with_file_name(format!("{name}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("cannot clear {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(partial.join("work"))
+        .with_context(|| format!("cannot create {}", partial.display()))?;
+    Ok(partial)
+}
+
+fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Summary> {
+    let mut summary = Summary::default();
+    let mut rejects = BufWriter::new(File::create(out.join("rejects.jsonl"))?);
+
+    // Sessions and selection.
+    let sessions_file = File::open(&args.sessions)
+        .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
+    let parsed = read_sessions(BufReader::new(sessions_file))
+        .with_context(|| format!("sessions file {}", args.sessions.display()))?;
+    summary.sessions = session_counts(parsed.sessions.len(), &parsed.rejects);
+    let selection = if let Some(ids) = &args.users {
+        SelectedLearners::from_ids(ids.iter())
+    } else if let Some(f) = &args.users_file {
+        let file =
+            File::open(f).with_context(|| format!("cannot read users file {}", f.display()))?;
+        SelectedLearners::from_reader(BufReader::new(file))
+            .with_context(|| format!("users file {}", f.display()))?
+    } else if let Some(m) = &args.milestone {
+        SelectedLearners::from_sessions(parsed.sessions.iter(), m)
+    } else {
+        SelectedLearners::All
+    };
+
+    // Clean, into partition files under work/.
+    let work = out.join("work");
+    let mut pieces: Vec<Vec<PathBuf>> = Vec::new();
+    let mut stats = Vec::new();
+    let opts = CleanOptions::default();
+    for (i, path) in args.activity.iter().enumerate() {
+        let (piece_files, piece_stats) = clean_file(
+            path,
+            i,
+            &work,
+            args.partitions,
+            &selection,
+            &opts,
+            &mut rejects,
+        )?;
+        pieces.extend(piece_files);
+        stats.extend(piece_stats);
+    }
+    for r in &parsed.rejects {
+        serde_json::to_writer(
+            &mut rejects,
+            &serde_json::json!({"source": "sessions", "row": r.row, "reason": r.reason, "detail": r.detail}),
+        )?;
+        rejects.write_all(b"\n")?;
+    }
+    rejects.flush()?;
+    for s in &stats {
+        summary.activity.merge(&activity_counts(s));
+    }
+    if args.stop_after == Some(StopAfter::Clean) {
+        let mut w = BufWriter::new(File::create(out.join("cleaned.jsonl"))?);
+        for piece in &pieces {
+            for part in piece {
+                std::io::copy(&mut File::open(part)?, &mut w)?;
+            }
+        }
+        w.flush()?;
+        return finish(out, summary);
+    }
+
+    // Match, partition by partition in parallel.
+    let by_part = partition_sessions(parsed.sessions, args.partitions);
+    let matched_parts: Vec<Vec<MatchedRecord>> = (0..args.partitions)
+        .into_par_iter()
+        .map(|p| -> anyhow::Result<Vec<MatchedRecord>> {
+            let mut records = Vec::new();
+            for piece in &pieces {
+                records.extend(read_records(&piece[p as usize])?);
+            }
+            let index = SessionIndex::build(by_part.get(&p).cloned().unwrap_or_default());
+            Ok(match_records(records, &index, DEFAULT_TOLERANCE_NS).0)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    // A response's repeats share its learner's partition, and each partition
+    // lists pieces in file order: keep-first keeps the first occurrence in
+    // file order, as the fleet does.
+    let (records, cross_dups) = dedupe_first(matched_parts.into_iter().flatten());
+    summary.activity.duplicates += cross_dups;
+    summary.activity.kept = summary.activity.kept.saturating_sub(cross_dups);
+    let empty = BTreeMap::new();
+    if args.stop_after == Some(StopAfter::Match) {
+        count_into(&mut summary, &records, &empty, &[]);
+        let files = render(&records, &empty, Vec::new(), &summary)?;
+        write_files(
+            out,
+            files
+                .into_iter()
+                .filter(|(n, _)| *n == "matched.csv" || *n == "summary.json"),
+        )?;
+        return finish(out, summary);
+    }
+
+    // Download (validate) and analyze, in parallel, once per distinct audio.
+    let outcomes = analyze_all(&records, &args.s3_root, &args.audio_buckets);
+    if args.stop_after == Some(StopAfter::Analyze) {
+        count_into(&mut summary, &records, &outcomes, &[]);
+        let files = render(&records, &outcomes, Vec::new(), &summary)?;
+        write_files(
+            out,
+            files
+                .into_iter()
+                .filter(|(n, _)| ["matched.csv", "analysis.csv", "summary.json"].contains(n)),
+        )?;
+        return finish(out, summary);
+    }
+
+    let by_id: HashMap<String, AnalysisOutcome> = outcomes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let rows = aggregate_all(&records, &by_id, weights);
+    count_into(&mut summary, &records, &outcomes, &rows);
+    write_files(out, render(&records, &outcomes, rows, &summary)?)?;
+    finish(out, summary)
+}
+
+fn finish(out: &Path, summary: Summary) -> anyhow::Result<Summary> {
+    let mut json = serde_json::to_vec_pretty(&summary)?;
+    json.push(b'\n');
+    std::fs::write(out.join("summary.json"), json)?;
+    std::fs::write(out.join("summary.txt"), summary.render())?;
+    std::fs::remove_dir_all(out.join("work"))?;
+    Ok(summary)
+}
+
+fn write_files<'a>(
+    out: &Path,
+    files: impl IntoIterator<Item = (&'a str, Vec<u8>)>,
+) -> anyhow::Result<()> {
+    for (name, bytes) in files {
+        std::fs::write(out.join(name), bytes).with_context(|| format!("cannot write {name}"))?;
+    }
+    Ok(())
+}
+
+fn read_records(path: &Path) -> anyhow::Result<Vec<ActivityRecord>> {
+    let bytes = std::fs::read(path)?;
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).context("corrupt work file"))
+        .collect()
+}
+
+/// Cleans one activity file into per-partition work files: big plain JSON
+/// Lines files in parallel byte ranges (both cores), others sequentially.
+fn clean_file(
+    path: &Path,
+    file_ix: usize,
+    work: &Path,
+    partitions: u32,
+    selection: &SelectedLearners,
+    opts: &CleanOptions,
+    rejects: &mut impl Write,
+) -> anyhow::Result<(Vec<Vec<PathBuf>>, Vec<CleanStats>)> {
+    let len = std::fs::metadata(path)?.len();
+    let splittable = is_splittable(File::open(path)?)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let part_path =
+        |piece: usize, p: u32| work.join(format!("f{file_ix:03}-r{piece:04}-part-{p:04}.jsonl"));
+    let rej_path = |piece: usize| work.join(format!("f{file_ix:03}-r{piece:04}-rejects.jsonl"));
+    if splittable && len > 64 * 1024 * 1024 {
+        let ranges = split_ranges(len, threads * 4);
+        let outputs = clean_parallel(
+            &ranges,
+            threads,
+            selection,
+            opts,
+            || File::open(path),
+            |piece, _| {
+                Ok(PieceSinks {
+                    partitions: (0..partitions)
+                        .map(|p| File::create(part_path(piece, p)))
+                        .collect::<std::io::Result<_>>()?,
+                    rejects: File::create(rej_path(piece))?,
+                })
+            },
+        )?;
+        let mut files = Vec::new();
+        let mut stats = Vec::new();
+        for o in outputs {
+            std::io::copy(&mut File::open(rej_path(o.piece))?, rejects)?;
+            files.push((0..partitions).map(|p| part_path(o.piece, p)).collect());
+            stats.push(o.stats);
+        }
+        return Ok((files, stats));
+    }
+    let file = File::open(path)?;
+    let mut reader = ActivityReader::new(BufReader::new(file), opts.reader)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let sinks = (0..partitions)
+        .map(|p| File::create(part_path(0, p)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut writer = PartitionWriter::new(sinks)?;
+    let stats = clean_piece(&mut reader, selection, opts, &mut writer, rejects)
+        .with_context(|| format!("reading {}", path.display()))?;
+    writer.finish()?;
+    Ok((
+        vec![(0..partitions).map(|p| part_path(0, p)).collect()],
+        vec![stats],
+    ))
+}
+
+/// Validates and analyzes every matched response with audio, exactly as the
+/// download and analyze stages do; identical audio is analyzed once.
+fn analyze_all(
+    records: &[MatchedRecord],
+    s3_root: &Path,
+    buckets: &[String],
+) -> BTreeMap<String, AnalysisOutcome> {
+    let items: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r.session.is_some())
+        .filter_map(|r| {
+            r.record
+                .audio_url
+                .as_deref()
+                .map(|u| (r.record.response_id.as_str(), u))
+        })
+        .collect();
+    let pb = progress(items.len() as u64, "analyze");
+    let cache: Mutex<HashMap<String, AnalysisOutcome>> = Mutex::new(HashMap::new());
+    let out: BTreeMap<String, AnalysisOutcome> = items
+        .par_iter()
+        .map(|(rid, url)| {
+            let o = analyze_one(url, s3_root, buckets, &cache);
+            pb.inc(1);
+            (rid.to_string(), o)
+        })
+        .collect();
+    pb.finish_and_clear();
+    out
+}
+
+fn analyze_one(
+    url: &str,
+    s3_root: &Path,
+    buckets: &[String],
+    cache: &Mutex<HashMap<String, AnalysisOutcome>>,
+) -> AnalysisOutcome {
+    let failed = |reason: &str, detail: String| AnalysisOutcome::Failed {
+        reason: reason.to_string(),
+        detail,
+    };
+    let r = match AudioRef::parse_allowed(url, buckets) {
+        Ok(r) => r,
+        Err(e) => return failed(e.name(), e.to_string()),
+    };
+    let AudioRef::S3 { bucket, key } = &r else {
+        return failed(
+            "unsupported_link",
+            "store links need the fleet's store".into(),
+        );
+    };
+    // bucket and key are validated and normalised: no `..`, no absolute parts.
+    let path = s3_root.join(bucket).join(key);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return failed(AUDIO_MISSING, "no object at the audio link".into());
+        }
+        Err(e) => return failed("io", e.to_string()),
+    };
+    let probe = match validate(&bytes, key) {
+        Ok(p) => p,
+        Err(e) => return failed(e.name(), e.to_string()),
+    };
+    let hash = engage_runtime::storage::content_key(&bytes);
+    if let Some(hit) = cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
+        return hit;
+    }
+    let outcome = analyze_bytes(&bytes, Some(&probe.format));
+    if let Ok(mut c) = cache.lock() {
+        c.insert(hash, outcome.clone());
+    }
+    outcome
+}

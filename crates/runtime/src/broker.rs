@@ -1,0 +1,391 @@
+//! RabbitMQ: the topology of one namespace and a publisher with confirms.
+//!
+//! Per stage (namespace `ns`):
+//! - `ns.STAGE` — quorum work queue bound to exchange `ns.jobs` with key `STAGE`;
+//!   `x-delivery-limit` dead-letters a message that crashed its worker too often
+//!   (at-least-once dead-lettering, which needs `x-overflow: reject-publish`);
+//! - `ns.STAGE.retry.N` — classic durable delay queues, one per retry tier, whose
+//!   `x-message-ttl` returns messages to `ns.STAGE` through the default exchange
+//!   (delayed retry that survives a broker restart and blocks no consumer);
+//! - `ns.STAGE.dlq` — quorum dead-letter queue; messages carry `x-engage-*`
+//!   headers with the reason, stage, attempts and last error.
+//!
+//! Every publish is persistent, mandatory and waits for its publisher confirm.
+
+use std::time::Duration;
+
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use serde::Serialize;
+
+use engage_model::envelope::{Envelope, StageName};
+
+/// Broker failures. All are transient from a job's point of view: the worker
+/// reconnects and the message is redelivered.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Connecting, opening a channel or declaring the topology failed.
+    #[error("broker unavailable: {0}")]
+    Unavailable(#[source] lapin::Error),
+    /// A publish or its confirm failed at the protocol level.
+    #[error("publish failed: {0}")]
+    Publish(#[source] lapin::Error),
+    /// The broker refused the message (negative confirm, e.g. queue full).
+    #[error("broker nacked the publish to {0}")]
+    Nacked(String),
+    /// No queue is bound for the routing key (mandatory publish returned).
+    #[error("unroutable publish to {0}: topology not declared?")]
+    Unroutable(String),
+    /// The message could not be serialised.
+    #[error("cannot serialise message: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Names and arguments of one namespace's queues.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    /// Queue and exchange prefix.
+    pub namespace: String,
+    /// Retry tier delays, in milliseconds.
+    pub retry_delays_ms: Vec<u64>,
+    /// Quorum `x-delivery-limit`.
+    pub delivery_limit: u32,
+}
+
+/// What a dead-lettered message says about itself (stored as headers).
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Short stable reason: `undecodable`, `max_attempts`, `poison`, `panic`.
+    pub reason: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error, one line.
+    pub error: String,
+}
+
+impl Topology {
+    /// The direct exchange that routes jobs to stage queues.
+    pub fn exchange(&self) -> String {
+        format!("{}.jobs", self.namespace)
+    }
+    /// The work queue of a stage.
+    pub fn work_queue(&self, s: StageName) -> String {
+        format!("{}.{}", self.namespace, s)
+    }
+    /// The delay queue of a retry tier.
+    pub fn retry_queue(&self, s: StageName, tier: usize) -> String {
+        format!("{}.{}.retry.{}", self.namespace, s, tier)
+    }
+    /// The dead-letter queue of a stage.
+    pub fn dlq(&self, s: StageName) -> String {
+        format!("{}.{}.dlq", self.namespace, s)
+    }
+    /// The tier used for the n-th retry (0-based), capped at the last tier.
+    pub fn tier_for_attempt(&self, attempt: u32) -> usize {
+        (attempt as usize).min(self.retry_delays_ms.len().saturating_sub(1))
+    }
+    /// The smallest tier whose delay is at least `d` (or the last tier).
+    pub fn tier_for_delay(&self, d: Duration) -> usize {
+        let ms = d.as_millis() as u64;
+        self.retry_delays_ms
+            .iter()
+            .position(|t| *t >= ms)
+            .unwrap_or(self.retry_delays_ms.len().saturating_sub(1))
+    }
+
+    /// Declares exchange and queues for the given stages. Idempotent: the same
+    /// arguments can be declared any number of times by any number of workers.
+    pub async fn declare(&self, ch: &Channel, stages: &[StageName]) -> Result<(), BrokerError> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            self.exchange().into(),
+            lapin::ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(BrokerError::Unavailable)?;
+        for &s in stages {
+            let mut work = FieldTable::default();
+            put_str(&mut work, "x-queue-type", "quorum");
+            work.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongInt(self.delivery_limit as i32),
+            );
+            put_str(&mut work, "x-dead-letter-exchange", "");
+            put_str(&mut work, "x-dead-letter-routing-key", &self.dlq(s));
+            put_str(&mut work, "x-dead-letter-strategy", "at-least-once");
+            put_str(&mut work, "x-overflow", "reject-publish");
+            ch.queue_declare(self.work_queue(s).into(), durable, work)
+                .await
+                .map_err(BrokerError::Unavailable)?;
+            ch.queue_bind(
+                self.work_queue(s).into(),
+                self.exchange().into(),
+                s.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(BrokerError::Unavailable)?;
+            let mut dlq = FieldTable::default();
+            put_str(&mut dlq, "x-queue-type", "quorum");
+            ch.queue_declare(self.dlq(s).into(), durable, dlq)
+                .await
+                .map_err(BrokerError::Unavailable)?;
+            for (tier, ms) in self.retry_delays_ms.iter().enumerate() {
+                let mut retry = FieldTable::default();
+                retry.insert("x-message-ttl".into(), AMQPValue::LongLongInt(*ms as i64));
+                put_str(&mut retry, "x-dead-letter-exchange", "");
+                put_str(&mut retry, "x-dead-letter-routing-key", &self.work_queue(s));
+                ch.queue_declare(self.retry_queue(s, tier).into(), durable, retry)
+                    .await
+                    .map_err(BrokerError::Unavailable)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put_str(t: &mut FieldTable, k: &str, v: &str) {
+    t.insert(
+        ShortString::from(k),
+        AMQPValue::LongString(LongString::from(v)),
+    );
+}
+
+/// Adds `heartbeat=30` to an AMQP URL that does not set one, so a dead peer is
+/// noticed within a minute.
+pub fn with_heartbeat(url: &str) -> String {
+    if url.contains("heartbeat=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&heartbeat=30")
+    } else {
+        format!("{url}?heartbeat=30")
+    }
+}
+
+/// Opens a connection named after the process (visible in the management UI).
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
+    let props = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect(&with_heartbeat(url), props)
+        .await
+        .map_err(BrokerError::Unavailable)
+}
+
+/// A channel in confirm mode that publishes jobs, retries and dead letters.
+#[derive(Clone)]
+pub struct Publisher {
+    ch: Channel,
+    topo: Topology,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("namespace", &self.topo.namespace)
+            .finish()
+    }
+}
+
+impl Publisher {
+    /// Opens a confirm-mode channel on `conn`.
+    pub async fn open(conn: &Connection, topo: Topology) -> Result<Self, BrokerError> {
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(BrokerError::Unavailable)?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(BrokerError::Unavailable)?;
+        Ok(Self { ch, topo })
+    }
+
+    /// The topology this publisher routes by.
+    pub fn topology(&self) -> &Topology {
+        &self.topo
+    }
+
+    /// The underlying channel (for declarations and `basic_get`).
+    pub fn channel(&self) -> &Channel {
+        &self.ch
+    }
+
+    /// Publishes a job to a stage's work queue and waits for the confirm.
+    pub async fn publish_job<J: Serialize>(
+        &self,
+        stage: StageName,
+        env: &Envelope<J>,
+    ) -> Result<(), BrokerError> {
+        let body = serde_json::to_vec(env)?;
+        self.publish_raw(
+            &self.topo.exchange(),
+            stage.as_str(),
+            &body,
+            job_props(&env.job_id, FieldTable::default()),
+        )
+        .await
+    }
+
+    /// Publishes a body to a retry tier; it returns to the work queue after the
+    /// tier's delay (with ±20% jitter below the tier TTL).
+    pub async fn publish_retry(
+        &self,
+        stage: StageName,
+        tier: usize,
+        body: &[u8],
+        job_id: &str,
+    ) -> Result<(), BrokerError> {
+        let tier = tier.min(self.topo.retry_delays_ms.len().saturating_sub(1));
+        let ttl = self
+            .topo
+            .retry_delays_ms
+            .get(tier)
+            .copied()
+            .unwrap_or(1_000);
+        let jittered = (ttl as f64 * rand::random_range(0.8..=1.0)).max(1.0) as u64;
+        let props =
+            job_props(job_id, FieldTable::default()).with_expiration(jittered.to_string().into());
+        self.publish_raw("", &self.topo.retry_queue(stage, tier), body, props)
+            .await
+    }
+
+    /// Publishes a body to the stage's dead-letter queue with its reason headers.
+    pub async fn publish_dead_letter(
+        &self,
+        stage: StageName,
+        body: &[u8],
+        job_id: &str,
+        dl: &DeadLetter,
+    ) -> Result<(), BrokerError> {
+        let mut h = FieldTable::default();
+        put_str(&mut h, "x-engage-reason", &dl.reason);
+        put_str(&mut h, "x-engage-stage", stage.as_str());
+        h.insert(
+            "x-engage-attempts".into(),
+            AMQPValue::LongLongInt(dl.attempts as i64),
+        );
+        put_str(&mut h, "x-engage-error", &truncate(&dl.error, 1000));
+        put_str(
+            &mut h,
+            "x-engage-dead-lettered-at",
+            &chrono::Utc::now().to_rfc3339(),
+        );
+        self.publish_raw("", &self.topo.dlq(stage), body, job_props(job_id, h))
+            .await
+    }
+
+    /// Publishes and waits for the broker's confirm; a nack or return is an error.
+    pub async fn publish_raw(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BrokerError> {
+        let confirm = self
+            .ch
+            .basic_publish(
+                exchange.into(),
+                key.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                props,
+            )
+            .await
+            .map_err(BrokerError::Publish)?
+            .await
+            .map_err(BrokerError::Publish)?;
+        match confirm {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Ack(Some(_)) => Err(BrokerError::Unroutable(key.to_string())),
+            Confirmation::Nack(_) => Err(BrokerError::Nacked(key.to_string())),
+        }
+    }
+}
+
+fn job_props(job_id: &str, headers: FieldTable) -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(job_id.into())
+        .with_headers(headers)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+/// Reads a string header (long or short string) from message properties.
+pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    let h = props.headers().as_ref()?;
+    match h.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        AMQPValue::LongLongInt(n) => Some(n.to_string()),
+        AMQPValue::LongInt(n) => Some(n.to_string()),
+        AMQPValue::LongUInt(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topo() -> Topology {
+        Topology {
+            namespace: "t".into(),
+            retry_delays_ms: vec![1000, 5000, 30000],
+            delivery_limit: 3,
+        }
+    }
+
+    #[test]
+    fn names() {
+        let t = topo();
+        assert_eq!(t.work_queue(StageName::Match), "t.match");
+        assert_eq!(t.retry_queue(StageName::Match, 2), "t.match.retry.2");
+        assert_eq!(t.dlq(StageName::Analyze), "t.analyze.dlq");
+        assert_eq!(t.exchange(), "t.jobs");
+    }
+
+    #[test]
+    fn tiers() {
+        let t = topo();
+        assert_eq!(t.tier_for_attempt(0), 0);
+        assert_eq!(t.tier_for_attempt(9), 2);
+        assert_eq!(t.tier_for_delay(Duration::from_millis(1200)), 1);
+        assert_eq!(t.tier_for_delay(Duration::from_secs(500)), 2);
+        assert_eq!(t.tier_for_delay(Duration::ZERO), 0);
+    }
+
+    #[test]
+    fn heartbeat_added_once() {
+        assert_eq!(with_heartbeat("amqp://h"), "amqp://h?heartbeat=30");
+        assert_eq!(with_heartbeat("amqp://h?x=1"), "amqp://h?x=1&heartbeat=30");
+        assert_eq!(
+            with_heartbeat("amqp://h?heartbeat=5"),
+            "amqp://h?heartbeat=5"
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! The worker runtime of the engagement fleet: everything a stage needs around
+//! its pure domain code, and nothing a stage decides.
+//!
+//! - the loop: [`worker`] (consume → dedupe → run → route → publish → ack),
+//!   [`acks`], [`broker`], [`app`] (a worker's `main`);
+//! - exactly-once effects: [`idempotency`], [`ledger`] (the batch's fan-in),
+//!   [`item_log`], [`items`], [`recovery`];
+//! - the durable store: [`storage`], [`store_io`];
+//! - running it: [`config`], [`secret`], [`metrics`], [`health`],
+//!   [`telemetry`], [`redis_conn`], [`services`].
+//!
+//! The data types it moves come from `engage-model`; stages call the runtime,
+//! never the reverse.
+#![forbid(unsafe_code)]
+
+pub mod acks;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod health;
+pub mod idempotency;
+pub mod item_log;
+pub mod items;
+pub mod ledger;
+pub mod metrics;
+pub mod recovery;
+pub mod redis_conn;
+pub mod secret;
+pub mod services;
+pub mod storage;
+pub mod store_io;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,184 @@
+//! Rebuilding a batch's ledger from the durable store after Redis lost it
+//! (restart without persistence, `FLUSHALL`).
+//!
+//! Every state transition of a batch leaves a file in the store (see
+//! [`layout`](engage_model::layout)); this module reads them back into the ledger and
+//! re-runs the fan-in scan. At worst, a learner's aggregate job is emitted a
+//! second time, which is harmless: its output is deterministic.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use tracing::warn;
+
+use crate::item_log::one_per_item;
+use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
+use crate::services::Services;
+use crate::store_io::{get_json, get_jsonl};
+use crate::worker::{Emit, JobError};
+use engage_model::envelope::StageName;
+use engage_model::jobs::{AggregateJob, BatchPlan, ItemState, ids};
+use engage_model::layout::Layout;
+use engage_model::{AnalysisOutcome, MatchedRecord};
+
+#[derive(Deserialize)]
+struct CleanDone {
+    partitions: Vec<u32>,
+}
+
+#[derive(Deserialize)]
+struct LearnerFile {
+    user_id: String,
+}
+
+/// Item ids of matched records that are final at match time (unmatched or no audio).
+pub fn final_at_match(r: &MatchedRecord) -> bool {
+    r.session.is_none() || r.record.audio_url.is_none()
+}
+
+/// Groups matched records into per-learner ledger items.
+pub fn learner_items(records: &[MatchedRecord]) -> BTreeMap<String, LearnerItems> {
+    let mut m: BTreeMap<String, LearnerItems> = BTreeMap::new();
+    for r in records {
+        let e = m.entry(r.record.user_id.clone()).or_default();
+        e.items.push(r.record.response_id.clone());
+        if final_at_match(r) {
+            e.final_items.push(r.record.response_id.clone());
+        }
+    }
+    m
+}
+
+/// Rebuilds the ledger of `batch` from the store (under a lock), then scans.
+/// Returns the follow-ups this caller must emit. If another worker holds the
+/// rebuild lock, answers a short [`JobError::Delay`].
+pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<Vec<Emit>, JobError> {
+    if svc.ledger.exists(batch).await? {
+        return Ok(Vec::new());
+    }
+    if !svc.ledger.try_lock(batch, "rebuild", 120_000).await? {
+        return Err(JobError::Delay {
+            after: std::time::Duration::from_secs(1),
+            reason: "ledger_rebuild",
+        });
+    }
+    warn!(
+        batch_id = batch,
+        "batch ledger missing in Redis; rebuilding it from the store"
+    );
+    let res = rebuild_locked(svc, batch, job).await;
+    let _ = svc.ledger.unlock(batch, "rebuild").await;
+    res
+}
+
+async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<Vec<Emit>, JobError> {
+    let layout = Layout::new(svc.store_root.clone());
+    let st = &svc.storage;
+    let Some(plan) = get_json::<BatchPlan>(st, &layout.batch_spec(batch)?).await? else {
+        return Err(JobError::Poison(anyhow::anyhow!(
+            "batch {batch} has no plan in the store"
+        )));
+    };
+    let mut facts = RestoredFacts {
+        pieces_expected: plan.pieces.len() as u64,
+        ..Default::default()
+    };
+    for piece in &plan.pieces {
+        if let Some(done) =
+            get_json::<CleanDone>(st, &layout.clean_done(batch, &piece.piece)?).await?
+        {
+            facts.pieces_done.push(piece.piece.clone());
+            for p in done.partitions {
+                facts.match_expected.push(ids::match_part(&piece.piece, p));
+                if let Some(recs) =
+                    get_jsonl::<MatchedRecord>(st, &layout.matched_part(batch, &piece.piece, p)?)
+                        .await?
+                {
+                    facts.match_done.push(ids::match_part(&piece.piece, p));
+                    for (u, li) in learner_items(&recs) {
+                        let e = facts.learners.entry(u).or_default();
+                        e.items.extend(li.items);
+                        e.final_items.extend(li.final_items);
+                    }
+                }
+            }
+        }
+    }
+    let mut logged = Vec::new();
+    for uri in st.list(&layout.items_prefix(batch)?).await? {
+        logged.extend(get_jsonl::<ItemState>(st, &uri).await?.unwrap_or_default());
+    }
+    for (rid, item) in one_per_item(logged) {
+        let failed_reason = match &item.outcome {
+            AnalysisOutcome::Failed { reason, .. } => Some(reason.clone()),
+            AnalysisOutcome::Ok(_) => None,
+        };
+        let state = serde_json::to_string(&item).map_err(|e| JobError::Poison(e.into()))?;
+        facts.final_items.insert(
+            rid,
+            RestoredItem {
+                user_id: item.user_id,
+                failed_reason,
+                state,
+            },
+        );
+    }
+    for uri in st.list(&layout.learners_prefix(batch)?).await? {
+        if let Some(l) = get_json::<LearnerFile>(st, &uri).await? {
+            facts.aggregated.push(l.user_id);
+        }
+    }
+    svc.ledger.restore(batch, &facts).await?;
+    // Registration is re-derived by the next ledger call; trigger it now.
+    if let Some(last) = facts.match_done.first() {
+        svc.ledger.match_done(batch, last, job).await?;
+    } else if let Some(piece) = facts.pieces_done.first() {
+        svc.ledger.piece_done(batch, piece, &[], job).await?;
+    }
+    let scan = svc.ledger.scan(batch, job).await?;
+    fan_in_emits(batch, scan)
+}
+
+/// Turns a scan's claims into aggregate and report jobs.
+pub fn fan_in_emits(batch: &str, scan: ScanResult) -> Result<Vec<Emit>, JobError> {
+    let mut out = Vec::with_capacity(scan.learners.len() + 1);
+    for u in scan.learners {
+        out.push(Emit::new(
+            StageName::Aggregate,
+            ids::aggregate(batch, &u),
+            &AggregateJob::Learner { user_id: u },
+        )?);
+    }
+    if scan.report {
+        out.push(Emit::new(
+            StageName::Aggregate,
+            ids::report(batch),
+            &AggregateJob::Report,
+        )?);
+    }
+    Ok(out)
+}
+
+/// Runs a ledger operation; if the ledger was lost, rebuilds it and runs the
+/// operation again. Returns the operation's result plus any emits the rebuild
+/// produced.
+pub async fn with_ledger<T, F, Fut>(
+    svc: &Services,
+    batch: &str,
+    job: &str,
+    op: F,
+) -> Result<(T, Vec<Emit>), JobError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::ledger::LedgerError>>,
+{
+    match op().await {
+        Ok(v) => Ok((v, Vec::new())),
+        Err(crate::ledger::LedgerError::Lost) => {
+            let emits = rebuild(svc, batch, job).await?;
+            let v = op().await?;
+            Ok((v, emits))
+        }
+        Err(e) => Err(e.into()),
+    }
+}

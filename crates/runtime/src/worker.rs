@@ -1,0 +1,573 @@
+//! The worker loop, written once for every stage:
+//!
+//! consume → decode → dedupe → handle → publish follow-ups with confirms →
+//! mark done → ack.
+//!
+//! A crash at any point loses nothing (the message is unacked and comes back)
+//! and duplicates nothing observable (effects are under deterministic keys,
+//! follow-ups carry stable job ids and are deduplicated downstream). The ack
+//! rule lives in one place: `Worker::decide` returns a `Disposition` (ack or
+//! requeue) and [`crate::acks`] settles it, in batches.
+//!
+//! Reconnection: lapin does not recover by itself, so the loop reconnects with
+//! exponential backoff (backon) whenever the connection or the consumer ends.
+//! Shutdown: a [`CancellationToken`] stops consuming; in-flight jobs finish
+//! within the drain timeout; [`run`] returns only when every task is done.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::BackoffBuilder;
+use futures::{FutureExt, StreamExt};
+use lapin::{
+    message::Delivery,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::acks::{self, AckPolicy, Acks};
+use crate::broker::{self, DeadLetter, Publisher, Topology};
+use crate::services::Services;
+use engage_model::envelope::{Envelope, StageName};
+
+/// How a job failed; the variant decides retry, delay, dead-letter or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// Network, 5xx, 429 without a fleet pause, broker or Redis blips: retried
+    /// with exponential backoff, dead-lettered after `max_attempts`.
+    #[error("transient ({class}): {error:#}")]
+    Transient {
+        /// Bounded error class used as a metric label.
+        class: &'static str,
+        /// The cause.
+        error: anyhow::Error,
+    },
+    /// Not now: run again after at least `after`, without spending an attempt
+    /// (rate-limit permit not available in time, fleet paused after a 429).
+    #[error("delayed {after:?}: {reason}")]
+    Delay {
+        /// Minimum delay.
+        after: Duration,
+        /// Bounded reason label.
+        reason: &'static str,
+    },
+    /// The message itself can never succeed: dead-letter it now.
+    #[error("poison message: {0:#}")]
+    Poison(anyhow::Error),
+    /// The worker cannot do any job (bad API key, model gone): stop consuming,
+    /// requeue the message, report not-ready.
+    #[error("fatal: {0:#}")]
+    Fatal(anyhow::Error),
+}
+
+impl JobError {
+    /// A transient error of a class.
+    pub fn transient(class: &'static str, error: impl Into<anyhow::Error>) -> Self {
+        Self::Transient {
+            class,
+            error: error.into(),
+        }
+    }
+
+    /// The same error for another job: a cache load's error is shared by
+    /// every job that waited on that load, and `anyhow::Error` is not `Clone`
+    /// (the copy keeps the variant, the class and the message chain).
+    pub fn share(&self) -> Self {
+        match self {
+            Self::Poison(err) => Self::Poison(anyhow::anyhow!("{err:#}")),
+            Self::Fatal(err) => Self::Fatal(anyhow::anyhow!("{err:#}")),
+            Self::Delay { after, reason } => Self::Delay {
+                after: *after,
+                reason,
+            },
+            Self::Transient { class, error } => {
+                Self::transient(class, anyhow::anyhow!("{error:#}"))
+            }
+        }
+    }
+}
+
+/// A follow-up message produced by a job.
+#[derive(Debug, Clone)]
+pub struct Emit {
+    /// The stage whose queue receives it.
+    pub stage: StageName,
+    /// Stable id of the follow-up job.
+    pub job_id: String,
+    /// The job body.
+    pub job: serde_json::Value,
+}
+
+impl Emit {
+    /// Builds a follow-up job.
+    pub fn new<J: Serialize>(
+        stage: StageName,
+        job_id: impl Into<String>,
+        job: &J,
+    ) -> Result<Self, JobError> {
+        let job = serde_json::to_value(job).map_err(|e| JobError::Poison(e.into()))?;
+        Ok(Self {
+            stage,
+            job_id: job_id.into(),
+            job,
+        })
+    }
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobCtx {
+    /// Shared services (store, Redis, metrics, config).
+    pub svc: Arc<Services>,
+    /// The batch.
+    pub batch_id: String,
+    /// The job's stable id.
+    pub job_id: String,
+    /// 0 on the first attempt.
+    pub attempt: u32,
+    /// Trace id carried across stages.
+    pub trace_id: String,
+}
+
+/// One stage: a tiny impl around pure domain logic.
+#[async_trait::async_trait]
+pub trait Stage: Send + Sync + 'static {
+    /// The job body this stage consumes.
+    type Job: DeserializeOwned + Send;
+    /// The stage's name (its queue).
+    const NAME: StageName;
+    /// Runs one job: write effects under deterministic keys, return follow-ups.
+    async fn handle(&self, ctx: &JobCtx, job: Self::Job) -> Result<Vec<Emit>, JobError>;
+}
+
+/// What to do with a delivery once processed (the ack rule).
+#[derive(Debug, PartialEq, Eq)]
+enum Disposition {
+    /// Effects durable, follow-ups confirmed (or moved to retry/DLQ): ack.
+    Ack,
+    /// Could not even move it elsewhere (broker trouble) or a fatal error: requeue.
+    Requeue,
+}
+
+struct Worker<S: Stage> {
+    stage: Arc<S>,
+    svc: Arc<Services>,
+    fatal: CancellationToken,
+}
+
+/// Runs a stage until `shutdown` is cancelled. Returns when every in-flight job
+/// has finished (or the drain timeout passed).
+pub async fn run<S: Stage>(
+    stage: Arc<S>,
+    svc: Arc<Services>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let worker = Arc::new(Worker {
+        stage,
+        svc: svc.clone(),
+        fatal: CancellationToken::new(),
+    });
+    let name = S::NAME.as_str();
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match worker.clone().consume(shutdown.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                svc.health.set_amqp(false);
+                svc.metrics
+                    .reconnects
+                    .with_label_values(&[name, "amqp"])
+                    .inc();
+                let wait = delays.next().unwrap_or(Duration::from_secs(10));
+                warn!(stage = name, error = %format!("{e:#}"), ?wait, "broker connection lost; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+impl<S: Stage> Worker<S> {
+    /// One connection's life: declare, consume, drain. `Ok` only on shutdown.
+    async fn consume(self: Arc<Self>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let svc = &self.svc;
+        let name = S::NAME.as_str();
+        let conn = broker::connect(
+            svc.cfg.amqp_url.expose(),
+            &format!("engage-{name}@{}", svc.cfg.namespace),
+        )
+        .await?;
+        let setup = conn.create_channel().await?;
+        svc.topology.declare(&setup, &StageName::ALL).await?;
+        let publisher = Publisher::open(&conn, svc.topology.clone()).await?;
+        let ch = conn.create_channel().await?;
+        let policy = AckPolicy::for_concurrency(svc.cfg.concurrency);
+        ch.basic_qos(
+            policy.prefetch(svc.cfg.concurrency),
+            BasicQosOptions::default(),
+        )
+        .await?;
+        // Jobs run at most `concurrency` at a time; the prefetch window also
+        // holds the finished deliveries whose acks are being batched, so
+        // holding them never starves the jobs.
+        let slots = Arc::new(Semaphore::new(usize::from(svc.cfg.concurrency)));
+        let tag = format!("engage-{name}-{}", uuid::Uuid::new_v4());
+        let mut consumer = ch
+            .basic_consume(
+                svc.topology.work_queue(S::NAME).into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let (acks, settling) =
+            acks::spawn(ch.clone(), policy, name, svc.metrics.ack_frames.clone());
+        svc.health.set_amqp(true);
+        info!(stage = name, queue = %svc.topology.work_queue(S::NAME), concurrency = svc.cfg.concurrency, "consuming");
+
+        let mut tasks = JoinSet::new();
+        let result = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break Ok(()),
+                _ = self.fatal.cancelled() => {
+                    // Stop consuming but stay up (not ready) until SIGTERM, so the
+                    // operator sees the cause on /readyz and in the logs.
+                    let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    shutdown.cancelled().await;
+                    break Ok(());
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done { error!(stage = name, error = %e, "job task failed"); }
+                }
+                next = consumer.next(), if slots.available_permits() > 0 => match next {
+                    Some(Ok(delivery)) => {
+                        acks.delivered(delivery.delivery_tag);
+                        let slot = slots.clone().try_acquire_owned();
+                        let me = self.clone();
+                        let p = publisher.clone();
+                        let a = acks.clone();
+                        tasks.spawn(async move {
+                            me.process(delivery, &p, &a).await;
+                            drop(slot);
+                        });
+                    }
+                    Some(Err(e)) => break Err(anyhow::Error::from(e).context("consumer failed")),
+                    None => break Err(anyhow::anyhow!("consumer stream ended (channel or connection closed)")),
+                },
+            }
+        };
+        // Drain: no new deliveries; let in-flight jobs finish and ack.
+        let _ = ch
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        let drain = svc.cfg.drain_timeout();
+        let inflight = tasks.len();
+        if inflight > 0 {
+            info!(stage = name, inflight, ?drain, "draining in-flight jobs");
+        }
+        let drained =
+            tokio::time::timeout(drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(
+                stage = name,
+                left = tasks.len(),
+                "drain timeout: unfinished jobs return to the queue"
+            );
+            tasks.shutdown().await;
+        }
+        // Every job has reported: settle what is left before the channel closes.
+        drop(acks);
+        if tokio::time::timeout(Duration::from_secs(5), settling)
+            .await
+            .is_err()
+        {
+            warn!(
+                stage = name,
+                "acks not settled in time; those messages will be redelivered"
+            );
+        }
+        let _ = ch.close(200, "bye".into()).await;
+        let _ = publisher.channel().close(200, "bye".into()).await;
+        let _ = conn.close(200, "bye".into()).await;
+        svc.health.set_amqp(false);
+        result
+    }
+
+    /// Handles one delivery end to end and applies the ack rule.
+    async fn process(&self, delivery: Delivery, publisher: &Publisher, acks: &Acks) {
+        let name = S::NAME.as_str();
+        let m = &self.svc.metrics;
+        m.in_flight.with_label_values(&[name]).inc();
+        let started = Instant::now();
+        let (disposition, outcome) = self.decide(&delivery, publisher).await;
+        m.in_flight.with_label_values(&[name]).dec();
+        m.job_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        m.jobs.with_label_values(&[name, outcome]).inc();
+        acks.finished(delivery.delivery_tag, disposition == Disposition::Ack);
+    }
+
+    /// Runs the job and moves the message where it belongs; returns the ack
+    /// rule's decision and the outcome label.
+    async fn decide(
+        &self,
+        delivery: &Delivery,
+        publisher: &Publisher,
+    ) -> (Disposition, &'static str) {
+        let stage = S::NAME;
+        let svc = &self.svc;
+        let env = match Envelope::decode(&delivery.data) {
+            Ok(env) => env,
+            Err(e) => {
+                return self
+                    .dead_letter(
+                        publisher,
+                        &delivery.data,
+                        "?",
+                        "undecodable",
+                        0,
+                        &e.to_string(),
+                    )
+                    .await;
+            }
+        };
+        let span = info_span!("job", stage = stage.as_str(), batch_id = %env.batch_id, job_id = %env.job_id, trace_id = %env.trace_id, attempt = env.attempt);
+        async {
+            match svc.idempotency.is_done(stage, &env.job_id).await {
+                Ok(true) => {
+                    debug!("already done; skipping");
+                    svc.metrics
+                        .idempotent_skips
+                        .with_label_values(&[stage.as_str()])
+                        .inc();
+                    return (Disposition::Ack, "duplicate");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return self
+                        .retry(publisher, &env, JobError::transient("redis", e), false)
+                        .await;
+                }
+            }
+            let job: S::Job = match env.job_as() {
+                Ok(j) => j,
+                Err(e) => {
+                    return self
+                        .dead_letter(
+                            publisher,
+                            &delivery.data,
+                            &env.job_id,
+                            "poison",
+                            env.attempt,
+                            &e.to_string(),
+                        )
+                        .await;
+                }
+            };
+            let ctx = JobCtx {
+                svc: svc.clone(),
+                batch_id: env.batch_id.clone(),
+                job_id: env.job_id.clone(),
+                attempt: env.attempt,
+                trace_id: env.trace_id.clone(),
+            };
+            let result = AssertUnwindSafe(self.stage.handle(&ctx, job))
+                .catch_unwind()
+                .await;
+            let result = result.unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(JobError::transient(
+                    "panic",
+                    anyhow::anyhow!("handler panicked: {msg}"),
+                ))
+            });
+            match result {
+                Ok(emits) => {
+                    let publishes = emits.into_iter().map(|e| {
+                        let env = Envelope::new(
+                            env.batch_id.clone(),
+                            e.job_id,
+                            env.trace_id.clone(),
+                            e.job,
+                        );
+                        async move { publisher.publish_job(e.stage, &env).await }
+                    });
+                    if let Err(e) = futures::future::try_join_all(publishes).await {
+                        return self
+                            .retry(publisher, &env, JobError::transient("amqp", e), false)
+                            .await;
+                    }
+                    if let Err(e) = svc.idempotency.mark_done(stage, &env.job_id).await {
+                        // Follow-ups are confirmed; a lost marker only means a harmless re-run.
+                        warn!(error = %e, "could not record completion");
+                    }
+                    (Disposition::Ack, "ok")
+                }
+                Err(JobError::Fatal(e)) => {
+                    error!(error = %format!("{e:#}"), "fatal error: this worker stops consuming");
+                    svc.health.set_fatal(format!("{e:#}"));
+                    self.fatal.cancel();
+                    (Disposition::Requeue, "fatal")
+                }
+                Err(JobError::Poison(e)) => {
+                    self.dead_letter(
+                        publisher,
+                        &delivery.data,
+                        &env.job_id,
+                        "poison",
+                        env.attempt,
+                        &format!("{e:#}"),
+                    )
+                    .await
+                }
+                Err(e @ (JobError::Transient { .. } | JobError::Delay { .. })) => {
+                    self.retry(publisher, &env, e, true).await
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Schedules a delayed re-run. `counts` is false for infrastructure
+    /// trouble that is not the job's fault (no attempt is spent).
+    async fn retry(
+        &self,
+        publisher: &Publisher,
+        env: &Envelope<serde_json::Value>,
+        err: JobError,
+        counts: bool,
+    ) -> (Disposition, &'static str) {
+        let stage = S::NAME;
+        let topo: &Topology = &self.svc.topology;
+        let (tier, attempt, outcome) = match &err {
+            JobError::Delay { after, .. } => (topo.tier_for_delay(*after), env.attempt, "delayed"),
+            JobError::Transient { class, .. } => {
+                let next = if counts { env.attempt + 1 } else { env.attempt };
+                if next >= self.svc.cfg.max_attempts {
+                    let body = serde_json::to_vec(env).unwrap_or_default();
+                    return self
+                        .dead_letter(
+                            publisher,
+                            &body,
+                            &env.job_id,
+                            "max_attempts",
+                            next,
+                            &err.to_string(),
+                        )
+                        .await;
+                }
+                self.svc
+                    .metrics
+                    .retries
+                    .with_label_values(&[stage.as_str(), class])
+                    .inc();
+                (topo.tier_for_attempt(env.attempt), next, "retry")
+            }
+            _ => (0, env.attempt, "retry"),
+        };
+        warn!(error = %err, tier, attempt, "job will run again later");
+        let mut again = env.clone();
+        again.attempt = attempt;
+        let Ok(body) = serde_json::to_vec(&again) else {
+            return (Disposition::Requeue, outcome);
+        };
+        match publisher
+            .publish_retry(stage, tier, &body, &env.job_id)
+            .await
+        {
+            Ok(()) => (Disposition::Ack, outcome),
+            Err(e) => {
+                warn!(error = %e, "cannot schedule retry; requeueing");
+                (Disposition::Requeue, outcome)
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        publisher: &Publisher,
+        body: &[u8],
+        job_id: &str,
+        reason: &str,
+        attempts: u32,
+        error: &str,
+    ) -> (Disposition, &'static str) {
+        let stage = S::NAME;
+        error!(reason, attempts, error, "dead-lettering message");
+        self.svc
+            .metrics
+            .dead_lettered
+            .with_label_values(&[stage.as_str(), reason])
+            .inc();
+        let dl = DeadLetter {
+            reason: reason.to_string(),
+            attempts,
+            error: error.to_string(),
+        };
+        match publisher
+            .publish_dead_letter(stage, body, job_id, &dl)
+            .await
+        {
+            Ok(()) => (Disposition::Ack, "dead_letter"),
+            Err(e) => {
+                warn!(error = %e, "cannot dead-letter; requeueing");
+                (Disposition::Requeue, "dead_letter")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_error_keeps_its_variant_class_and_cause_chain() {
+        let e = JobError::transient(
+            "storage",
+            anyhow::anyhow!("connection reset").context("reading the plan"),
+        );
+        match e.share() {
+            JobError::Transient { class, error } => {
+                assert_eq!(class, "storage");
+                assert_eq!(format!("{error:#}"), "reading the plan: connection reset");
+            }
+            other => panic!("variant changed: {other:?}"),
+        }
+        let d = JobError::Delay {
+            after: Duration::from_secs(3),
+            reason: "leased",
+        };
+        assert!(matches!(
+            d.share(),
+            JobError::Delay { after, reason: "leased" } if after == Duration::from_secs(3)
+        ));
+        assert!(matches!(
+            JobError::Poison(anyhow::anyhow!("bad")).share(),
+            JobError::Poison(_)
+        ));
+        assert!(matches!(
+            JobError::Fatal(anyhow::anyhow!("key")).share(),
+            JobError::Fatal(_)
+        ));
+    }
+}
