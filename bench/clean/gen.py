@@ -3,7 +3,7 @@
 
 Usage: gen.py SIZE_MB OUT [SEED]
 
-Records look like the product's activity log (DESIGN.md "Activity log"):
+Records look like the product's activity log (docs/data-contracts.md "Activity log"):
 ~70% English (en, EN, en-IN, en_GB, eng, English), the rest other languages;
 field names drawn from every alias; user ids as strings or integers;
 timestamps as RFC 3339 or epoch milliseconds; S3 audio links in the three

@@ -5,7 +5,7 @@ Usage: gen.py N_RESPONSES N_SESSIONS OUT_DIR [SEED]
 
 - sessions.csv : user_id,session_id,created_at,milestone,lesson,progress,phase
   about 10 sessions per learner spread over 30 days, in random file order;
-  created_at in epoch milliseconds (a DESIGN.md form). 1 in 50 sessions shares
+  created_at in epoch milliseconds (a docs/data-contracts.md form). 1 in 50 sessions shares
   its learner's previous created_at, so same-instant ties occur.
 - responses.csv: response_id,user_id,timestamp,accuracy
   each response sits near a random session (uniform within +-7 minutes, so

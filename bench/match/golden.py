@@ -4,7 +4,7 @@
 Writes tests/fixtures/pandas/{responses.csv,sessions.csv,expected.csv}:
 
 - sessions.csv  : user_id,session_id,created_at,milestone,lesson,progress,phase
-                  (DESIGN.md's sessions format; file order is the tie order)
+                  (the data contract's sessions format; file order is the tie order)
 - responses.csv : response_id,user_id,timestamp
 - expected.csv  : response_id,session_id (empty when pandas finds no session)
 

@@ -1,4 +1,4 @@
-//! Analysis results: the six fields of DESIGN.md, with the enums that make a
+//! Analysis results: the six fields of docs/data-contracts.md, with the enums that make a
 //! model answer outside the allowed sets unrepresentable.
 
 use serde::{Deserialize, Serialize};
@@ -82,7 +82,7 @@ pub struct AnalysisResult {
 }
 
 impl AnalysisResult {
-    /// Checks the ranges DESIGN.md requires (scores finite and within 0–100).
+    /// Checks the ranges docs/data-contracts.md requires (scores finite and within 0–100).
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [
             ("emotional_score", self.emotional_score),

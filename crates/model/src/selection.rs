@@ -1,4 +1,4 @@
-//! Learner selection: which learners a batch covers (DESIGN.md "Selection").
+//! Learner selection: which learners a batch covers (docs/data-contracts.md "Selection").
 //!
 //! [`Selection`] is the serialisable request carried in a batch (everyone, an
 //! explicit id list, a file of ids, or a milestone). [`SelectedLearners`] is

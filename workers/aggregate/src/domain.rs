@@ -1,5 +1,5 @@
 //! Aggregation: one report row per (learner, phase) from matched responses and
-//! their analysis outcomes, with the rules of DESIGN.md "Report".
+//! their analysis outcomes, with the rules of docs/data-contracts.md "Report".
 //!
 //! Rules, as implemented:
 //!

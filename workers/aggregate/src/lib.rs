@@ -1,7 +1,7 @@
 //! The aggregate stage: pure domain logic (no I/O) and the worker stage built on the shared runtime.
 //!
 //! - [`domain`]: per-(learner, phase) report rows from matched records and
-//!   analysis outcomes (DESIGN.md "Report").
+//!   analysis outcomes (docs/data-contracts.md "Report").
 //! - [`report`]: the output files (`report.csv`, `report.json`, `matched.csv`,
 //!   `analysis.csv`) over any [`std::io::Write`].
 #![forbid(unsafe_code)]

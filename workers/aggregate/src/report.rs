@@ -1,5 +1,5 @@
 //! Output writers for the batch's files: `report.csv`, `report.json`,
-//! `matched.csv` and `analysis.csv`, with the exact columns of DESIGN.md.
+//! `matched.csv` and `analysis.csv`, with the exact columns of docs/data-contracts.md.
 //!
 //! Pure over [`std::io::Write`]: the caller decides where the bytes go.
 //! Every writer sorts its rows itself and formats deterministically, so the

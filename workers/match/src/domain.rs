@@ -22,9 +22,9 @@
 //! Verified against pandas 3.1.1 (see `bench/match/golden.py` and the golden
 //! test below): when the nearest sessions share a `created_at` *after* the
 //! response, pandas picks the first of them in file order, not the last. The
-//! rule "the one last in the sessions file wins" of DESIGN.md holds whenever the
+//! rule "the one last in the sessions file wins" of docs/data-contracts.md holds whenever the
 //! shared instant is at or before the response. [`SameInstantRule::LastInFile`]
-//! applies DESIGN.md's wording literally in both directions.
+//! applies the data contract's wording literally in both directions.
 //!
 //! Pure logic: no I/O. Timestamps are nanoseconds (pandas `datetime64[ns]`),
 //! distances are computed without overflow over the whole `i64` range.
@@ -51,7 +51,7 @@ pub enum SameInstantRule {
     /// takes the first session at that instant in file order.
     #[default]
     Pandas,
-    /// DESIGN.md's wording taken literally: the last session at that instant in
+    /// the data contract's wording taken literally: the last session at that instant in
     /// file order, whichever side of the response it is on.
     LastInFile,
 }
@@ -699,7 +699,7 @@ mod golden {
     #[test]
     fn literal_rule_differs_from_pandas_only_on_forward_ties() {
         // The fixture has responses before a group of same-instant sessions;
-        // there the literal DESIGN.md rule picks another session than pandas.
+        // there the literal docs/data-contracts.md rule picks another session than pandas.
         let want = expected();
         let got = run(SameInstantRule::LastInFile);
         let differing: Vec<&str> = got

@@ -1,6 +1,6 @@
 //! One activity record: a JSON object (one line, or one element of a JSON
 //! array) turned into an [`ActivityRecord`], a drop (non-English, unselected
-//! learner) or a typed reject — DESIGN.md "Activity log".
+//! learner) or a typed reject — docs/data-contracts.md "Activity log".
 //!
 //! The fast path is a single serde pass over the line into a borrowed view:
 //! keys are matched against the alias table without allocating, strings stay
@@ -11,7 +11,7 @@
 //!
 //! Rules that the contract leaves open, decided here:
 //! - **Alias precedence**: when several spellings of a field are present, the
-//!   canonical name wins, then the aliases in the order of DESIGN.md (e.g.
+//!   canonical name wins, then the aliases in the order of docs/data-contracts.md (e.g.
 //!   `user_id` > `userId` > `learner_id` > `virtual_id`). When the same key
 //!   appears twice, the last occurrence wins (as in `serde_json::Value`).
 //! - **Language**: a record with no language field, a `null` one or a
@@ -559,7 +559,7 @@ mod tests {
         assert_eq!(r.timestamp, parse_timestamp_str(TS).unwrap());
         assert_eq!(r.audio_url.as_deref(), Some("b"));
         assert_eq!(r.accuracy, Some(2.0));
-        // Among aliases, the earlier one in DESIGN.md's list wins.
+        // Among aliases, the earlier one in the data contract's list wins.
         let r = record(&format!(
             r#"{{"virtual_id":"v","learner_id":"l","lang":"en","timestamp":"{TS}"}}"#
         ));
