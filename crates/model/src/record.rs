@@ -90,6 +90,10 @@ pub enum RejectReason {
     BadAccuracy,
     /// `audio_url` is present but not a string.
     BadAudioUrl,
+    /// The head of an activity file is not activity records at all (its
+    /// first items were all rejected): the rest of the file is not read and
+    /// no excerpt of it is written anywhere.
+    NotAnActivityLog,
     /// A sessions CSV row that cannot be parsed (wrong column count, bad encoding).
     BadCsvRow,
     /// A sessions row with no session id.
@@ -100,7 +104,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// All reasons, for zero-initialising counters.
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         Self::InvalidJson,
         Self::InvalidUtf8,
         Self::NotAnObject,
@@ -111,6 +115,7 @@ impl RejectReason {
         Self::LineTooLong,
         Self::BadAccuracy,
         Self::BadAudioUrl,
+        Self::NotAnActivityLog,
         Self::BadCsvRow,
         Self::MissingSessionId,
         Self::MissingPhase,
@@ -129,6 +134,7 @@ impl RejectReason {
             Self::LineTooLong => "line_too_long",
             Self::BadAccuracy => "bad_accuracy",
             Self::BadAudioUrl => "bad_audio_url",
+            Self::NotAnActivityLog => "not_an_activity_log",
             Self::BadCsvRow => "bad_csv_row",
             Self::MissingSessionId => "missing_session_id",
             Self::MissingPhase => "missing_phase",

@@ -16,8 +16,8 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use engage_model::ActivityRecord;
 use engage_model::selection::SelectedLearners;
+use engage_model::{ActivityRecord, RejectReason};
 
 use super::parse::{Parsed, parse_record_with};
 use super::partition::{PartitionError, PartitionWriter};
@@ -27,6 +27,10 @@ use super::stats::{CleanStats, Reject};
 /// Default size of the per-piece duplicate window (ids); about 36 MB when full.
 pub const DEFAULT_DEDUP_CAPACITY: usize = 1 << 20;
 
+/// Default number of rejected items at the head of a file after which the
+/// file is judged not to be an activity log ([`CleanOptions::head_probation`]).
+pub const DEFAULT_HEAD_PROBATION: usize = 64;
+
 /// How a piece is cleaned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanOptions {
@@ -34,6 +38,14 @@ pub struct CleanOptions {
     pub reader: ReaderOptions,
     /// Most response ids remembered for duplicate detection in one piece.
     pub dedup_capacity: usize,
+    /// Rejects at the head of a file are held back (not written) until an
+    /// item parses. If this many items in a row are rejected first, or the
+    /// file ends before any item parses, the file is not an activity log:
+    /// the held rejects are dropped, the rest is not read, and one
+    /// `not_an_activity_log` reject without an excerpt stands for them. This
+    /// keeps bytes of a file that was never a log (a key file, `/proc`
+    /// entries, a binary) out of `rejects.jsonl`.
+    pub head_probation: usize,
 }
 
 impl Default for CleanOptions {
@@ -41,6 +53,7 @@ impl Default for CleanOptions {
         Self {
             reader: ReaderOptions::default(),
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
+            head_probation: DEFAULT_HEAD_PROBATION,
         }
     }
 }
@@ -171,6 +184,20 @@ impl<'s> PieceCleaner<'s> {
         }
     }
 
+    /// Re-counts `held` rejects (already counted by their own reasons) as
+    /// `not_an_activity_log`: the file they came from is not a log.
+    pub fn not_an_activity_log(&mut self, held: &[Reject]) {
+        for rej in held {
+            if let Some(n) = self.stats.rejected.get_mut(&rej.reason) {
+                *n -= 1;
+                if *n == 0 {
+                    self.stats.rejected.remove(&rej.reason);
+                }
+            }
+            self.stats.count_reject(RejectReason::NotAnActivityLog);
+        }
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> &CleanStats {
         &self.stats
@@ -193,21 +220,79 @@ pub fn clean_piece<R: Read, W: Write, J: Write>(
     out: &mut PartitionWriter<W>,
     rejects: &mut J,
 ) -> Result<CleanStats, CleanError> {
+    let write_reject = |rejects: &mut J, rej: &Reject| -> Result<(), CleanError> {
+        serde_json::to_writer(&mut *rejects, rej).map_err(|e| CleanError::Rejects(e.into()))?;
+        rejects.write_all(b"\n").map_err(CleanError::Rejects)
+    };
     let mut cleaner = PieceCleaner::new(selection, opts);
+    // Rejects held back while the head of the file is on probation.
+    let mut held: Vec<Reject> = Vec::new();
+    let mut probation = reader.starts_file() && opts.head_probation > 0;
     while let Some(item) = reader.next_raw()? {
-        match cleaner.decide(&item) {
+        let decision = cleaner.decide(&item);
+        if probation {
+            if let Decision::Reject(rej) = decision {
+                held.push(rej);
+                if held.len() >= opts.head_probation {
+                    break;
+                }
+                continue;
+            }
+            probation = false;
+            for rej in held.drain(..) {
+                write_reject(rejects, &rej)?;
+            }
+        }
+        match decision {
             Decision::Keep(r) => {
                 out.write(&r)?;
             }
-            Decision::Reject(rej) => {
-                serde_json::to_writer(&mut *rejects, &rej)
-                    .map_err(|e| CleanError::Rejects(e.into()))?;
-                rejects.write_all(b"\n").map_err(CleanError::Rejects)?;
-            }
+            Decision::Reject(rej) => write_reject(rejects, &rej)?,
             Decision::Drop => {}
         }
     }
+    if probation && !held.is_empty() {
+        let first = &held[0];
+        let verdict = Reject {
+            line: first.line,
+            offset: first.offset,
+            reason: RejectReason::NotAnActivityLog,
+            detail: format!(
+                "the first {} item(s) of the file were all rejected ({}); it is not read further and no excerpt is kept",
+                held.len(),
+                first.reason
+            ),
+            excerpt: String::new(),
+        };
+        cleaner.not_an_activity_log(&held);
+        write_reject(rejects, &verdict)?;
+    }
     Ok(cleaner.into_stats())
+}
+
+/// Whether `head` (the first bytes of a plain input) holds an item that
+/// parses before [`DEFAULT_HEAD_PROBATION`] items are rejected: the same
+/// judgement [`clean_piece`] makes at the head of a file, made on every
+/// learner (a selection only turns some rejects into drops).
+pub fn head_is_plausible(head: &[u8]) -> bool {
+    let Ok(mut reader) = ActivityReader::new(head, ReaderOptions::default()) else {
+        return false;
+    };
+    let all = SelectedLearners::All;
+    let mut cleaner = PieceCleaner::new(&all, &CleanOptions::default());
+    let mut rejected = 0;
+    while let Ok(Some(item)) = reader.next_raw() {
+        match cleaner.decide(&item) {
+            Decision::Reject(_) => {
+                rejected += 1;
+                if rejected >= DEFAULT_HEAD_PROBATION {
+                    return false;
+                }
+            }
+            Decision::Keep(_) | Decision::Drop => return true,
+        }
+    }
+    false
 }
 
 /// The sinks a piece writes into: one per partition, and one for rejects.
@@ -326,8 +411,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::reader::split_ranges;
-    use engage_model::RejectReason;
+    use crate::domain::reader::{is_splittable, split_ranges};
     use proptest::prelude::*;
     use std::collections::BTreeSet;
     use std::io::Cursor;
@@ -485,6 +569,83 @@ mod tests {
                 })
             },
         )
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_log_leaks_no_bytes() {
+        // /proc/self/environ-like: NUL-separated variables on one "line".
+        let environ = b"PATH=/usr/bin\0GEMINI_API_KEY=AIzaSECRET123\0HOME=/root\0";
+        let c = clean_bytes(environ, &SelectedLearners::All, &CleanOptions::default());
+        assert_eq!(c.rejects.len(), 1);
+        assert_eq!(c.rejects[0].reason, RejectReason::NotAnActivityLog);
+        assert_eq!(c.rejects[0].excerpt, "");
+        assert!(!c.rejects[0].detail.contains("SECRET"));
+        assert_eq!(c.stats.rejected[&RejectReason::NotAnActivityLog], 1);
+        assert!(c.stats.is_consistent());
+
+        // Many lines of a key file: reading stops after the probation window.
+        let keys: String = (0..1000).map(|i| format!("secret-{i}=SECRET\n")).collect();
+        let c = clean_bytes(
+            keys.as_bytes(),
+            &SelectedLearners::All,
+            &CleanOptions::default(),
+        );
+        assert_eq!(c.rejects.len(), 1);
+        assert_eq!(c.rejects[0].reason, RejectReason::NotAnActivityLog);
+        assert_eq!(c.stats.read, DEFAULT_HEAD_PROBATION as u64);
+        assert_eq!(
+            c.stats.rejected.get(&RejectReason::NotAnActivityLog),
+            Some(&(DEFAULT_HEAD_PROBATION as u64))
+        );
+        assert_eq!(c.stats.rejected.len(), 1, "{:?}", c.stats.rejected);
+        assert!(c.stats.is_consistent());
+        assert!(!is_splittable(keys.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn bad_lines_at_the_head_of_a_real_log_are_kept_with_excerpts() {
+        let input = format!(
+            "{{broken\nnot json\n{}\n{{\"lang\":\"en\"}}\n",
+            line("u", "en", 1)
+        );
+        let c = clean_bytes(
+            input.as_bytes(),
+            &SelectedLearners::All,
+            &CleanOptions::default(),
+        );
+        assert_eq!(c.kept.len(), 1);
+        let reasons: Vec<_> = c.rejects.iter().map(|r| (r.line, r.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (1, RejectReason::InvalidJson),
+                (2, RejectReason::InvalidJson),
+                (4, RejectReason::MissingUserId)
+            ]
+        );
+        assert_eq!(c.rejects[0].excerpt, "{broken");
+        assert!(is_splittable(input.as_bytes()).unwrap());
+    }
+
+    #[test]
+    fn probation_only_judges_the_head_of_a_file() {
+        // Past the head, any number of bad lines is read and rejected one by one.
+        let mut input = line("u", "en", 1) + "\n";
+        for _ in 0..(DEFAULT_HEAD_PROBATION * 2) {
+            input.push_str("nope\n");
+        }
+        let c = clean_bytes(
+            input.as_bytes(),
+            &SelectedLearners::All,
+            &CleanOptions::default(),
+        );
+        assert_eq!(c.kept.len(), 1);
+        assert_eq!(c.rejects.len(), DEFAULT_HEAD_PROBATION * 2);
+        assert!(
+            c.rejects
+                .iter()
+                .all(|r| r.reason == RejectReason::InvalidJson)
+        );
     }
 
     #[test]

@@ -211,6 +211,9 @@ pub struct ActivityReader<R: Read> {
     pending: usize,
     array: ArrayState,
     done: bool,
+    /// Whether the first item read is the first item of the file (a whole
+    /// input, or a range starting at 0).
+    starts_file: bool,
 }
 
 impl<R: Read> ActivityReader<R> {
@@ -257,6 +260,7 @@ impl<R: Read> ActivityReader<R> {
             pending: 0,
             array: ArrayState::First,
             done: false,
+            starts_file: true,
         }
     }
 
@@ -268,6 +272,12 @@ impl<R: Read> ActivityReader<R> {
     /// Whether the input was gzip-compressed.
     pub fn is_gzip(&self) -> bool {
         self.gzip
+    }
+
+    /// Whether this reader starts at the head of the file (so its first
+    /// items tell whether the file is an activity log at all).
+    pub fn starts_file(&self) -> bool {
+        self.starts_file
     }
 
     /// The absolute offset of the next unread byte.
@@ -613,6 +623,7 @@ impl<R: Read + Seek> ActivityReader<R> {
         let mut me = Self::with_source(src, false, opts);
         me.pos = from;
         me.end = Some(range.end);
+        me.starts_file = range.start == 0;
         if range.start == 0 {
             me.skip_bom()?;
         } else {
@@ -662,30 +673,30 @@ impl<R: Read> Iterator for ActivityReader<R> {
     }
 }
 
-/// Whether an input can be cut into byte ranges: plain (not gzip) JSON Lines.
-/// Reads from `r` up to the first non-whitespace byte.
+/// How much of an input's head [`is_splittable`] looks at.
+pub const SPLIT_PROBE_BYTES: u64 = 64 * 1024;
+
+/// Whether an input can be cut into byte ranges: plain (not gzip) JSON Lines
+/// whose head (the first [`SPLIT_PROBE_BYTES`] of `r`) is plausibly an
+/// activity log, i.e. an item in it parses before
+/// [`DEFAULT_HEAD_PROBATION`](super::clean::DEFAULT_HEAD_PROBATION) items are
+/// rejected (see `CleanOptions::head_probation`). Anything else is read as one
+/// piece from its head, where the cleaner judges whether it is a log at all,
+/// so no range of a file that is not a log is ever read on its own, and the
+/// verdict does not depend on how the file was split.
 pub fn is_splittable<R: Read>(r: R) -> io::Result<bool> {
-    let mut r = BufReader::new(r);
-    let head = r.fill_buf()?;
+    let mut head = Vec::new();
+    r.take(SPLIT_PROBE_BYTES).read_to_end(&mut head)?;
     if head.starts_with(&GZIP_MAGIC) {
         return Ok(false);
     }
-    if head.starts_with(BOM) {
-        r.consume(BOM.len());
+    let body = head.strip_prefix(BOM).unwrap_or(&head);
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => return Ok(true),
+        Some(b) if *b != b'{' => return Ok(false),
+        Some(_) => {}
     }
-    loop {
-        let avail = r.fill_buf()?;
-        if avail.is_empty() {
-            return Ok(true);
-        }
-        match avail.iter().position(|b| !b.is_ascii_whitespace()) {
-            Some(i) => return Ok(avail[i] != b'['),
-            None => {
-                let n = avail.len();
-                r.consume(n);
-            }
-        }
-    }
+    Ok(super::clean::head_is_plausible(&head))
 }
 
 /// Splits `[0, len)` into at most `pieces` contiguous ranges of near-equal
