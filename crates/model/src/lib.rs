@@ -15,6 +15,7 @@
 pub mod analysis;
 pub mod audio_ref;
 pub mod envelope;
+pub mod input_policy;
 pub mod jobs;
 pub mod layout;
 pub mod record;
