@@ -96,16 +96,16 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     gen_args.responses = a.responses;
     let generated = tokio::task::spawn_blocking(move || gen_data::run(&gen_args)).await??;
 
-    cfg.namespace = format!("demo-{:04x}", rand::random::<u16>());
-    cfg.store = format!("file://{}", dir.join("store").display());
+    cfg.fleet.namespace = format!("demo-{:04x}", rand::random::<u16>());
+    cfg.store.root = format!("file://{}", dir.join("store").display());
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut workers = Workers(Vec::new());
     for s in StageName::ALL {
         let log = std::fs::File::create(logs.join(format!("{s}.log")))?;
         let child = Command::new(bins.join(format!("engage-{s}")))
-            .env("ENGAGE_NAMESPACE", &cfg.namespace)
-            .env("ENGAGE_STORE", &cfg.store)
+            .env("ENGAGE_NAMESPACE", &cfg.fleet.namespace)
+            .env("ENGAGE_STORE", &cfg.store.root)
             .env("ENGAGE_S3_ROOT", &generated.audio_root)
             .env("ENGAGE_AUDIO_BUCKETS", "learner-audio")
             .env("ENGAGE_METRICS_ADDR", "127.0.0.1:0")
@@ -122,7 +122,7 @@ pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     }
     eprintln!(
         "started 5 workers in namespace {} (logs in {})",
-        cfg.namespace,
+        cfg.fleet.namespace,
         logs.display()
     );
     let batch = fleet::enqueue(

@@ -90,16 +90,12 @@ pub enum DlqCmd {
 }
 
 fn topology(cfg: &FleetConfig) -> Topology {
-    Topology {
-        namespace: cfg.namespace.clone(),
-        retry_delays_ms: cfg.retry_delays_ms.clone(),
-        delivery_limit: cfg.delivery_limit,
-    }
+    engage_runtime::services::topology(cfg)
 }
 
 /// Opens a broker connection and a confirm-mode publisher, with a clear error.
 pub async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
-    let url = cfg.amqp_url.expose();
+    let url = cfg.broker.amqp_url.expose();
     let conn = broker::connect(url, "engage-cli").await.with_context(|| {
         format!(
             "RabbitMQ is not reachable at {} (start it with `rabbitmq-server -detached`)",
@@ -114,8 +110,8 @@ pub async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, 
 
 /// Connects to Redis with a clear error.
 pub async fn redis(cfg: &FleetConfig) -> anyhow::Result<RedisConn> {
-    let url = cfg.redis_url.expose();
-    let conn = RedisConn::connect(url, cfg.redis_cluster).await.with_context(|| {
+    let url = cfg.redis.url.expose();
+    let conn = RedisConn::connect(url, cfg.redis.cluster).await.with_context(|| {
         format!(
             "Redis is not reachable at {} (start it with `redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save \"\" --appendonly no`)",
             redact_url(url)
@@ -201,7 +197,7 @@ fn stage_lines(p: &Progress) -> Vec<(&'static str, u64, u64)> {
 /// True if the batch's outputs exist in the store (the ledger may be gone).
 async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
     let st = Storage::new(&storage_config(cfg)).await?;
-    let layout = Layout::new(ObjectUri::parse(&cfg.store)?);
+    let layout = Layout::new(ObjectUri::parse(&cfg.store.root)?);
     Ok(st
         .size(&layout.output(batch)?.join("summary.json")?)
         .await?
@@ -211,7 +207,7 @@ async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
 /// `engage status`: prints progress; with `--wait` returns whether it completed.
 pub async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
     let conn = redis(cfg).await?;
-    let ledger = Ledger::new(conn, cfg.namespace.clone());
+    let ledger = Ledger::new(conn, cfg.fleet.namespace.clone());
     let Some(batch) = &a.batch else {
         for b in ledger.batches().await?.into_iter().take(20) {
             let state = match ledger.progress(&b).await? {
@@ -299,7 +295,7 @@ pub async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<Vec<Pat
         bail!("invalid batch id {:?}", a.batch);
     }
     let st = Storage::new(&storage_config(cfg)).await?;
-    let layout = Layout::new(ObjectUri::parse(&cfg.store).context("ENGAGE_STORE")?);
+    let layout = Layout::new(ObjectUri::parse(&cfg.store.root).context("ENGAGE_STORE")?);
     let out_prefix = layout.output(&a.batch)?;
     let files = st.list(&out_prefix).await?;
     if !files.iter().any(|u| u.file_name() == Some("summary.json")) {

@@ -5,6 +5,7 @@
 //! pipeline in one process, while the workers each link only their own stage.
 #![forbid(unsafe_code)]
 
+mod config_show;
 mod demo;
 mod fleet;
 mod gen_data;
@@ -41,6 +42,9 @@ enum Cmd {
     Dlq(fleet::DlqCmd),
     /// Generate data, start the five workers, run a batch, print the report.
     Demo(demo::DemoArgs),
+    /// Inspect the configuration (`show`: effective values and their origins).
+    #[command(subcommand)]
+    Config(config_show::ConfigCmd),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             println!("records:  {}", s.records);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Config(c) => config_show::run(&c),
         Cmd::Run(a) => {
             let summary = run::run(&a)?;
             print!("{}", summary.render());
@@ -101,6 +106,7 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Dlq(c) => fleet::dlq(&cfg()?, &c).await?,
         Cmd::GenData(a) => return dispatch(Cmd::GenData(a)),
         Cmd::Run(a) => return dispatch(Cmd::Run(a)),
+        Cmd::Config(c) => return dispatch(Cmd::Config(c)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,5 @@
-//! The `main` of every worker binary: load configuration, set up logging,
+//! The `main` of every worker binary: load configuration (the common sections
+//! and the stage's own, [`FleetConfig::load_for_stage`]), set up logging,
 //! connect, serve `/metrics` `/healthz` `/readyz`, run the stage until
 //! SIGTERM/SIGINT, drain, exit.
 
@@ -19,14 +20,14 @@ where
     F: FnOnce(Arc<Services>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<S>>,
 {
-    let cfg = FleetConfig::load()
+    let cfg = FleetConfig::load_for_stage(S::NAME)
         .context("loading configuration (ENGAGE_* environment, ENGAGE_CONFIG file)")?;
-    crate::telemetry::init(cfg.log_format);
+    crate::telemetry::init(cfg.telemetry.log_format);
     let svc = Services::connect(cfg).await?;
     let stage = Arc::new(build(svc.clone()).await?);
     let shutdown = CancellationToken::new();
     let addr = crate::health::serve(
-        &svc.cfg.metrics_addr,
+        &svc.cfg.telemetry.metrics_addr,
         S::NAME.as_str(),
         svc.health.clone(),
         svc.metrics.clone(),
@@ -34,8 +35,8 @@ where
         shutdown.clone(),
     )
     .await
-    .with_context(|| format!("cannot serve metrics on {}", svc.cfg.metrics_addr))?;
-    info!(stage = S::NAME.as_str(), metrics = %addr, namespace = %svc.cfg.namespace, "worker started");
+    .with_context(|| format!("cannot serve metrics on {}", svc.cfg.telemetry.metrics_addr))?;
+    info!(stage = S::NAME.as_str(), metrics = %addr, namespace = %svc.cfg.fleet.namespace, "worker started");
     tokio::spawn(signal_shutdown(shutdown.clone()));
     worker::run(stage, svc, shutdown.clone()).await?;
     shutdown.cancel();

@@ -14,7 +14,7 @@ use crate::item_log::ItemLog;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::redis_conn::RedisConn;
-use crate::storage::{ObjectUri, Storage, StorageConfig};
+use crate::storage::{ObjectUri, S3Credentials, Storage, StorageConfig};
 use engage_model::layout::Layout;
 
 /// Everything a job handler may touch besides its own message.
@@ -46,28 +46,24 @@ impl Services {
     /// Connects to Redis and builds the store client. Fails with a clear
     /// message naming the endpoint (without credentials) if Redis is down.
     pub async fn connect(cfg: FleetConfig) -> anyhow::Result<Arc<Self>> {
-        let redis = RedisConn::connect(cfg.redis_url.expose(), cfg.redis_cluster)
+        let redis = RedisConn::connect(cfg.redis.url.expose(), cfg.redis.cluster)
             .await
             .with_context(|| {
                 format!(
                     "cannot connect to Redis at {}",
-                    crate::secret::redact_url(cfg.redis_url.expose())
+                    crate::secret::redact_url(cfg.redis.url.expose())
                 )
             })?;
         let storage = Storage::new(&storage_config(&cfg))
             .await
             .context("cannot set up the object store")?;
-        let store_root = ObjectUri::parse(&cfg.store)
-            .with_context(|| format!("invalid store URI {:?}", cfg.store))?;
-        let topology = Topology {
-            namespace: cfg.namespace.clone(),
-            retry_delays_ms: cfg.retry_delays_ms.clone(),
-            delivery_limit: cfg.delivery_limit,
-        };
+        let store_root = ObjectUri::parse(&cfg.store.root)
+            .with_context(|| format!("invalid store URI {:?}", cfg.store.root))?;
+        let topology = topology(&cfg);
         let metrics = Metrics::new();
         Ok(Arc::new(Self {
-            idempotency: Idempotency::new(redis.clone(), cfg.namespace.clone()),
-            ledger: Ledger::new(redis.clone(), cfg.namespace.clone()),
+            idempotency: Idempotency::new(redis.clone(), cfg.fleet.namespace.clone()),
+            ledger: Ledger::new(redis.clone(), cfg.fleet.namespace.clone()),
             topology,
             redis,
             item_log: ItemLog::new(
@@ -84,22 +80,40 @@ impl Services {
     }
 }
 
+/// The queue topology of a fleet configuration (workers and the CLI must agree on it).
+pub fn topology(cfg: &FleetConfig) -> Topology {
+    Topology {
+        namespace: cfg.fleet.namespace.clone(),
+        retry_delays_ms: cfg.broker.retry_delays_ms.clone(),
+        delivery_limit: cfg.broker.delivery_limit,
+    }
+}
+
 /// The store settings of a fleet configuration.
 pub fn storage_config(cfg: &FleetConfig) -> StorageConfig {
+    let st = &cfg.store;
+    let s3_credentials = match (&st.s3_access_key_id, &st.s3_secret_access_key) {
+        (Some(id), Some(secret)) => Some(S3Credentials {
+            access_key_id: id.expose().clone(),
+            secret_access_key: secret.clone(),
+        }),
+        _ => None,
+    };
     StorageConfig {
-        s3_endpoint: cfg.s3_endpoint.clone(),
+        s3_endpoint: st.s3_endpoint.clone(),
         // An explicit region (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)
         // keeps the SDK from probing instance metadata at start-up, which
         // stalls and warns off EC2 and is pointless for a file:// store.
-        s3_region: cfg
+        s3_region: st
             .s3_region
             .clone()
             .or_else(|| std::env::var("AWS_REGION").ok())
             .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
             .or_else(|| Some("us-east-1".to_string())),
-        s3_force_path_style: cfg.s3_force_path_style,
-        s3_root: cfg.s3_root.clone(),
-        inline_read_bytes: cfg.store_inline_read_bytes,
+        s3_force_path_style: st.s3_force_path_style,
+        s3_root: st.s3_root.clone(),
+        s3_credentials,
+        inline_read_bytes: st.inline_read_bytes,
         ..StorageConfig::default()
     }
 }

@@ -206,24 +206,24 @@ impl<S: Stage> Worker<S> {
         let svc = &self.svc;
         let name = S::NAME.as_str();
         let conn = broker::connect(
-            svc.cfg.amqp_url.expose(),
-            &format!("engage-{name}@{}", svc.cfg.namespace),
+            svc.cfg.broker.amqp_url.expose(),
+            &format!("engage-{name}@{}", svc.cfg.fleet.namespace),
         )
         .await?;
         let setup = conn.create_channel().await?;
         svc.topology.declare(&setup, &StageName::ALL).await?;
         let publisher = Publisher::open(&conn, svc.topology.clone()).await?;
         let ch = conn.create_channel().await?;
-        let policy = AckPolicy::for_concurrency(svc.cfg.concurrency);
+        let policy = AckPolicy::for_concurrency(svc.cfg.limits.concurrency);
         ch.basic_qos(
-            policy.prefetch(svc.cfg.concurrency),
+            policy.prefetch(svc.cfg.limits.concurrency),
             BasicQosOptions::default(),
         )
         .await?;
         // Jobs run at most `concurrency` at a time; the prefetch window also
         // holds the finished deliveries whose acks are being batched, so
         // holding them never starves the jobs.
-        let slots = Arc::new(Semaphore::new(usize::from(svc.cfg.concurrency)));
+        let slots = Arc::new(Semaphore::new(usize::from(svc.cfg.limits.concurrency)));
         let tag = format!("engage-{name}-{}", uuid::Uuid::new_v4());
         let mut consumer = ch
             .basic_consume(
@@ -236,7 +236,7 @@ impl<S: Stage> Worker<S> {
         let (acks, settling) =
             acks::spawn(ch.clone(), policy, name, svc.metrics.ack_frames.clone());
         svc.health.set_amqp(true);
-        info!(stage = name, queue = %svc.topology.work_queue(S::NAME), concurrency = svc.cfg.concurrency, "consuming");
+        info!(stage = name, queue = %svc.topology.work_queue(S::NAME), concurrency = svc.cfg.limits.concurrency, "consuming");
 
         let mut tasks = JoinSet::new();
         let result = loop {
@@ -462,7 +462,7 @@ impl<S: Stage> Worker<S> {
             JobError::Delay { after, .. } => (topo.tier_for_delay(*after), env.attempt, "delayed"),
             JobError::Transient { class, .. } => {
                 let next = if counts { env.attempt + 1 } else { env.attempt };
-                if next >= self.svc.cfg.max_attempts {
+                if next >= self.svc.cfg.limits.max_attempts {
                     let body = serde_json::to_vec(env).unwrap_or_default();
                     return self
                         .dead_letter(

@@ -12,7 +12,7 @@ use engage_aggregate::{AggregateStage, Weights};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     engage_runtime::app::main(|svc| async move {
-        let [engagement, emotional, accuracy] = svc.cfg.weights;
+        let [engagement, emotional, accuracy] = svc.cfg.aggregate.weights;
         AggregateStage::new(Weights {
             engagement,
             emotional,

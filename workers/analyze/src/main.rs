@@ -1,4 +1,8 @@
 //! `engage-analyze`: the analyze stage worker binary.
+//!
+//! Its configuration is the common sections plus `[analyze]`, and `[gemini]`
+//! when `analyze.analyzer` is `gemini` (then a missing `GEMINI_API_KEY`
+//! fails start-up with a message naming it).
 #![forbid(unsafe_code)]
 
 // mimalloc instead of glibc's malloc: allocation and free were ~9% of the
@@ -7,40 +11,31 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use anyhow::Context;
 use engage_analyze::gemini::GeminiConfig;
 use engage_analyze::paid::Paid;
 use engage_analyze::ratelimit::Quota;
 use engage_analyze::{AnalyzeStage, Analyzer};
 use engage_runtime::config::AnalyzerKind;
-use engage_runtime::secret::Secret;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     engage_runtime::app::main(|svc| async move {
-        let analyzer = match svc.cfg.analyzer {
+        let c = &svc.cfg;
+        let analyzer = match c.analyze.analyzer {
             AnalyzerKind::Acoustic => Analyzer::Acoustic,
             AnalyzerKind::Gemini => {
-                let mut gc: GeminiConfig = serde_json::from_value(svc.cfg.gemini.clone())
-                    .context("ENGAGE_GEMINI__* settings")?;
-                if let Ok(key) = std::env::var("GEMINI_API_KEY") {
-                    gc.api_key = Secret::new(key);
-                }
-                anyhow::ensure!(
-                    !gc.api_key.expose().is_empty(),
-                    "ENGAGE_ANALYZER=gemini needs GEMINI_API_KEY"
-                );
-                let c = &svc.cfg;
+                // `[gemini]` was validated by the loader (key present, quota > 0).
+                let g = &c.gemini;
                 let quota = Quota {
-                    rpm: Some(c.gemini_rpm),
-                    tpm: Some(c.gemini_tpm),
-                    rpd: (c.gemini_rpd > 0).then_some(c.gemini_rpd),
+                    rpm: Some(g.rpm),
+                    tpm: Some(g.tpm),
+                    rpd: (g.rpd > 0).then_some(g.rpd),
                 };
-                let wait = std::time::Duration::from_secs(c.max_permit_wait_s);
+                let wait = std::time::Duration::from_secs(c.analyze.max_permit_wait_s);
                 Analyzer::Gemini(Box::new(Paid::new(
-                    gc,
+                    GeminiConfig::from(g),
                     svc.redis.clone(),
-                    &c.namespace,
+                    &c.fleet.namespace,
                     quota,
                     wait,
                     &svc.metrics.registry,

@@ -94,7 +94,7 @@ impl Stage for AnalyzeStage {
             Analyzer::Gemini(paid) => {
                 let probe =
                     get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
-                let last = ctx.attempt + 1 >= svc.cfg.max_attempts;
+                let last = ctx.attempt + 1 >= svc.cfg.limits.max_attempts;
                 let key = format!("analyze:{}:{}", job.content_hash, paid.analyzer_id());
                 // Leased by a concurrent delivery: its answer may be stored by now.
                 let res = paid

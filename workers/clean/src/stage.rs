@@ -132,7 +132,7 @@ impl CleanStage {
     ) -> Result<BatchPlan, JobError> {
         let svc = &ctx.svc;
         let b = ctx.batch_id.as_str();
-        let partitions = svc.cfg.partitions;
+        let partitions = svc.cfg.clean.partitions;
         if spec.activity.is_empty() {
             return Err(poison("batch has no activity files"));
         }
@@ -215,7 +215,7 @@ impl CleanStage {
                 .await
                 .map_err(|e| JobError::transient("read", e))?;
             let splittable = is_splittable(&head[..]).unwrap_or(false);
-            for (j, range) in ranges_for(len, splittable, svc.cfg.clean_piece_bytes)
+            for (j, range) in ranges_for(len, splittable, svc.cfg.clean.piece_bytes)
                 .into_iter()
                 .enumerate()
             {

@@ -39,7 +39,7 @@ impl Stage for DownloadStage {
                 Default::default(),
             )
         };
-        let src = match AudioRef::parse_allowed(&job.audio_url, &svc.cfg.audio_buckets) {
+        let src = match AudioRef::parse_allowed(&job.audio_url, &svc.cfg.download.audio_buckets) {
             Ok(r) => r,
             Err(e) => return fail(e.name(), e.to_string()).await,
         };

@@ -1,9 +1,11 @@
 //! [`GeminiConfig`]: where and how the Gemini client calls the API.
 //!
-//! It deserialises from the `gemini` table of the fleet configuration
-//! (`ENGAGE_GEMINI__MODEL=…`); the API key is normally set from
-//! `GEMINI_API_KEY` by the worker, and is a [`Secret`] that never prints.
+//! A worker builds it from the fleet configuration's typed `[gemini]` section
+//! ([`GeminiSection`], loaded and validated by the runtime's one loader:
+//! `ENGAGE_GEMINI__MODEL=…`, `GEMINI_API_KEY`); the API key is a [`Secret`]
+//! that never prints. Tests and tools build it directly.
 
+use engage_runtime::config::GeminiSection;
 use engage_runtime::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -66,6 +68,25 @@ impl Default for GeminiConfig {
     }
 }
 
+impl From<&GeminiSection> for GeminiConfig {
+    fn from(s: &GeminiSection) -> Self {
+        Self {
+            base_url: s.base_url.clone(),
+            model: s.model.clone(),
+            api_key: s.api_key.clone(),
+            prompt_version: s.prompt_version.clone(),
+            inline_max_bytes: s.inline_max_bytes,
+            request_timeout_s: s.request_timeout_s,
+            connect_timeout_s: s.connect_timeout_s,
+            file_poll_timeout_ms: s.file_poll_timeout_ms,
+            file_poll_interval_ms: s.file_poll_interval_ms,
+            max_output_tokens: s.max_output_tokens,
+            thinking_budget: s.thinking_budget,
+            temperature: s.temperature,
+        }
+    }
+}
+
 impl GeminiConfig {
     /// The model id without a `models/` prefix.
     pub fn model_id(&self) -> &str {
@@ -105,6 +126,24 @@ mod tests {
         assert_eq!(c.inline_max_bytes, 15_000_000);
         let bad = serde_json::from_value::<GeminiConfig>(serde_json::json!({"modle": "x"}));
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn fleet_section_defaults_are_the_client_defaults() {
+        assert_eq!(
+            GeminiConfig::from(&GeminiSection::default()),
+            GeminiConfig::default()
+        );
+        let s = GeminiSection {
+            model: "m".into(),
+            api_key: Secret::new("k".into()),
+            inline_max_bytes: 7,
+            temperature: Some(0.5),
+            ..GeminiSection::default()
+        };
+        let c = GeminiConfig::from(&s);
+        assert_eq!((c.model.as_str(), c.api_key.expose().as_str()), ("m", "k"));
+        assert_eq!((c.inline_max_bytes, c.temperature), (7, Some(0.5)));
     }
 
     #[test]

@@ -1,0 +1,113 @@
+//! `[gemini]`: the Gemini client, its API key and the key's quota.
+//!
+//! The section is typed here, in the runtime, so that the one loader checks
+//! its keys in every worker (an `ENGAGE_GEMINI__MODLE` typo fails everywhere)
+//! while only the analyze worker, and only with `analyzer = "gemini"`,
+//! validates its values. The analyze crate turns it into its client settings
+//! (`engage_analyze::gemini::GeminiConfig`); a test there keeps both defaults equal.
+
+use serde::{Deserialize, Serialize};
+
+use super::sections::{Invalid, SectionSpec};
+use crate::secret::Secret;
+
+/// `[gemini]`: Gemini client settings and quota.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeminiSection {
+    /// API key, sent only as the `x-goog-api-key` header (`GEMINI_API_KEY`
+    /// wins over `ENGAGE_GEMINI__API_KEY` and the file). Required when
+    /// `analyze.analyzer` is `gemini`. Secret: never logged or shown.
+    pub api_key: Secret<String>,
+    /// API root, without a trailing slash (tests point it at the fake).
+    pub base_url: String,
+    /// Model id, e.g. `gemini-2.5-flash` (a leading `models/` is accepted).
+    pub model: String,
+    /// Prompt version; must be one this build knows (currently only `p1`).
+    /// Part of the analyzer id, so changing it invalidates cached results.
+    pub prompt_version: String,
+    /// Largest whole `generateContent` request (base64 audio + prompt) sent
+    /// inline; bigger audio goes through the Files API. Gemini's inline limit
+    /// is 20 MB, so the default of 15 MB leaves headroom.
+    pub inline_max_bytes: usize,
+    /// Timeout of one HTTP request, including reading the answer (seconds).
+    pub request_timeout_s: u64,
+    /// Timeout for establishing a connection (seconds).
+    pub connect_timeout_s: u64,
+    /// How long an uploaded file may stay `PROCESSING` before the attempt is
+    /// given up (milliseconds).
+    pub file_poll_timeout_ms: u64,
+    /// First delay between file state polls (milliseconds); doubles up to 2 s.
+    pub file_poll_interval_ms: u64,
+    /// `generationConfig.maxOutputTokens`; the answer is about 100 tokens.
+    pub max_output_tokens: u32,
+    /// `generationConfig.thinkingConfig.thinkingBudget`. `0` (default) turns
+    /// thinking off on Flash models: the task does not need it and thinking
+    /// tokens would count against `max_output_tokens`.
+    pub thinking_budget: Option<u32>,
+    /// `generationConfig.temperature`; unset keeps the model's default.
+    pub temperature: Option<f32>,
+    /// Quota of the API key, shared by every analyze worker: requests per minute.
+    pub rpm: u32,
+    /// Quota: input tokens per minute (estimated at 32 tokens per second of
+    /// audio plus the prompt).
+    pub tpm: u64,
+    /// Quota: requests per day (0 = no daily limit).
+    pub rpd: u32,
+}
+
+impl Default for GeminiSection {
+    fn default() -> Self {
+        Self {
+            api_key: Secret::new(String::new()),
+            base_url: "https://generativelanguage.googleapis.com".to_owned(),
+            model: "gemini-2.5-flash".to_owned(),
+            prompt_version: "p1".to_owned(),
+            inline_max_bytes: 15 * 1000 * 1000,
+            request_timeout_s: 120,
+            connect_timeout_s: 10,
+            file_poll_timeout_ms: 120_000,
+            file_poll_interval_ms: 500,
+            max_output_tokens: 1024,
+            thinking_budget: Some(0),
+            temperature: None,
+            rpm: 1_000,
+            tpm: 1_000_000,
+            rpd: 10_000,
+        }
+    }
+}
+
+impl SectionSpec for GeminiSection {
+    const NAME: &'static str = "gemini";
+    fn validate(&self) -> Result<(), Invalid> {
+        let bad = |f, why: &str| Err((f, why.to_owned()));
+        if self.api_key.expose().trim().is_empty() {
+            return bad(
+                "api_key",
+                "is empty: analyzer \"gemini\" needs GEMINI_API_KEY (or gemini.api_key in the file)",
+            );
+        }
+        if self.base_url.is_empty() {
+            return bad("base_url", "must not be empty");
+        }
+        if self
+            .model
+            .strip_prefix("models/")
+            .unwrap_or(&self.model)
+            .is_empty()
+        {
+            return bad("model", "must not be empty");
+        }
+        if self.rpm == 0 || self.tpm == 0 {
+            return bad("rpm", "rpm and tpm must be at least 1");
+        }
+        if self.request_timeout_s == 0 || self.connect_timeout_s == 0 {
+            return bad("request_timeout_s", "timeouts must be at least 1 s");
+        }
+        if self.temperature.is_some_and(|t| !t.is_finite() || t < 0.0) {
+            return bad("temperature", "must be a non-negative number");
+        }
+        Ok(())
+    }
+}

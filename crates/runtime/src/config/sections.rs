@@ -1,0 +1,396 @@
+//! The configuration sections, one struct per concern. The `///` docs on each
+//! field are the user documentation (`docs/configuration.md` repeats them with
+//! the environment variable and default of every field).
+//!
+//! Every section has defaults for every field, rejects unknown keys, and
+//! checks the values its schema cannot express in [`SectionSpec::validate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+pub use super::gemini::GeminiSection;
+
+/// A field whose value the schema accepts but the fleet cannot use:
+/// `(field name inside the section, why)`.
+pub type Invalid = (&'static str, String);
+
+/// What the loader needs to know about a section.
+pub trait SectionSpec: Serialize + DeserializeOwned + Default {
+    /// The TOML table name and the middle of `ENGAGE_<SECTION>__<FIELD>`.
+    const NAME: &'static str;
+    /// Checks values that the schema alone cannot.
+    fn validate(&self) -> Result<(), Invalid> {
+        Ok(())
+    }
+}
+
+fn bad(field: &'static str, why: &str) -> Result<(), Invalid> {
+    Err((field, why.to_owned()))
+}
+
+/// Which analyzer the analyze stage uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalyzerKind {
+    /// The offline acoustic analyzer (free, local, hears loudness and prosody).
+    #[default]
+    Acoustic,
+    /// Google Gemini over its REST API (needs `GEMINI_API_KEY`).
+    Gemini,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// `[fleet]`: the identity every process of one fleet shares.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSection {
+    /// Prefix of every queue, exchange and Redis key, so several fleets (and
+    /// parallel tests) share one broker and one Redis. `[A-Za-z0-9._-]`.
+    pub namespace: String,
+}
+
+impl Default for FleetSection {
+    fn default() -> Self {
+        Self {
+            namespace: "engage".into(),
+        }
+    }
+}
+
+impl SectionSpec for FleetSection {
+    const NAME: &'static str = "fleet";
+    fn validate(&self) -> Result<(), Invalid> {
+        let ok = !self.namespace.is_empty()
+            && self
+                .namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if ok {
+            Ok(())
+        } else {
+            bad("namespace", "must be non-empty [A-Za-z0-9._-]")
+        }
+    }
+}
+
+/// `[broker]`: RabbitMQ and the queue topology (the CLI declares the same
+/// queues, so it must agree with the workers on these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSection {
+    /// AMQP URL of RabbitMQ, with credentials (a 30 s heartbeat is added).
+    /// Secret: never logged or shown.
+    pub amqp_url: Secret<String>,
+    /// Delays of the retry tiers in milliseconds (attempt n waits tier n,
+    /// ±20% jitter). Comma-separated in the environment.
+    pub retry_delays_ms: Vec<u64>,
+    /// Redeliveries after worker crashes before RabbitMQ dead-letters a
+    /// message (quorum `x-delivery-limit`).
+    pub delivery_limit: u32,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        Self {
+            amqp_url: Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+            retry_delays_ms: vec![1_000, 5_000, 30_000, 120_000, 600_000],
+            delivery_limit: 5,
+        }
+    }
+}
+
+impl SectionSpec for BrokerSection {
+    const NAME: &'static str = "broker";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.amqp_url.expose().is_empty() {
+            return bad("amqp_url", "must not be empty");
+        }
+        if self.retry_delays_ms.is_empty() {
+            return bad("retry_delays_ms", "needs at least one delay");
+        }
+        Ok(())
+    }
+}
+
+/// `[redis]`: idempotency markers, the batch ledger and the Gemini limiter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSection {
+    /// Redis URL (`redis://host:port`), or a comma-separated list of cluster
+    /// nodes when `cluster` is true. Secret: never logged or shown.
+    pub url: Secret<String>,
+    /// Treat `url` as the seed nodes of a Redis Cluster.
+    pub cluster: bool,
+}
+
+impl Default for RedisSection {
+    fn default() -> Self {
+        Self {
+            url: Secret::new("redis://127.0.0.1:6379".into()),
+            cluster: false,
+        }
+    }
+}
+
+impl SectionSpec for RedisSection {
+    const NAME: &'static str = "redis";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.url.expose().is_empty() {
+            return bad("url", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// `[store]`: the pipeline's own store and how S3 is reached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Root URI of the pipeline's own store (`file:///var/lib/engage` or
+    /// `s3://bucket/prefix`).
+    pub root: String,
+    /// Local files (`file://` store, `s3_root`) of at most this many bytes are
+    /// read without a thread hand-off; 0 when the local store is a network
+    /// filesystem.
+    pub inline_read_bytes: u64,
+    /// Custom S3 endpoint (for S3-compatible servers); unset means AWS.
+    pub s3_endpoint: Option<String>,
+    /// S3 region; unset means `AWS_REGION`, else `AWS_DEFAULT_REGION`, else
+    /// `us-east-1`.
+    pub s3_region: Option<String>,
+    /// Use path-style S3 addressing (needed by most local S3-compatible servers).
+    pub s3_force_path_style: bool,
+    /// Read and write `s3://bucket/key` at `DIR/bucket/key` instead of S3
+    /// (local layout of s3s-fs); takes precedence over every other `s3_*` setting.
+    pub s3_root: Option<PathBuf>,
+    /// Static S3 access key id. Set it together with `s3_secret_access_key`,
+    /// or leave both unset to use the standard AWS chain (`AWS_ACCESS_KEY_ID`,
+    /// profile, web identity, instance role). Secret: never shown.
+    pub s3_access_key_id: Option<Secret<String>>,
+    /// Static S3 secret access key (see `s3_access_key_id`). Secret: never shown.
+    pub s3_secret_access_key: Option<Secret<String>>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            root: "file:///var/lib/engage".into(),
+            inline_read_bytes: crate::storage::DEFAULT_INLINE_READ_BYTES,
+            s3_endpoint: None,
+            s3_region: None,
+            s3_force_path_style: false,
+            s3_root: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+        }
+    }
+}
+
+impl SectionSpec for StoreSection {
+    const NAME: &'static str = "store";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.root.is_empty() {
+            return bad("root", "must not be empty");
+        }
+        match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(_), None) => bad(
+                "s3_secret_access_key",
+                "must be set together with s3_access_key_id",
+            ),
+            (None, Some(_)) => bad(
+                "s3_access_key_id",
+                "must be set together with s3_secret_access_key",
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `[limits]`: how much one worker process takes on, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Jobs processed concurrently by one worker process (the AMQP prefetch is
+    /// twice this, room for acks being batched).
+    pub concurrency: u16,
+    /// Attempts before a job that keeps failing transiently goes to the
+    /// dead-letter queue.
+    pub max_attempts: u32,
+    /// Seconds SIGTERM waits for in-flight jobs before exiting.
+    pub drain_timeout_s: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            max_attempts: 5,
+            drain_timeout_s: 30,
+        }
+    }
+}
+
+impl LimitsSection {
+    /// The drain timeout as a duration.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_s)
+    }
+}
+
+impl SectionSpec for LimitsSection {
+    const NAME: &'static str = "limits";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.concurrency == 0 {
+            return bad("concurrency", "must be at least 1");
+        }
+        if self.max_attempts == 0 {
+            return bad("max_attempts", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `[telemetry]`: logs, metrics and health endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySection {
+    /// Address of the `/metrics`, `/healthz` and `/readyz` server
+    /// (`127.0.0.1:0` picks a free port).
+    pub metrics_addr: String,
+    /// `text` or `json` logs; filter them with `RUST_LOG`.
+    pub log_format: LogFormat,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            metrics_addr: "0.0.0.0:9464".into(),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl SectionSpec for TelemetrySection {
+    const NAME: &'static str = "telemetry";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.metrics_addr.is_empty() {
+            return bad("metrics_addr", "must not be empty");
+        }
+        Ok(())
+    }
+}
+
+/// `[clean]`: how the clean stage splits activity logs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanSection {
+    /// Byte size of one clean piece when a big activity file is split across
+    /// clean workers.
+    pub piece_bytes: u64,
+    /// Number of learner partitions per clean piece (match jobs per piece).
+    pub partitions: u32,
+}
+
+impl Default for CleanSection {
+    fn default() -> Self {
+        Self {
+            piece_bytes: 256 * 1024 * 1024,
+            partitions: 16,
+        }
+    }
+}
+
+impl SectionSpec for CleanSection {
+    const NAME: &'static str = "clean";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.partitions == 0 {
+            return bad("partitions", "must be at least 1");
+        }
+        if self.piece_bytes == 0 {
+            return bad("piece_bytes", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// `[download]`: where audio may come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DownloadSection {
+    /// Buckets audio may be fetched from; any other bucket or host is
+    /// rejected. Comma-separated in the environment.
+    pub audio_buckets: Vec<String>,
+}
+
+impl SectionSpec for DownloadSection {
+    const NAME: &'static str = "download";
+}
+
+/// `[analyze]`: which analyzer runs, and how long it waits for a Gemini permit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyzeSection {
+    /// `acoustic` (offline, default) or `gemini` (needs the `[gemini]`
+    /// section and `GEMINI_API_KEY`).
+    pub analyzer: AnalyzerKind,
+    /// How long a job may wait for a Gemini rate-limit permit before it is
+    /// released with a delay (seconds).
+    pub max_permit_wait_s: u64,
+}
+
+impl Default for AnalyzeSection {
+    fn default() -> Self {
+        Self {
+            analyzer: AnalyzerKind::Acoustic,
+            max_permit_wait_s: 20,
+        }
+    }
+}
+
+impl SectionSpec for AnalyzeSection {
+    const NAME: &'static str = "analyze";
+}
+
+/// `[aggregate]`: how the per-learner scores combine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregateSection {
+    /// Weights of the combined score (engagement, emotional, accuracy).
+    /// Comma-separated in the environment.
+    pub weights: [f64; 3],
+}
+
+impl Default for AggregateSection {
+    fn default() -> Self {
+        Self {
+            weights: [0.4, 0.2, 0.4],
+        }
+    }
+}
+
+impl SectionSpec for AggregateSection {
+    const NAME: &'static str = "aggregate";
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.weights.iter().any(|w| !w.is_finite() || *w < 0.0)
+            || self.weights.iter().sum::<f64>() <= 0.0
+        {
+            return bad("weights", "must be non-negative and not all zero");
+        }
+        Ok(())
+    }
+}
