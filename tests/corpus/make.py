@@ -501,7 +501,19 @@ c.summary["analyzed"] += 1
 c.summary["learners"] += 1
 c.summary["report_rows"] += 1
 c.report_users = ["#u1", "good1"]
-c.extra = {"pending": {"fleet": "learner ids with # dropped by the fleet but kept by engage run"}}
+
+c = case("learner_id_hash_selected", "The same `#`-prefixed learner, selected by an explicit id list (`--users '#u1,good1'`): selected, kept and reported by both paths. The fleet writes the resolved selection as one id per line and reads it back with `#` lines as comments, so today it drops `#u1` as deselected while `engage run` keeps it.")
+c.add(rec(user="#u1", ts="2024-05-01T10:03:00Z", audio=c.good_audio))
+c.sessions.append("#u1,h1,2024-05-01T10:00:00Z,m1,L1,10,intro")
+c.summary["activity"]["read"] += 1
+c.summary["activity"]["kept"] += 1
+c.summary["sessions"]["kept"] += 1
+c.summary["matched"] += 1
+c.summary["analyzed"] += 1
+c.summary["learners"] += 1
+c.summary["report_rows"] += 1
+c.report_users = ["#u1", "good1"]
+c.extra = {"users": ["#u1", "good1"], "pending": {"fleet": "learner ids with # dropped by the fleet but kept by engage run"}}
 
 c = case("learner_id_newline", "A learner id with an embedded newline or other control character cannot be represented in line-oriented files: rejected as bad_user_id by both paths (invented rule; today `engage run` keeps it and the fleet drops it silently).")
 c.add(rec(user="u\n2", ts="2024-05-01T10:03:00Z", audio=c.good_audio),

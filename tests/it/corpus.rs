@@ -24,7 +24,7 @@ use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use serde_json::Value;
 
-use crate::support::fleet::{Backend, COMPARED, Fleet, STAGES, amqp, bin_dir};
+use crate::support::fleet::{Backend, COMPARED, Fleet, STAGES, amqp, bin_dir, poll};
 use crate::support::s3::S3Server;
 
 /// The audio bucket every case uses (keys are prefixed with the case name).
@@ -57,6 +57,16 @@ impl Case {
             Value::Object(m) => m.get(mode).and_then(Value::as_str).map(str::to_string),
             _ => None,
         }
+    }
+
+    /// The explicit learner selection (`--users`), if the case has one.
+    fn users(&self) -> Option<String> {
+        let ids: Vec<&str> = self.expect["users"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        Some(ids.join(","))
     }
 
     fn activity_file(&self) -> Option<PathBuf> {
@@ -414,13 +424,18 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
 
 /// `engage run` on a staged case: Ok(out dir) or Err(stderr) when it exits non-zero.
 fn engage_run(
+    case: &Case,
     act: &Path,
     ses: &Path,
     s3: &Path,
     out: &Path,
 ) -> anyhow::Result<Result<PathBuf, String>> {
-    let o = std::process::Command::new(bin_dir().join("engage"))
-        .arg("run")
+    let mut cmd = std::process::Command::new(bin_dir().join("engage"));
+    cmd.arg("run");
+    if let Some(users) = case.users() {
+        cmd.arg(format!("--users={users}"));
+    }
+    let o = cmd
         .arg("--activity")
         .arg(act)
         .arg("--sessions")
@@ -440,7 +455,7 @@ fn engage_run(
 fn run_case(case: &Case, tmp: &Path, wire: &Tripwire) -> anyhow::Result<Vec<String>> {
     let (act, ses, s3) = stage_case(case, &tmp.join(&case.name), wire)?;
     let out = tmp.join(&case.name).join("out");
-    let result = engage_run(&act, &ses, &s3, &out)?;
+    let result = engage_run(case, &act, &ses, &s3, &out)?;
     Ok(match (case.outcome(), result) {
         ("complete", Ok(out)) => check_outputs(case, &out),
         ("complete", Err(e)) => vec![format!("engage run failed: {}", e.trim())],
@@ -643,7 +658,10 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
     let mut batches: BTreeMap<String, String> = BTreeMap::new();
     for c in &cases {
         if let Some((a, s)) = inputs.get(&c.name) {
-            let o = f.engage(&["enqueue", "--activity", a, "--sessions", s])?;
+            let mut args = vec!["enqueue", "--activity", a, "--sessions", s];
+            let users = c.users().map(|u| format!("--users={u}"));
+            args.extend(users.as_deref());
+            let o = f.engage(&args)?;
             if !o.status.success() {
                 bail!("enqueue {}: {}", c.name, String::from_utf8_lossy(&o.stderr));
             }
@@ -653,7 +671,11 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
         if c.dir.join("envelope.bin").is_file() {
             let raw = std::fs::read(c.dir.join("envelope.bin"))?;
             let body = match batches.get(&c.name) {
-                Some(b) => replace(&raw, b"{{BATCH}}", b.as_bytes()),
+                Some(b) => {
+                    // A job forged for a batch that is under way: planned, not complete.
+                    wait_planned(&f, b).await?;
+                    replace(&raw, b"{{BATCH}}", b.as_bytes())
+                }
                 None => raw,
             };
             let stage = c.expect["stage"]
@@ -719,8 +741,14 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
                 .filter(|d| belongs(c, &batches, d))
                 .map(|d| format!("{}: {} ({})", d.stage, d.reason, d.error))
                 .collect();
+            let status = match batches.get(&c.name) {
+                Some(b) => String::from_utf8_lossy(&f.engage(&["status", b])?.stdout)
+                    .trim()
+                    .to_string(),
+                None => "(no batch)".into(),
+            };
             problems.push(format!(
-                "expected dead letter {} not found; this case's dead letters: {mine:?}",
+                "expected dead letter {} not found; this case's dead letters: {mine:?}; batch status: {status}",
                 c.expect["fleet_dlq"]
             ));
         }
@@ -740,6 +768,19 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
         "{connected} connection(s) reached the loopback tripwire"
     );
     verdicts.finish("fleet")
+}
+
+/// Polls `engage status` until the batch has been planned by the clean stage.
+async fn wait_planned(f: &Fleet, batch: &str) -> anyhow::Result<()> {
+    poll(
+        "the batch to be planned",
+        Duration::from_secs(60),
+        || async {
+            let o = f.engage(&["status", batch])?;
+            Ok((!String::from_utf8_lossy(&o.stdout).contains("unknown batch")).then_some(()))
+        },
+    )
+    .await
 }
 
 /// Whether a dead letter belongs to a case: its batch, or its exact envelope body.
@@ -765,7 +806,7 @@ fn compare_with_run(c: &Case, staging: &Path, fleet_out: &Path) -> anyhow::Resul
     let act = c.activity_file().context("activity")?;
     let act = work.join(act.file_name().context("name")?);
     let out = work.join("reference");
-    let Ok(reference) = engage_run(&act, &work.join("sessions.csv"), &work.join("s3"), &out)?
+    let Ok(reference) = engage_run(c, &act, &work.join("sessions.csv"), &work.join("s3"), &out)?
     else {
         return Ok(vec!["engage run failed on the same input".into()]);
     };
