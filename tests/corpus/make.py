@@ -332,6 +332,12 @@ c.add(rec(ts=1714557660000, audio=c.good_audio, acc=80))  # 2024-05-01T10:01:00Z
 c.summary["activity"]["read"] += 4
 c.summary["activity"]["duplicates"] += 4
 
+c = case("all_records_rejected", "A log in which every record is rejected: nothing is kept, yet the batch completes with its rejects counted and an empty report (a batch with no learner must not wait forever).", good=False)
+c.sessions = [SESSIONS_HEADER] + list(BASE_SESSIONS)
+c.add(b"not json", {"user_id": "bad1", "language": "en"}, b"[1]")
+c.rejected("invalid_json", 1).rejected("missing_timestamp", 1).rejected("not_an_object", 1)
+c.summary["sessions"]["kept"] = 2
+
 case("non_english", "Records in another language or with no language are dropped and counted as non_english, not rejected.").add(
     {"user_id": "bad1", "language": "fr", "timestamp": "2024-05-01T10:05:00Z"},
     {"user_id": "bad1", "timestamp": "2024-05-01T10:05:00Z"},

@@ -687,7 +687,7 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
 
     // Wait for the batches that must complete (the pending ones last, so a
     // pending case that hangs cannot starve the others of the deadline).
-    let deadline = Instant::now() + Duration::from_secs(150);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut order: Vec<&Case> = cases.iter().filter(|c| c.outcome() == "complete").collect();
     order.sort_by_key(|c| c.pending("fleet").is_some());
     let mut verdicts = Verdicts::default();
@@ -751,6 +751,11 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
                 "expected dead letter {} not found; this case's dead letters: {mine:?}; batch status: {status}",
                 c.expect["fleet_dlq"]
             ));
+            if let Some(b) = batches.get(&c.name)
+                && let Some(leak) = leaked_environment(&f, b)
+            {
+                problems.push(leak);
+            }
         }
         if c.expect["fleet_dlq"].is_null() {
             for d in dead.iter().filter(|d| belongs(c, &batches, d)) {
@@ -768,6 +773,41 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
         "{connected} connection(s) reached the loopback tripwire"
     );
     verdicts.finish("fleet")
+}
+
+/// When a batch that should have been refused was processed anyway: whether
+/// anything the fleet stored for it (rejects excerpts, partitions) carries the
+/// workers' environment. Names only are reported, never values.
+fn leaked_environment(f: &Fleet, batch: &str) -> Option<String> {
+    let Backend::S3(s3) = &f.backend else {
+        return None;
+    };
+    let mut files = Vec::new();
+    collect_files(&s3.root.join("engage-store"), &mut files);
+    let mut names = BTreeSet::new();
+    for file in files.iter().filter(|p| p.to_string_lossy().contains(batch)) {
+        let text = String::from_utf8_lossy(&std::fs::read(file).unwrap_or_default()).into_owned();
+        names.extend(
+            f.env
+                .keys()
+                .filter(|k| text.contains(&format!("{k}=")))
+                .cloned(),
+        );
+    }
+    (!names.is_empty()).then(|| {
+        format!("the fleet read the input: what it stored for the batch holds the workers' environment variables {names:?}")
+    })
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
 }
 
 /// Polls `engage status` until the batch has been planned by the clean stage.
