@@ -532,7 +532,7 @@ c.rejected("bad_user_id", 3)
 c.session_rejected("bad_csv_row", 1)
 c.extra = {"pending": "learner ids with #/newline: one rule for engage run and the fleet (control characters → bad_user_id / bad_csv_row)"}
 
-c = case("csv_injection_ids", "Learner ids that a spreadsheet would run as formulas (`=1+2`, `@SUM(A1)`, `+1`, `-1+2`) are kept, but every CSV cell starting with = + - @ (or tab/CR) is written with a leading `'`.")
+c = case("csv_injection_ids", "Learner ids that a spreadsheet would run as formulas (`=1+2`, `@SUM(A1)`, `+1`, `-1+2`) are kept, but every CSV cell starting with = + - @ (or tab/CR) is written with a leading `'`; report.json (not a spreadsheet format) keeps the raw ids.")
 for i, u in enumerate(["=1+2", "@SUM(A1)", "+1", "-1+2"]):
     c.add(rec(user=u, ts=f"2024-05-01T10:02:0{i}Z", audio=c.good_audio))
     c.sessions.append(f"{u},x{i},2024-05-01T10:00:00Z,m1,L1,10,intro")
