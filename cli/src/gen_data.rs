@@ -1464,7 +1464,10 @@ mod tests {
         assert!(cli.args.gzip);
         assert_eq!(cli.args.target_bytes, Some(1000));
         assert!(
-            Cli::try_parse_from(["gen-data"]).is_err(),
+            matches!(
+                Cli::try_parse_from(["gen-data"]),
+                Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
+            ),
             "--out is required"
         );
     }
@@ -1472,22 +1475,45 @@ mod tests {
     #[test]
     fn invalid_arguments_are_refused() {
         let tmp = tempfile::tempdir().expect("tempdir");
-        for args in [
-            GenDataArgs {
-                bad_fraction: 1.5,
-                ..GenDataArgs::new(tmp.path())
-            },
-            GenDataArgs {
-                bad_fraction: 0.6,
-                non_english_fraction: 0.6,
-                ..GenDataArgs::new(tmp.path())
-            },
-            GenDataArgs {
-                bucket: "Bad_Bucket".into(),
-                ..GenDataArgs::new(tmp.path())
-            },
-        ] {
-            assert!(run(&args).is_err());
+        type Expected = fn(&GenDataError) -> bool;
+        let cases: [(GenDataArgs, Expected); 3] = [
+            (
+                GenDataArgs {
+                    bad_fraction: 1.5,
+                    ..GenDataArgs::new(tmp.path())
+                },
+                |e| {
+                    matches!(
+                        e,
+                        GenDataError::Fraction {
+                            name: "--bad-fraction",
+                            ..
+                        }
+                    )
+                },
+            ),
+            (
+                GenDataArgs {
+                    bad_fraction: 0.6,
+                    non_english_fraction: 0.6,
+                    ..GenDataArgs::new(tmp.path())
+                },
+                |e| matches!(e, GenDataError::FractionsExceedOne),
+            ),
+            (
+                GenDataArgs {
+                    bucket: "Bad_Bucket".into(),
+                    ..GenDataArgs::new(tmp.path())
+                },
+                |e| matches!(e, GenDataError::Bucket(b) if b == "Bad_Bucket"),
+            ),
+        ];
+        for (args, expected) in cases {
+            let e = run(&args).expect_err("invalid arguments must be refused");
+            let e = e
+                .downcast_ref::<GenDataError>()
+                .unwrap_or_else(|| panic!("not a GenDataError: {e:#}"));
+            assert!(expected(e), "{e}");
         }
     }
 }

@@ -2,9 +2,10 @@
 //! never paying twice, the free pre-filter, 429s pausing the fleet, faults
 //! retried then recorded as failed items, and a bad key stopping the workers.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault};
+use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault, Latency};
 
 use crate::support::fleet::{Backend, Fleet, free_port, http_get, poll};
 
@@ -27,57 +28,125 @@ fn summary(dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     )?)?)
 }
 
+/// Every `.wav` object under `dir`, sorted by path.
+fn wav_objects(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(wav_objects(&p)?);
+        } else if p.extension().is_some_and(|x| x == "wav") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Rewrites the generated audio so that only `distinct` contents remain (the
+/// largest clips: speech, in the fixed-seed dataset), each behind many
+/// objects of several learners. Returns how many objects now share them.
+fn share_audio(s3_root: &Path, distinct: usize) -> anyhow::Result<usize> {
+    let objects = wav_objects(s3_root)?;
+    let mut by_size: Vec<(u64, &PathBuf)> = objects
+        .iter()
+        .map(|p| Ok((std::fs::metadata(p)?.len(), p)))
+        .collect::<anyhow::Result<_>>()?;
+    by_size.sort_by(|a, b| b.cmp(a));
+    let pool: Vec<Vec<u8>> = by_size
+        .iter()
+        .take(distinct)
+        .map(|(_, p)| std::fs::read(p))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(pool.len() == distinct, "only {} audio objects", pool.len());
+    for (i, p) in objects.iter().enumerate() {
+        std::fs::write(p, &pool[i % distinct])?;
+    }
+    Ok(objects.len())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_batches_never_pay_twice_for_the_same_audio() -> anyhow::Result<()> {
-    let fake = FakeGemini::start(FakeConfig::default()).await?;
+    // A slow model: calls overlap, so duplicates arrive while one is paying.
+    let fake = FakeGemini::start(FakeConfig {
+        behaviour: Behaviour {
+            latency: Latency::Fixed(Duration::from_millis(800)),
+            ..Behaviour::default()
+        },
+        ..FakeConfig::default()
+    })
+    .await?;
     let mut f = gemini_fleet("gem-once", &fake, fake.api_key()).await?;
     // A low inline limit sends bigger clips through the Files API.
     f.env
         .insert("ENGAGE_GEMINI__INLINE_MAX_BYTES".into(), "60000".into());
+    // Three distinct audios behind every object of every learner.
+    const DISTINCT: usize = 3;
+    let objects = share_audio(&f.data.s3_root, DISTINCT)?;
+    assert!(objects >= 10 * DISTINCT, "{objects} audio objects");
+    // Two analyze workers, and two batches of the same data at once: the
+    // same audio is delivered concurrently, across learners and batches.
     f.start_all()?;
-    let first = f.wait_and_report(&f.enqueue()?, 120)?;
+    f.start("analyze")?;
+    let (b1, b2) = (f.enqueue()?, f.enqueue()?);
+    let first = f.wait_and_report(&b1, 180)?;
+    let second = f.wait_and_report(&b2, 180)?;
     let stats = fake.stats();
-    let s = summary(&first)?;
-    assert!(stats.generate_calls > 10, "{stats:?}");
+    let (s1, s2) = (summary(&first)?, summary(&second)?);
+    let sum = |k: &str| s1["cost"][k].as_u64().unwrap_or(0) + s2["cost"][k].as_u64().unwrap_or(0);
+    assert!(stats.generate_calls > 0, "{stats:?}");
     assert_eq!(
         stats.max_calls_per_audio(),
         1,
-        "an audio was paid for twice"
+        "an audio was paid for twice: {:?}",
+        stats.calls_by_hash
     );
-    assert_eq!(
-        s["cost"]["calls"].as_u64(),
-        Some(stats.generate_calls),
-        "{s}"
-    );
+    assert!(stats.calls_by_hash.len() <= DISTINCT, "{stats:?}");
+    // The same audio really was asked for many times: many more items were
+    // analyzed than calls were paid for.
+    let analyzed = s1["analyzed"].as_u64().unwrap_or(0) + s2["analyzed"].as_u64().unwrap_or(0);
     assert!(
-        s["cost"]["prefiltered"].as_u64() > Some(0),
-        "silent clips must not be sent: {s}"
+        analyzed >= 5 * stats.generate_calls,
+        "{analyzed} items analyzed for {} calls: {s1} {s2}",
+        stats.generate_calls
     );
-    assert!(s["cost"]["prompt_tokens"].as_u64() > Some(0), "{s}");
+    assert_eq!(sum("calls"), stats.generate_calls, "{s1} {s2}");
+    assert!(sum("cache_hits") > 0, "{s1} {s2}");
+    // Some deliveries met another one paying for the same audio (the lease)
+    // and came back later for its answer: the deliveries were concurrent.
+    let logs: String = (0..2)
+        .map(|i| {
+            std::fs::read_to_string(f.dir.path().join(format!("logs/analyze-{i}.log")))
+                .unwrap_or_default()
+        })
+        .collect();
     assert!(
-        stats.uploads_finalized > 0 && stats.files_deleted == stats.uploads_finalized,
-        "{stats:?}"
+        logs.contains(": leased"),
+        "no delivery met a paying one: {}",
+        f.logs()
     );
+    assert!(stats.uploads_finalized > 0, "{stats:?}");
+    assert_eq!(stats.files_deleted, stats.uploads_finalized, "{stats:?}");
     let analysis = std::fs::read_to_string(first.join("analysis.csv"))?;
     assert!(
         analysis.contains(",gemini:gemini-2.5-flash:p1,"),
         "{analysis}"
     );
+    assert_eq!(
+        std::fs::read(first.join("report.csv"))?,
+        std::fs::read(second.join("report.csv"))?
+    );
 
     // The same data again, as a new batch: every answer comes from the durable cache.
-    let second = f.wait_and_report(&f.enqueue()?, 120)?;
+    let third = f.wait_and_report(&f.enqueue()?, 120)?;
     assert_eq!(
         fake.stats().generate_calls,
         stats.generate_calls,
         "a re-run batch paid again"
     );
-    let s2 = summary(&second)?;
-    assert_eq!(s2["cost"]["calls"].as_u64(), Some(0));
-    assert!(s2["cost"]["cache_hits"].as_u64() > Some(0));
-    assert_eq!(
-        std::fs::read(first.join("report.csv"))?,
-        std::fs::read(second.join("report.csv"))?
-    );
+    let s3 = summary(&third)?;
+    assert_eq!(s3["cost"]["calls"].as_u64(), Some(0), "{s3}");
+    assert!(s3["cost"]["cache_hits"].as_u64() > Some(0), "{s3}");
     Ok(())
 }
 

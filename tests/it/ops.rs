@@ -5,7 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::fleet::{Backend, Fleet, assert_same_outputs, free_port, http_get, poll};
+use crate::support::fleet::{
+    Backend, Fleet, PrivateRedis, assert_same_outputs, free_port, http_get, poll,
+};
 
 /// The documented producer message, published with pika (not our Rust code).
 const PIKA_PRODUCER: &str = r#"
@@ -95,6 +97,56 @@ async fn workers_serve_metrics_health_and_readiness_without_learner_ids() -> any
     // Not ready when the worker is stopped by SIGTERM: the endpoint goes away with it.
     let st = f.signal("clean", "TERM");
     assert!(st[0].success());
-    assert!(http_get(&addr, "/healthz").is_err());
+    let gone = http_get(&addr, "/healthz").expect_err("the endpoint outlived its worker");
+    assert_eq!(
+        gone.downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{gone:#}"
+    );
+    Ok(())
+}
+
+/// Polls `/readyz` until it answers `code`; returns the body.
+async fn readyz_turns(addr: &str, code: u16, what: &str) -> anyhow::Result<String> {
+    poll(what, Duration::from_secs(30), || async {
+        Ok(http_get(addr, "/readyz")
+            .ok()
+            .filter(|(c, _)| *c == code)
+            .map(|(_, body)| body))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_turns_503_while_redis_is_down_and_200_when_it_is_back() -> anyhow::Result<()> {
+    let redis = PrivateRedis::start(false)?;
+    let redis_port = redis.port;
+    let mut f = Fleet::new("readyz", Backend::Local, 2, 2)?;
+    let addr = format!("127.0.0.1:{}", free_port());
+    f.env.insert("ENGAGE_REDIS_URL".into(), redis.url());
+    f.env.insert("ENGAGE_METRICS_ADDR".into(), addr.clone());
+    f.start("clean")?;
+    let body = readyz_turns(&addr, 200, "/readyz to say ready").await?;
+    assert!(body.contains("redis: up"), "{body}");
+
+    // Redis dies: the worker stays alive but is not ready.
+    redis.stop();
+    let body = readyz_turns(&addr, 503, "/readyz to say not ready").await?;
+    assert!(
+        body.contains("redis: down") && body.contains("amqp: up"),
+        "{body}"
+    );
+    assert_eq!(http_get(&addr, "/healthz")?.0, 200, "the process is up");
+    let (_, metrics) = http_get(&addr, "/metrics")?;
+    assert!(
+        metrics.contains(r#"engage_ready{stage="clean"} 0"#),
+        "{metrics}"
+    );
+
+    // Redis is back on the same address: ready again, without a restart.
+    let _redis = PrivateRedis::start_on(redis_port, false)?;
+    let body = readyz_turns(&addr, 200, "/readyz to say ready again").await?;
+    assert!(body.contains("redis: up"), "{body}");
     Ok(())
 }

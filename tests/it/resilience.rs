@@ -285,6 +285,7 @@ async fn sigkill_mid_batch_loses_nothing() -> anyhow::Result<()> {
     f.wait_midway(&batch, "analyze").await?;
     f.signal("analyze", "KILL");
     f.signal("download", "KILL");
+    f.assert_incomplete_after_fault(&batch, "SIGKILL")?;
     f.start("download")?;
     f.start("analyze")?;
     let out = f.wait_and_report(&batch, 180)?;
@@ -300,6 +301,7 @@ async fn sigterm_drains_and_exits_zero() -> anyhow::Result<()> {
     f.wait_midway(&batch, "download").await?;
     let started = std::time::Instant::now();
     let statuses = f.signal("analyze", "TERM");
+    f.assert_incomplete_after_fault(&batch, "SIGTERM")?;
     assert_eq!(statuses.len(), 1);
     assert!(
         statuses[0].success(),
@@ -332,6 +334,9 @@ async fn redis_flushall_mid_batch_still_completes_with_the_same_report() -> anyh
     let batch = f.enqueue()?;
     f.wait_midway(&batch, "analyze").await?;
     assert!(redis.cli(&["flushall"])?.contains("OK"));
+    // Right after the flush the ledger is gone: the status is "unknown batch"
+    // unless the outputs were already written (the batch was over).
+    f.assert_incomplete_after_fault(&batch, "FLUSHALL")?;
     let out = f.wait_and_report(&batch, 180)?;
     assert_same_outputs(&f.reference()?, &out);
     Ok(())
@@ -446,10 +451,13 @@ async fn workers_reconnect_when_the_broker_drops_their_connection() -> anyhow::R
         .filter_map(|l| l.split('\t').next())
         .collect();
     assert!(ours.len() >= 5, "connections of {}: {text}", f.ns);
-    for pid in ours {
+    for (i, pid) in ours.into_iter().enumerate() {
         let _ = std::process::Command::new("rabbitmqctl")
             .args(["-q", "close_connection", pid, "test: broker outage"])
             .output()?;
+        if i == 0 {
+            f.assert_incomplete_after_fault(&batch, "the first connection was closed")?;
+        }
     }
     let out = f.wait_and_report(&batch, 180)?;
     assert_same_outputs(&f.reference()?, &out);

@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 
 use std::f64::consts::PI;
-use std::io::Cursor;
 
 use rand::Rng;
 
@@ -50,8 +49,8 @@ pub struct Voice {
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
     /// The WAV encoder failed.
-    #[error("WAV encoding failed: {0}")]
-    Wav(#[from] hound::Error),
+    #[error(transparent)]
+    Wav(#[from] engage_audio::wav::WavError),
 }
 
 /// Synthesises `duration_s` seconds of speech-like audio.
@@ -235,23 +234,11 @@ pub fn add_noise(samples: &mut [f32], signal_dbfs: f64, snr_db: f64, rng: &mut i
 
 /// Encodes mono samples as a 16-bit PCM WAV file (values clamped to full scale).
 pub fn to_wav(samples: &[f32]) -> Result<Vec<u8>, SynthError> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: SAMPLE_RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut cursor = Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
-    {
-        let mut w = hound::WavWriter::new(&mut cursor, spec)?;
-        let mut w16 = w.get_i16_writer(u32::try_from(samples.len()).unwrap_or(u32::MAX));
-        for &s in samples {
-            w16.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16);
-        }
-        w16.flush()?;
-        w.finalize()?;
-    }
-    Ok(cursor.into_inner())
+    let pcm: Vec<i16> = samples
+        .iter()
+        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
+        .collect();
+    Ok(engage_audio::wav::encode_pcm16_mono(SAMPLE_RATE, &pcm)?)
 }
 
 #[cfg(test)]

@@ -10,11 +10,14 @@
 //!   intonation, zero-crossing rate and a speech-rate proxy.
 //! - [`probe`] does both and adds the facts the download stage stores as JSON
 //!   beside the audio ([`AudioProbe`]).
+//! - [`wav`] encodes mono 16-bit PCM samples as WAV bytes (gen-data's clips
+//!   and the tests' audio).
 
 #![forbid(unsafe_code)]
 
 mod decode;
 mod features;
+pub mod wav;
 
 use serde::{Deserialize, Serialize};
 

@@ -136,7 +136,8 @@ mod tests {
         );
         assert_eq!(AudioQuality::parse("excellent"), None);
         let j: Result<PronunciationQuality, _> = serde_json::from_str("\"great\"");
-        assert!(j.is_err());
+        let e = j.unwrap_err();
+        assert!(e.to_string().contains("unknown variant `great`"), "{e}");
     }
 
     #[test]
@@ -179,8 +180,14 @@ mod tests {
         };
         assert!(r.validate().is_ok());
         r.engagement_score = 100.5;
-        assert!(r.validate().is_err());
+        assert_eq!(
+            r.validate(),
+            Err("engagement_score out of range: 100.5".to_string())
+        );
         r.engagement_score = f64::NAN;
-        assert!(r.validate().is_err());
+        assert_eq!(
+            r.validate(),
+            Err("engagement_score out of range: NaN".to_string())
+        );
     }
 }

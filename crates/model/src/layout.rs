@@ -72,10 +72,6 @@ impl Layout {
     pub fn clean_done(&self, b: &str, piece: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/clean/{piece}/done.json"))
     }
-    /// Prefix of all clean outputs.
-    pub fn clean_prefix(&self, b: &str) -> Result<ObjectUri, UriError> {
-        self.at(format!("batches/{b}/clean"))
-    }
     /// Rejected records of a piece.
     pub fn rejects(&self, b: &str, piece: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/rejects/{piece}.jsonl"))
@@ -87,10 +83,6 @@ impl Layout {
     /// Matched records of a piece's partition.
     pub fn matched_part(&self, b: &str, piece: &str, p: u32) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/matched/{piece}/part-{p:04}.jsonl"))
-    }
-    /// Prefix of all matched outputs.
-    pub fn matched_prefix(&self, b: &str) -> Result<ObjectUri, UriError> {
-        self.at(format!("batches/{b}/matched"))
     }
     /// One chunk of the item-state log (see the runtime's item log).
     pub fn item_chunk(&self, b: &str, name: &str) -> Result<ObjectUri, UriError> {
@@ -118,10 +110,6 @@ impl Layout {
     /// Marker of a running batch.
     pub fn active(&self, b: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("active/{b}"))
-    }
-    /// Prefix of running-batch markers.
-    pub fn active_prefix(&self) -> Result<ObjectUri, UriError> {
-        self.at("active".to_string())
     }
     /// Validated audio by content hash.
     pub fn audio(&self, hash: &str) -> Result<ObjectUri, UriError> {

@@ -68,11 +68,6 @@ impl SelectedLearners {
         }
     }
 
-    /// Whether every learner is selected.
-    pub fn is_all(&self) -> bool {
-        matches!(self, Self::All)
-    }
-
     /// The number of selected ids, or `None` for [`SelectedLearners::All`].
     pub fn len(&self) -> Option<usize> {
         match self {
@@ -168,7 +163,6 @@ mod tests {
     fn all_contains_everyone() {
         let s = SelectedLearners::default();
         assert!(s.contains("anyone"));
-        assert!(s.is_all());
         assert_eq!(s.len(), None);
     }
 

@@ -100,11 +100,26 @@ mod tests {
 
     #[test]
     fn bad_timestamps_are_errors() {
-        assert!(parse_timestamp_str("yesterday").is_err());
-        assert!(parse_timestamp_str("").is_err());
-        assert!(parse_timestamp_json(&serde_json::json!(true)).is_err());
-        assert!(parse_timestamp_json(&serde_json::json!(1.5)).is_err());
-        assert!(parse_timestamp_str("99999999999999999999").is_err());
+        assert!(matches!(
+            parse_timestamp_str("yesterday"),
+            Err(TimestampError::Unparseable(s)) if s == "yesterday"
+        ));
+        assert!(matches!(
+            parse_timestamp_str(""),
+            Err(TimestampError::Unparseable(_))
+        ));
+        assert_eq!(
+            parse_timestamp_json(&serde_json::json!(true)),
+            Err(TimestampError::WrongType)
+        );
+        assert_eq!(
+            parse_timestamp_json(&serde_json::json!(1.5)),
+            Err(TimestampError::WrongType)
+        );
+        assert!(matches!(
+            parse_timestamp_str("99999999999999999999"),
+            Err(TimestampError::Unparseable(_) | TimestampError::OutOfRange)
+        ));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! durable store (see `rebuild`).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,86 @@ local function claim(key, job)
 end
 "#;
 
+/// A fan-in script: the shared prelude, then `body`. Built once per script
+/// (the statics below), so the SHA-1 is computed once and EVALSHA hits the
+/// server's script cache; keys and values travel as KEYS/ARGV only.
+fn with_prelude(body: &str) -> Script {
+    Script::new(&format!("{REGISTERED}\n{body}"))
+}
+
+/// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2] = the piece, ARGV[3..] = the match parts it produced.
+static PIECE_DONE: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local p = KEYS[1]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+redis.call('SADD', p .. ':pieces_done', ARGV[2])
+for i = 3, #ARGV do redis.call('SADD', p .. ':match_expected', ARGV[i]) end
+return registered(p, ARGV[1])
+"#,
+    )
+});
+
+/// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2] = the match part.
+static MATCH_DONE: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local p = KEYS[1]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+redis.call('SADD', p .. ':match_done', ARGV[2])
+return registered(p, ARGV[1])
+"#,
+    )
+});
+
+/// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2] = the learner, ARGV[3] = the response id, ARGV[4] = the failure reason (or empty), ARGV[5] = the state.
+static FINALIZE_ITEM: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local p = KEYS[1]
+local u = ARGV[2]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+redis.call('SADD', p .. ':final:' .. u, ARGV[3])
+redis.call('SADD', p .. ':all_final', ARGV[3])
+redis.call('HSETNX', p .. ':state:' .. u, ARGV[3], ARGV[5])
+if ARGV[4] ~= '' then redis.call('HSET', p .. ':failed', ARGV[3], ARGV[4]) end
+if registered(p, ARGV[1]) < 1 then return 0 end
+if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
+if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:' .. u) then return 0 end
+return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
+"#,
+    )
+});
+
+/// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2] = the learner.
+static TRY_CLAIM_LEARNER: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local p = KEYS[1]
+local u = ARGV[2]
+if registered(p, ARGV[1]) < 0 then return -1 end
+if not redis.call('HGET', p .. ':meta', 'registered') then return 0 end
+if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
+if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:' .. u) then return 0 end
+return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
+"#,
+    )
+});
+
+/// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2] = the learner (or empty for a scan).
+static LEARNER_AGGREGATED: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local p = KEYS[1]
+if registered(p, ARGV[1]) < 0 then return -1 end
+if ARGV[2] ~= '' then redis.call('SADD', p .. ':agg_done', ARGV[2]) end
+if not redis.call('HGET', p .. ':meta', 'registered') then return 0 end
+if redis.call('SCARD', p .. ':agg_done') < redis.call('SCARD', p .. ':learners') then return 0 end
+return claim(p .. ':report_claim', ARGV[1]) * 2
+"#,
+    )
+});
+
 impl Ledger {
     /// Ledger of namespace `ns`.
     pub fn new(conn: RedisConn, ns: impl Into<String>) -> Self {
@@ -118,10 +199,6 @@ impl Ledger {
     /// The key prefix (with hash tag) of a batch.
     pub fn prefix(&self, batch: &str) -> String {
         format!("{{{}:{}}}", self.ns, batch)
-    }
-
-    fn script(body: &str) -> Script {
-        Script::new(&format!("{REGISTERED}\n{body}"))
     }
 
     /// Creates the batch's ledger (idempotent): `pieces` expected clean pieces.
@@ -166,18 +243,9 @@ impl Ledger {
         match_parts: &[String],
         job: &str,
     ) -> Result<FanIn, LedgerError> {
-        let s = Self::script(
-            r#"
-local p = KEYS[1]
-if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
-redis.call('SADD', p .. ':pieces_done', ARGV[2])
-for i = 3, #ARGV do redis.call('SADD', p .. ':match_expected', ARGV[i]) end
-return registered(p, ARGV[1])
-"#,
-        );
         let mut args = vec![piece];
         args.extend(match_parts.iter().map(String::as_str));
-        self.fan_in(&s, batch, job, &args).await
+        self.fan_in(&PIECE_DONE, batch, job, &args).await
     }
 
     /// Registers learners' items found by a match job (idempotent set adds).
@@ -214,15 +282,7 @@ return registered(p, ARGV[1])
         part: &str,
         job: &str,
     ) -> Result<FanIn, LedgerError> {
-        let s = Self::script(
-            r#"
-local p = KEYS[1]
-if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
-redis.call('SADD', p .. ':match_done', ARGV[2])
-return registered(p, ARGV[1])
-"#,
-        );
-        self.fan_in(&s, batch, job, &[part]).await
+        self.fan_in(&MATCH_DONE, batch, job, &[part]).await
     }
 
     /// Runs a fan-in script with KEYS[1] = the batch prefix, ARGV[1] = the job id.
@@ -274,23 +334,8 @@ return registered(p, ARGV[1])
         state: &str,
         job: &str,
     ) -> Result<FanIn, LedgerError> {
-        let s = Self::script(
-            r#"
-local p = KEYS[1]
-local u = ARGV[2]
-if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
-redis.call('SADD', p .. ':final:' .. u, ARGV[3])
-redis.call('SADD', p .. ':all_final', ARGV[3])
-redis.call('HSETNX', p .. ':state:' .. u, ARGV[3], ARGV[5])
-if ARGV[4] ~= '' then redis.call('HSET', p .. ':failed', ARGV[3], ARGV[4]) end
-if registered(p, ARGV[1]) < 1 then return 0 end
-if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
-if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:' .. u) then return 0 end
-return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
-"#,
-        );
         self.fan_in(
-            &s,
+            &FINALIZE_ITEM,
             batch,
             job,
             &[user, response_id, failed_reason.unwrap_or(""), state],
@@ -324,18 +369,7 @@ return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
         user: &str,
         job: &str,
     ) -> Result<FanIn, LedgerError> {
-        let s = Self::script(
-            r#"
-local p = KEYS[1]
-local u = ARGV[2]
-if registered(p, ARGV[1]) < 0 then return -1 end
-if not redis.call('HGET', p .. ':meta', 'registered') then return 0 end
-if redis.call('SISMEMBER', p .. ':agg_done', u) == 1 then return 0 end
-if redis.call('SCARD', p .. ':final:' .. u) < redis.call('SCARD', p .. ':items:' .. u) then return 0 end
-return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
-"#,
-        );
-        self.fan_in(&s, batch, job, &[user]).await
+        self.fan_in(&TRY_CLAIM_LEARNER, batch, job, &[user]).await
     }
 
     /// All learners of a batch (SSCAN, so a big batch does not block Redis).
@@ -359,17 +393,8 @@ return claim(p .. ':agg_claim:' .. u, ARGV[1]) * 2
         user: Option<&str>,
         job: &str,
     ) -> Result<FanIn, LedgerError> {
-        let s = Self::script(
-            r#"
-local p = KEYS[1]
-if registered(p, ARGV[1]) < 0 then return -1 end
-if ARGV[2] ~= '' then redis.call('SADD', p .. ':agg_done', ARGV[2]) end
-if not redis.call('HGET', p .. ':meta', 'registered') then return 0 end
-if redis.call('SCARD', p .. ':agg_done') < redis.call('SCARD', p .. ':learners') then return 0 end
-return claim(p .. ':report_claim', ARGV[1]) * 2
-"#,
-        );
-        self.fan_in(&s, batch, job, &[user.unwrap_or("")]).await
+        self.fan_in(&LEARNER_AGGREGATED, batch, job, &[user.unwrap_or("")])
+            .await
     }
 
     /// Marks the batch complete (its outputs are written) and drops the item

@@ -30,10 +30,3 @@ pub fn init(format: LogFormat) -> bool {
     };
     res.is_ok()
 }
-
-/// For tests: logs only when `TEST_LOG` is set, so test output stays readable.
-pub fn init_for_tests() {
-    if std::env::var_os("TEST_LOG").is_some() {
-        init(LogFormat::Text);
-    }
-}

@@ -110,23 +110,8 @@ mod tests {
     use super::*;
 
     fn wav(seconds: u32) -> Vec<u8> {
-        let rate = 16_000u32;
-        let data_len = rate * 2 * seconds;
-        let mut v = Vec::new();
-        v.extend_from_slice(b"RIFF");
-        v.extend_from_slice(&(36 + data_len).to_le_bytes());
-        v.extend_from_slice(b"WAVEfmt ");
-        v.extend_from_slice(&16u32.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&1u16.to_le_bytes());
-        v.extend_from_slice(&rate.to_le_bytes());
-        v.extend_from_slice(&(rate * 2).to_le_bytes());
-        v.extend_from_slice(&2u16.to_le_bytes());
-        v.extend_from_slice(&16u16.to_le_bytes());
-        v.extend_from_slice(b"data");
-        v.extend_from_slice(&data_len.to_le_bytes());
-        v.resize(v.len() + data_len as usize, 0);
-        v
+        let samples = vec![0i16; 16_000 * seconds as usize];
+        engage_audio::wav::encode_pcm16_mono(16_000, &samples).unwrap()
     }
 
     #[test]

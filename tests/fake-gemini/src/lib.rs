@@ -140,11 +140,6 @@ impl FakeGemini {
         self.shared.lock().stats.clone()
     }
 
-    /// Clears the counters (quota windows and files are kept).
-    pub fn reset_stats(&self) {
-        self.shared.lock().stats = Stats::default();
-    }
-
     /// Changes the behaviour of the running server.
     pub fn set_behaviour(&self, change: impl FnOnce(&mut Behaviour)) {
         change(&mut self.shared.lock().behaviour);

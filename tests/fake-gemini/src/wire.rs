@@ -363,7 +363,11 @@ mod tests {
     #[test]
     fn request_rejects_unknown_fields() {
         let body = r#"{"contents":[],"generationConfig":{"responseMimetype":"application/json"}}"#;
-        assert!(serde_json::from_str::<GenerateContentRequest>(body).is_err());
+        let e = serde_json::from_str::<GenerateContentRequest>(body).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown field `responseMimetype`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -454,24 +454,50 @@ pub fn stage_progress(status_stdout: &str, stage: &str) -> Option<(u64, u64)> {
     Some((d.parse().ok()?, t.parse().ok()?))
 }
 
+/// True if `engage status` output says the batch is complete.
+pub fn status_says_complete(status_stdout: &str) -> bool {
+    status_stdout
+        .lines()
+        .any(|l| l.ends_with(" complete") || l.contains(" complete (ledger expired"))
+}
+
 impl Fleet {
-    /// Waits until `stage` has made some but not all progress (or the batch is done).
-    pub async fn wait_midway(&self, batch: &str, stage: &str) -> anyhow::Result<()> {
+    /// `engage status BATCH` (no wait): its stdout.
+    pub fn status(&self, batch: &str) -> anyhow::Result<String> {
+        let o = self.engage(&["status", batch])?;
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// Waits until `stage` has made some but not all progress; returns that
+    /// progress. Fails if the batch completes first: a fault injected after
+    /// this returns must hit a batch under way, or the test proves nothing.
+    pub async fn wait_midway(&self, batch: &str, stage: &str) -> anyhow::Result<(u64, u64)> {
         poll(
             "the batch to be under way",
             std::time::Duration::from_secs(120),
             || async {
-                let o = self.engage(&["status", batch])?;
-                let text = String::from_utf8_lossy(&o.stdout).into_owned();
-                if text.contains("complete") {
-                    return Ok(Some(()));
+                let text = self.status(batch)?;
+                if status_says_complete(&text) {
+                    bail!(
+                        "batch {batch} completed before {stage} was seen midway; \
+                         the test needs a bigger batch to inject its fault mid-batch"
+                    );
                 }
-                Ok(stage_progress(&text, stage)
-                    .filter(|(d, _)| *d > 0)
-                    .map(|_| ()))
+                Ok(stage_progress(&text, stage).filter(|(d, t)| *d > 0 && d < t))
             },
         )
         .await
+    }
+
+    /// Asserts, right after a fault was injected, that the batch is not
+    /// complete yet. Completion is final, so this proves the fault hit the
+    /// batch mid-way (not a batch that had already finished).
+    pub fn assert_incomplete_after_fault(&self, batch: &str, fault: &str) -> anyhow::Result<()> {
+        let text = self.status(batch)?;
+        if status_says_complete(&text) {
+            bail!("batch {batch} was already complete when {fault} happened:\n{text}");
+        }
+        Ok(())
     }
 }
 
@@ -514,8 +540,12 @@ pub struct PrivateRedis {
 impl PrivateRedis {
     /// Starts `redis-server` on a free port; `cluster` enables cluster mode.
     pub fn start(cluster: bool) -> anyhow::Result<Self> {
+        Self::start_on(free_port(), cluster)
+    }
+
+    /// Starts `redis-server` on `port` (e.g. again after [`Self::stop`]).
+    pub fn start_on(port: u16, cluster: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port();
         let mut cmd = Command::new("redis-server");
         cmd.args([
             "--bind",
@@ -573,6 +603,14 @@ impl PrivateRedis {
     /// `redis://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl PrivateRedis {
+    /// Kills the server (SIGKILL: an outage, not a shutdown) and waits for it.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

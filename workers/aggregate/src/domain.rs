@@ -444,7 +444,8 @@ mod tests {
         assert_eq!(nan.validate(), Err(WeightsError::NotFinite("accuracy")));
         let partial: Weights = serde_json::from_str(r#"{"accuracy": 1.0}"#).expect("json");
         assert_eq!(partial, Weights { accuracy: 1.0, ..w });
-        assert!(serde_json::from_str::<Weights>(r#"{"acuracy": 1.0}"#).is_err());
+        let e = serde_json::from_str::<Weights>(r#"{"acuracy": 1.0}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `acuracy`"), "{e}");
     }
 
     #[test]
@@ -660,22 +661,24 @@ mod tests {
         #[test]
         fn order_independent_and_duplicate_insensitive(
             (records, outs) in arb_records(),
-            perm in any::<prop::sample::Index>(),
+            seed in any::<u64>(),
             dups in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
         ) {
+            use rand::{SeedableRng, rngs::StdRng, seq::SliceRandom};
             let w = Weights::default();
             let want = aggregate_all(&records, &outs, &w);
-            let mut shuffled = records.clone();
-            if !shuffled.is_empty() {
-                let k = perm.index(shuffled.len());
-                shuffled.rotate_left(k);
-                shuffled.reverse();
+            let mut with_dups = records.clone();
+            if !records.is_empty() {
                 for d in &dups {
-                    let copy = shuffled[d.index(shuffled.len())].clone();
-                    shuffled.push(copy);
+                    with_dups.push(records[d.index(records.len())].clone());
                 }
             }
-            prop_assert_eq!(aggregate_all(&shuffled, &outs, &w), want);
+            // Several real (seeded, reproducible) permutations per case.
+            for s in 0..4u64 {
+                let mut shuffled = with_dups.clone();
+                shuffled.shuffle(&mut StdRng::seed_from_u64(seed.wrapping_add(s)));
+                prop_assert_eq!(aggregate_all(&shuffled, &outs, &w), want.clone());
+            }
         }
 
         #[test]

@@ -355,24 +355,15 @@ impl RowCtx {
 /// `item`, so every item is a distinct audio (distinct SHA-256).
 fn wav(secs: u32, tag: u64, item: u64) -> Vec<u8> {
     const RATE: u32 = 16_000;
-    let data_len = RATE * 2 * secs;
-    let mut v = Vec::with_capacity(44 + data_len as usize);
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + data_len).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    v.extend_from_slice(&16u32.to_le_bytes());
-    v.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    v.extend_from_slice(&1u16.to_le_bytes()); // mono
-    v.extend_from_slice(&RATE.to_le_bytes());
-    v.extend_from_slice(&(RATE * 2).to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&16u16.to_le_bytes());
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&data_len.to_le_bytes());
-    v.extend_from_slice(&tag.to_le_bytes());
-    v.extend_from_slice(&item.to_le_bytes());
-    v.resize(44 + data_len as usize, 0);
-    v
+    let mut samples = vec![0i16; (RATE * secs) as usize];
+    for (i, v) in [tag, item].into_iter().enumerate() {
+        for (j, w) in v.to_le_bytes().chunks_exact(2).enumerate() {
+            if let Some(s) = samples.get_mut(i * 4 + j) {
+                *s = i16::from_le_bytes([w[0], w[1]]);
+            }
+        }
+    }
+    engage_audio::wav::encode_pcm16_mono(RATE, &samples).expect("a short clip encodes")
 }
 
 /// One simulated analyze worker: permit → call → disposition, until the row ends.

@@ -17,7 +17,8 @@
 //!   delay or a per-day quota is exhausted. A pause only ever extends.
 //!
 //! Time is Redis server time (`TIME` inside the script), never a worker's
-//! clock. All keys of one limiter share the hash tag `{<namespace>:gemini}`,
+//! clock ([`TimeSource::Server`]; tests drive a [`TimeSource::Manual`] clock
+//! by hand, so their assertions do not depend on the machine's speed). All keys of one limiter share the hash tag `{<namespace>:gemini}`,
 //! so the script runs on a Redis Cluster too. When a permit is refused the
 //! script returns how long until the blocking entry leaves its window.
 //!
@@ -38,6 +39,7 @@ use rand::Rng;
 use redis::Script;
 use redis::aio::ConnectionLike;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -81,8 +83,8 @@ pub struct Quota {
     pub rpd: Option<u32>,
 }
 
-/// Window lengths. Real quotas use the defaults (60 s and 24 h); tests scale
-/// them down to run in seconds.
+/// Window lengths. Real quotas use the defaults (60 s and 24 h); the
+/// benchmark scales them down to run in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
     /// The RPM and TPM window.
@@ -139,6 +141,28 @@ impl Limit {
                 )));
             }
         })
+    }
+}
+
+/// Where the limiter's scripts take "now" from.
+#[derive(Debug, Clone, Default)]
+pub enum TimeSource {
+    /// Redis server time (`TIME`): one clock for the whole fleet.
+    #[default]
+    Server,
+    /// Milliseconds since the epoch, as the caller sets them: tests move time
+    /// by hand instead of sleeping. Redis still expires keys in real time, so
+    /// use windows and pauses longer than the test runs.
+    Manual(Arc<AtomicU64>),
+}
+
+impl TimeSource {
+    /// The script argument: the manual time, or −1 for server time.
+    fn arg(&self) -> i64 {
+        match self {
+            Self::Server => -1,
+            Self::Manual(ms) => i64::try_from(ms.load(Ordering::SeqCst)).unwrap_or(i64::MAX),
+        }
     }
 }
 
@@ -211,11 +235,15 @@ pub enum RateLimitError {
 
 /// The acquire script. KEYS: 1 request log (minute), 2 token log (minute,
 /// members `seq:cost`), 3 token sum, 4 request log (day), 5 pause-until,
-/// 6 sequence. ARGV: rpm, tpm, rpd (−1 = unlimited), minute ms, day ms, cost.
+/// 6 sequence. ARGV: rpm, tpm, rpd (−1 = unlimited), minute ms, day ms, cost,
+/// now ms (−1 = Redis `TIME`).
 /// Returns `{granted (1/0/−1 too big), wait_ms, reason, now_ms}`.
 const ACQUIRE_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[7])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local rpm, tpm, rpd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local win, day, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 
@@ -294,11 +322,14 @@ end
 return {1, 0, '', now}
 "#;
 
-/// Extends the pause to now + ARGV[1] ms unless it already ends later.
-/// Returns the remaining pause in ms.
+/// Extends the pause to now + ARGV[1] ms unless it already ends later; ARGV[2]
+/// is now in ms (−1 = Redis `TIME`). Returns the remaining pause in ms.
 const PAUSE_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[2])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local target = now + tonumber(ARGV[1])
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if target > cur then
@@ -308,10 +339,13 @@ end
 return cur - now
 "#;
 
-/// Remaining pause in ms (0 when not paused).
+/// Remaining pause in ms (0 when not paused); ARGV[1] is now in ms (−1 = Redis `TIME`).
 const PAUSED_FOR_LUA: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cur > now then return cur - now end
 return 0
@@ -470,6 +504,7 @@ pub struct FleetLimiter<C> {
     windows: Windows,
     local: Option<Arc<DefaultDirectRateLimiter>>,
     metrics: LimiterMetrics,
+    time: TimeSource,
 }
 
 impl<C> std::fmt::Debug for FleetLimiter<C> {
@@ -498,7 +533,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         Self::with_windows(conn, namespace, quota, Windows::default())
     }
 
-    /// Like [`Self::new`] with other window lengths (tests scale time down).
+    /// Like [`Self::new`] with other window lengths (the benchmark scales time down).
     pub fn with_windows(
         conn: C,
         namespace: &str,
@@ -526,7 +561,14 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
             windows,
             local,
             metrics: LimiterMetrics::new()?,
+            time: TimeSource::Server,
         })
+    }
+
+    /// The same limiter with another time source (tests: [`TimeSource::Manual`]).
+    pub fn with_time_source(mut self, time: TimeSource) -> Self {
+        self.time = time;
+        self
     }
 
     /// Registers this limiter's metrics into `registry` (once per registry).
@@ -562,7 +604,8 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
             .arg(limit_arg(self.quota.rpd))
             .arg(millis(self.windows.minute))
             .arg(millis(self.windows.day))
-            .arg(tokens);
+            .arg(tokens)
+            .arg(self.time.arg());
         let (granted, wait_ms, reason, now_ms): (i64, i64, String, i64) =
             invocation.invoke_async(&mut conn).await?;
         match granted {
@@ -661,6 +704,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         let remaining: i64 = PAUSE
             .key(&self.keys.pause_until)
             .arg(millis(duration).max(1))
+            .arg(self.time.arg())
             .invoke_async(&mut conn)
             .await?;
         self.metrics.pauses.inc();
@@ -672,6 +716,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         let mut conn = self.conn.clone();
         let remaining: i64 = PAUSED_FOR
             .key(&self.keys.pause_until)
+            .arg(self.time.arg())
             .invoke_async(&mut conn)
             .await?;
         Ok((remaining > 0).then(|| Duration::from_millis(u64::try_from(remaining).unwrap_or(0))))
@@ -713,14 +758,42 @@ mod tests {
         FleetLimiter::with_windows(conn().await, ns, quota, windows).unwrap()
     }
 
-    fn scaled(minute_ms: u64, day_ms: u64) -> Windows {
-        Windows {
-            minute: Duration::from_millis(minute_ms),
-            day: Duration::from_millis(day_ms),
+    /// A hand-driven clock (ms since the epoch) for the limiter's scripts.
+    #[derive(Clone)]
+    struct VirtualTime(Arc<AtomicU64>);
+
+    impl VirtualTime {
+        fn new() -> Self {
+            Self(Arc::new(AtomicU64::new(1_700_000_000_000)))
+        }
+        fn now(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+        fn advance(&self, ms: u64) {
+            self.0.fetch_add(ms, Ordering::SeqCst);
+        }
+        fn source(&self) -> TimeSource {
+            TimeSource::Manual(self.0.clone())
         }
     }
 
-    /// The most grants inside any half-open window `[t, t + len)` of server time.
+    /// A limiter with the real 60 s / 24 h windows on virtual time: the
+    /// assertions below are exact and independent of the machine's speed
+    /// (no real window can pass, nor any key expire, while a test runs).
+    async fn virtual_limiter(
+        ns: &str,
+        quota: Quota,
+        time: &VirtualTime,
+    ) -> FleetLimiter<ConnectionManager> {
+        limiter(ns, quota, Windows::default())
+            .await
+            .with_time_source(time.source())
+    }
+
+    const MINUTE: u64 = 60_000;
+    const DAY: u64 = 24 * 3_600_000;
+
+    /// The most grants inside any half-open window `[t, t + len)` of limiter time.
     fn max_in_window(times: &mut [u64], len: u64) -> usize {
         times.sort_unstable();
         let mut best = 0;
@@ -741,37 +814,48 @@ mod tests {
             rpm: Some(20),
             ..Quota::default()
         };
-        let windows = scaled(500, 60_000);
-        let run_for = Duration::from_millis(1_600);
-        let mut tasks = tokio::task::JoinSet::new();
+        let time = VirtualTime::new();
+        // Each "process" has its own connection and limiter, like a worker.
+        let mut limiters = Vec::new();
         for _ in 0..4 {
-            // Each "process" has its own connection and limiter, like a worker.
-            let l = limiter(&ns, quota, windows).await;
-            for _ in 0..4 {
-                let l = l.clone();
-                tasks.spawn(async move {
-                    let end = Instant::now() + run_for;
-                    let mut granted = Vec::new();
-                    while Instant::now() < end {
-                        match l.acquire(1, Duration::from_millis(200)).await.unwrap() {
-                            Acquired::Granted(p) => granted.push(p.granted_at_ms),
-                            Acquired::NotWithin { wait, .. } => {
-                                assert!(wait > Duration::from_millis(0));
+            limiters.push(virtual_limiter(&ns, quota, &time).await);
+        }
+        // Three and a half minutes in steps of 2.5 s (not a divisor of the
+        // window, so windows start between steps); at every step 16 tasks
+        // race for permits at once.
+        let mut times = Vec::new();
+        for _ in 0..84 {
+            let mut tasks = tokio::task::JoinSet::new();
+            for l in &limiters {
+                for _ in 0..4 {
+                    let l = l.clone();
+                    tasks.spawn(async move {
+                        let mut granted = Vec::new();
+                        for _ in 0..2 {
+                            match l.try_acquire(1).await.unwrap() {
+                                TryAcquire::Permit(p) => granted.push(p.granted_at_ms),
+                                TryAcquire::Wait { wait, limit } => {
+                                    assert_eq!(limit, Limit::Rpm);
+                                    assert!(
+                                        wait > Duration::ZERO && wait <= Duration::from_secs(60)
+                                    );
+                                }
                             }
                         }
-                    }
-                    granted
-                });
+                        granted
+                    });
+                }
             }
+            while let Some(r) = tasks.join_next().await {
+                times.extend(r.unwrap());
+            }
+            time.advance(2_500);
         }
-        let mut times = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            times.extend(r.unwrap());
-        }
-        let max = max_in_window(&mut times, 500);
-        assert!(max <= 20, "{max} grants inside one 500 ms window");
-        // And the quota is actually used: 1.6 s holds at least three full windows.
-        assert!(times.len() >= 60, "only {} grants", times.len());
+        let max = max_in_window(&mut times, MINUTE);
+        assert_eq!(max, 20, "the most grants inside one 60 s window");
+        // The quota is fully used: every window [k·60 s, (k+1)·60 s) of the run
+        // (0 ≤ k < 3) is full, and the last half minute holds the rest.
+        assert_eq!(times.len(), 80, "grants over 3.5 minutes at 20 per minute");
     }
 
     #[tokio::test]
@@ -781,36 +865,53 @@ mod tests {
             rpm: Some(1_000),
             ..Quota::default()
         };
-        let a = limiter(&ns, quota, Windows::default()).await;
-        let b = limiter(&ns, quota, Windows::default()).await;
+        let time = VirtualTime::new();
+        let a = virtual_limiter(&ns, quota, &time).await;
+        let b = virtual_limiter(&ns, quota, &time).await;
         assert_eq!(b.paused_for().await.unwrap(), None);
-        let remaining = a.pause_fleet(Duration::from_millis(600)).await.unwrap();
-        assert!(remaining > Duration::from_millis(500));
+        let remaining = a.pause_fleet(Duration::from_secs(120)).await.unwrap();
+        assert_eq!(remaining, Duration::from_secs(120));
         // A shorter pause does not shorten it.
+        time.advance(10_000);
         let remaining = b.pause_fleet(Duration::from_millis(50)).await.unwrap();
-        assert!(remaining > Duration::from_millis(400), "{remaining:?}");
-        match b.try_acquire(1).await.unwrap() {
-            TryAcquire::Wait { wait, limit } => {
-                assert_eq!(limit, Limit::Pause);
-                assert!(wait > Duration::from_millis(300) && wait <= Duration::from_millis(600));
+        assert_eq!(remaining, Duration::from_secs(110));
+        // A longer one extends it.
+        let remaining = b.pause_fleet(Duration::from_secs(115)).await.unwrap();
+        assert_eq!(remaining, Duration::from_secs(115));
+        time.advance(15_000);
+        assert_eq!(
+            a.paused_for().await.unwrap(),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            b.try_acquire(1).await.unwrap(),
+            TryAcquire::Wait {
+                wait: Duration::from_secs(100),
+                limit: Limit::Pause
             }
-            other => panic!("granted while paused: {other:?}"),
-        }
-        let not_within = b.acquire(1, Duration::from_millis(100)).await.unwrap();
-        assert!(matches!(
+        );
+        let not_within = b.acquire(1, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(
             not_within,
             Acquired::NotWithin {
-                limit: Limit::Pause,
-                ..
+                wait: Duration::from_secs(100),
+                limit: Limit::Pause
             }
-        ));
-        // Waiting long enough gets a permit once the pause ends.
+        );
+        // One millisecond before the end the pause still holds; at the end it is over.
+        time.advance(99_999);
+        assert_eq!(
+            a.paused_for().await.unwrap(),
+            Some(Duration::from_millis(1))
+        );
+        time.advance(1);
+        assert_eq!(a.paused_for().await.unwrap(), None);
         match a.acquire(1, Duration::from_secs(3)).await.unwrap() {
-            Acquired::Granted(p) => assert!(p.waited >= Duration::from_millis(200), "{p:?}"),
+            Acquired::Granted(p) => assert_eq!(p.granted_at_ms, time.now()),
             other => panic!("{other:?}"),
         }
-        assert_eq!(a.paused_for().await.unwrap(), None);
         assert_eq!(a.metrics().pauses.get(), 1);
+        assert_eq!(b.metrics().pauses.get(), 2);
     }
 
     #[tokio::test]
@@ -820,21 +921,25 @@ mod tests {
             rpd: Some(3),
             ..Quota::default()
         };
-        let l = limiter(&ns, quota, scaled(60_000, 2_000)).await;
+        let time = VirtualTime::new();
+        let l = virtual_limiter(&ns, quota, &time).await;
+        let first = time.now();
         for _ in 0..3 {
             assert!(matches!(
                 l.try_acquire(1).await.unwrap(),
                 TryAcquire::Permit(_)
             ));
+            time.advance(3_600_000);
         }
-        match l.try_acquire(1).await.unwrap() {
-            TryAcquire::Wait { wait, limit } => {
-                assert_eq!(limit, Limit::Rpd);
-                assert!(wait > Duration::from_millis(1_500) && wait <= Duration::from_secs(2));
+        // Three hours in: the first permit leaves the day window in 21 hours.
+        assert_eq!(
+            l.try_acquire(1).await.unwrap(),
+            TryAcquire::Wait {
+                wait: Duration::from_millis(first + DAY - time.now()),
+                limit: Limit::Rpd
             }
-            other => panic!("{other:?}"),
-        }
-        let r = l.acquire(1, Duration::from_millis(100)).await.unwrap();
+        );
+        let r = l.acquire(1, Duration::from_secs(60)).await.unwrap();
         assert!(matches!(
             r,
             Acquired::NotWithin {
@@ -843,6 +948,19 @@ mod tests {
             }
         ));
         assert_eq!(l.metrics().not_within.get(), 1);
+        // 24 h after the first permit there is room for exactly one more.
+        time.advance(first + DAY - time.now());
+        assert!(matches!(
+            l.try_acquire(1).await.unwrap(),
+            TryAcquire::Permit(_)
+        ));
+        assert!(matches!(
+            l.try_acquire(1).await.unwrap(),
+            TryAcquire::Wait {
+                limit: Limit::Rpd,
+                ..
+            }
+        ));
     }
 
     #[tokio::test]
@@ -852,22 +970,27 @@ mod tests {
             tpm: Some(100),
             ..Quota::default()
         };
-        let l = limiter(&ns, quota, scaled(400, 60_000)).await;
+        let time = VirtualTime::new();
+        let l = virtual_limiter(&ns, quota, &time).await;
+        let first = time.now();
         assert!(matches!(
             l.try_acquire(60).await.unwrap(),
             TryAcquire::Permit(_)
         ));
+        time.advance(10_000);
         assert!(matches!(
             l.try_acquire(30).await.unwrap(),
             TryAcquire::Permit(_)
         ));
-        match l.try_acquire(20).await.unwrap() {
-            TryAcquire::Wait { limit, wait } => {
-                assert_eq!(limit, Limit::Tpm);
-                assert!(wait <= Duration::from_millis(400));
+        time.advance(5_000);
+        // 20 more need the 60-token entry gone: 45 s from now.
+        assert_eq!(
+            l.try_acquire(20).await.unwrap(),
+            TryAcquire::Wait {
+                wait: Duration::from_millis(first + MINUTE - time.now()),
+                limit: Limit::Tpm
             }
-            other => panic!("{other:?}"),
-        }
+        );
         // A small request still fits.
         assert!(matches!(
             l.try_acquire(10).await.unwrap(),
@@ -880,14 +1003,22 @@ mod tests {
                 tpm: 100
             })
         ));
-        // Once the window passes, the tokens are free again.
-        match l.acquire(90, Duration::from_secs(2)).await.unwrap() {
-            Acquired::Granted(p) => assert_eq!(p.tokens, 90),
+        // Once the first entry leaves its window, its tokens are free again.
+        time.advance(first + MINUTE - time.now());
+        match l.acquire(60, Duration::from_secs(2)).await.unwrap() {
+            Acquired::Granted(p) => assert_eq!((p.tokens, p.granted_at_ms), (60, time.now())),
             other => panic!("{other:?}"),
         }
+        assert!(matches!(
+            l.try_acquire(1).await.unwrap(),
+            TryAcquire::Wait {
+                limit: Limit::Tpm,
+                ..
+            }
+        ));
         assert_eq!(
             l.metrics().tokens.with_label_values(&["estimated"]).get(),
-            60 + 30 + 10 + 90
+            60 + 30 + 10 + 60
         );
     }
 
@@ -898,33 +1029,31 @@ mod tests {
             tpm: Some(1_000),
             ..Quota::default()
         };
-        let l = limiter(&ns, quota, scaled(2_000, 60_000)).await;
+        let time = VirtualTime::new();
+        let l = virtual_limiter(&ns, quota, &time).await;
+        let first = time.now();
         for _ in 0..150 {
             assert!(matches!(
                 l.try_acquire(4).await.unwrap(),
                 TryAcquire::Permit(_)
             ));
         }
-        // Let server time move on between the two batches (the pause is the clock).
-        l.pause_fleet(Duration::from_millis(300)).await.unwrap();
-        assert!(matches!(
-            l.acquire(4, Duration::from_secs(2)).await.unwrap(),
-            Acquired::Granted(_)
-        ));
-        for _ in 0..99 {
+        time.advance(300);
+        for _ in 0..100 {
             assert!(matches!(
                 l.try_acquire(4).await.unwrap(),
                 TryAcquire::Permit(_)
             ));
         }
-        // 600 more tokens need the 150 oldest entries gone: the first batch only.
-        match l.try_acquire(600).await.unwrap() {
-            TryAcquire::Wait { limit, wait } => {
-                assert_eq!(limit, Limit::Tpm);
-                assert!(wait <= Duration::from_millis(1_750), "{wait:?}");
+        // 600 more tokens need the 150 oldest entries gone (the second page
+        // of the log holds the 150th): the first batch leaves the window.
+        assert_eq!(
+            l.try_acquire(600).await.unwrap(),
+            TryAcquire::Wait {
+                wait: Duration::from_millis(first + MINUTE - time.now()),
+                limit: Limit::Tpm
             }
-            other => panic!("{other:?}"),
-        }
+        );
     }
 
     #[tokio::test]
@@ -935,22 +1064,25 @@ mod tests {
             tpm: Some(1_000),
             rpd: Some(100),
         };
-        let l = limiter(&ns, quota, Windows::default()).await;
+        let time = VirtualTime::new();
+        let l = virtual_limiter(&ns, quota, &time).await;
         assert!(matches!(
             l.try_acquire(1).await.unwrap(),
             TryAcquire::Permit(_)
         ));
+        time.advance(1_000);
         assert!(matches!(
             l.try_acquire(1).await.unwrap(),
             TryAcquire::Permit(_)
         ));
-        match l.try_acquire(1).await.unwrap() {
-            TryAcquire::Wait { limit, wait } => {
-                assert_eq!(limit, Limit::Rpm);
-                assert!(wait > Duration::from_secs(59));
+        time.advance(1_000);
+        assert_eq!(
+            l.try_acquire(1).await.unwrap(),
+            TryAcquire::Wait {
+                wait: Duration::from_secs(58),
+                limit: Limit::Rpm
             }
-            other => panic!("{other:?}"),
-        }
+        );
         // The refused request charged nothing.
         let mut c = conn().await;
         let sum: Option<u64> = redis::cmd("GET")
@@ -965,6 +1097,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(day, 2);
+    }
+
+    #[tokio::test]
+    async fn server_time_is_the_default_clock() {
+        // No timing assertion: only that the script's `TIME` path answers
+        // with a plausible server time.
+        let l = limiter(&namespace(), Quota::default(), Windows::default()).await;
+        let before = chrono::Utc::now().timestamp_millis() as u64;
+        match l.try_acquire(1).await.unwrap() {
+            TryAcquire::Permit(p) => assert!(
+                p.granted_at_ms.abs_diff(before) < 3_600_000,
+                "server time {} vs local {before}",
+                p.granted_at_ms
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(l.paused_for().await.unwrap(), None);
+        assert!(l.pause_fleet(Duration::from_secs(60)).await.unwrap() > Duration::from_secs(50));
+        assert!(l.paused_for().await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -996,7 +1147,10 @@ mod tests {
     #[test]
     fn namespaces_are_validated_and_keys_share_one_hash_tag() {
         for bad in ["", "a{b", "a}b", "a b", "a\nb"] {
-            assert!(Keys::new(bad).is_err(), "{bad:?}");
+            assert!(
+                matches!(Keys::new(bad), Err(RateLimitError::InvalidNamespace(n)) if n == bad),
+                "{bad:?}"
+            );
         }
         let keys = Keys::new("engage").unwrap();
         for k in keys.all() {

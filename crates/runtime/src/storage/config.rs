@@ -114,7 +114,8 @@ mod tests {
         let c: StorageConfig = serde_json::from_str("{}").unwrap();
         assert_eq!(c, StorageConfig::default());
         assert!(c.validate().is_ok());
-        assert!(serde_json::from_str::<StorageConfig>(r#"{"s3_endpiont":"x"}"#).is_err());
+        let e = serde_json::from_str::<StorageConfig>(r#"{"s3_endpiont":"x"}"#).unwrap_err();
+        assert!(e.to_string().contains("unknown field `s3_endpiont`"), "{e}");
     }
 
     #[test]
@@ -134,11 +135,14 @@ mod tests {
             part_size: 1024,
             ..Default::default()
         };
-        assert!(c.validate().is_err());
+        assert!(matches!(c.validate(), Err(e) if e.starts_with("part_size must be at least")));
         let c = StorageConfig {
             s3_max_attempts: 0,
             ..Default::default()
         };
-        assert!(c.validate().is_err());
+        assert_eq!(
+            c.validate(),
+            Err("s3_max_attempts must be at least 1".to_string())
+        );
     }
 }

@@ -125,7 +125,8 @@ mod tests {
         assert_eq!(c.api_key.expose(), "k");
         assert_eq!(c.inline_max_bytes, 15_000_000);
         let bad = serde_json::from_value::<GeminiConfig>(serde_json::json!({"modle": "x"}));
-        assert!(bad.is_err());
+        let e = bad.unwrap_err();
+        assert!(e.to_string().contains("unknown field `modle`"), "{e}");
     }
 
     #[test]

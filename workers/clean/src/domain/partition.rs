@@ -196,8 +196,17 @@ mod tests {
         }
         let mut w = PartitionWriter::new(vec![Broken]).unwrap();
         // Buffered: the failure shows at the latest when flushing.
-        let early = w.write(&rec("u", 1)).is_err();
-        assert!(early || w.finish().is_err());
+        let err = match w.write(&rec("u", 1)) {
+            Err(e) => e,
+            Ok(_) => match w.finish() {
+                Err(e) => e,
+                Ok(_) => panic!("the broken sink must fail the flush"),
+            },
+        };
+        assert!(
+            matches!(&err, PartitionError::Io { partition: 0, source } if source.to_string() == "disk full"),
+            "{err}"
+        );
     }
 
     proptest! {

@@ -13,25 +13,10 @@ use fake_gemini::{
 
 /// A mono 16-bit 8 kHz WAV of `secs` seconds whose samples depend on `seed`.
 fn wav(secs: u32, seed: u8) -> Vec<u8> {
-    let rate = 8_000u32;
-    let data_len = rate * 2 * secs;
-    let mut v = Vec::with_capacity(44 + data_len as usize);
-    v.extend_from_slice(b"RIFF");
-    v.extend_from_slice(&(36 + data_len).to_le_bytes());
-    v.extend_from_slice(b"WAVEfmt ");
-    v.extend_from_slice(&16u32.to_le_bytes());
-    v.extend_from_slice(&1u16.to_le_bytes());
-    v.extend_from_slice(&1u16.to_le_bytes());
-    v.extend_from_slice(&rate.to_le_bytes());
-    v.extend_from_slice(&(rate * 2).to_le_bytes());
-    v.extend_from_slice(&2u16.to_le_bytes());
-    v.extend_from_slice(&16u16.to_le_bytes());
-    v.extend_from_slice(b"data");
-    v.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..data_len {
-        v.push((i as u8).wrapping_mul(31).wrapping_add(seed));
-    }
-    v
+    let samples: Vec<i16> = (0..8_000 * secs)
+        .map(|i| (i as i16).wrapping_mul(31).wrapping_add(i16::from(seed)))
+        .collect();
+    engage_audio::wav::encode_pcm16_mono(8_000, &samples).expect("a short clip encodes")
 }
 
 async fn fake(behaviour: Behaviour) -> FakeGemini {
