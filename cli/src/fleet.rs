@@ -170,6 +170,11 @@ pub async fn enqueue(cfg: &FleetConfig, a: &EnqueueArgs) -> anyhow::Result<Strin
         sessions: to_uri(&a.sessions)?,
         selection,
     };
+    // Refuse before publishing what the clean worker would dead-letter.
+    cfg.input_policy()
+        .context("fleet.input_prefixes")?
+        .check_spec(&spec)
+        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.reason()))?;
     let (conn, p) = publisher(cfg).await?;
     let env = Envelope::new(
         &batch,

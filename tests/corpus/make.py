@@ -550,15 +550,6 @@ c.extra = {"pending": "CSV-injection neutralisation (leading ')", "raw_ids_in_js
 # Fleet-only: input URIs and envelopes
 # ---------------------------------------------------------------------------
 
-c = case("input_uri_not_allowed", "A batch whose activity URI names a local file outside any allowed input location (file:///proc/self/environ): the fleet refuses it as poison with reason `input_not_allowed` (invented name) and never reads it, so no environment variable can leak into rejects.jsonl excerpts.")
-c.extra = {
-    "outcome": "input_error",
-    "modes": ["fleet"],
-    "activity_uri": "file:///proc/self/environ",
-    "fleet_dlq": {"stage": "clean", "reason": "poison", "error_contains": "input_not_allowed"},
-    "pending": "input allow-lists for activity/sessions URIs",
-}
-
 def envelope_case(name, description, stage, body, dlq_reason, error_contains, pending=None):
     c = case(name, description, good=False)
     c.envelope = body
@@ -583,6 +574,9 @@ envelope_case("envelope_unknown_field", "An envelope with an unknown top-level f
 envelope_case("envelope_wrong_job_schema", "A valid envelope whose job is not this stage's schema (unknown kind): poison.",
               "clean", json.dumps({"v": 1, "batch_id": "b-corpus-ws", "job_id": "clean:x", "attempt": 0, "trace_id": "t", "job": {"kind": "drop_tables"}}).encode(),
               "poison", "does not match this stage's schema")
+envelope_case("input_uri_not_allowed", "A batch published straight to the broker (bypassing `engage enqueue`, which refuses it) whose activity URI names a local file outside every allowed input prefix (file:///proc/self/environ): the clean worker dead-letters it as poison with reason `input_not_allowed` and never reads it, so no environment variable can leak into rejects.jsonl excerpts.",
+              "clean", json.dumps({"v": 1, "batch_id": "b-corpus-environ", "job_id": "plan:b-corpus-environ", "attempt": 0, "trace_id": "t", "job": {"kind": "batch", "activity": ["file:///proc/self/environ"], "sessions": "s3://inputs/x.csv", "selection": {"kind": "all"}}}).encode(),
+              "poison", "input_not_allowed", pending="input allow-lists for activity/sessions URIs")
 c = case("envelope_forged_report", "A forged aggregate job {\"kind\":\"report\"} for this case's batch, published while the batch is still running: refused (dead-lettered as `forged_job`, invented name) instead of writing the batch's outputs early; the batch then completes with its true outputs.")
 c.envelope = b'{"v":1,"batch_id":"{{BATCH}}","job_id":"report:{{BATCH}}","attempt":0,"trace_id":"forged","job":{"kind":"report"}}'
 c.extra = {

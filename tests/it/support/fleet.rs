@@ -191,6 +191,11 @@ impl Fleet {
                     format!("file://{}", dir.path().join("store").display()),
                 );
                 env.insert("ENGAGE_S3_ROOT".into(), data.s3_root.display().to_string());
+                // Inputs may come from anywhere in the test's own directory.
+                env.insert(
+                    "ENGAGE_INPUT_PREFIXES".into(),
+                    format!("file://{}", dir.path().display()),
+                );
             }
             Backend::S3(s3) => {
                 // The audio bucket is the generated layout; inputs and the store are buckets too.
@@ -201,6 +206,7 @@ impl Fleet {
                 std::fs::copy(&data.sessions, inputs.join("sessions.csv"))?;
                 s3.create_bucket("engage-store")?;
                 env.insert("ENGAGE_STORE".into(), "s3://engage-store/fleet".into());
+                env.insert("ENGAGE_INPUT_PREFIXES".into(), "s3://inputs".into());
                 env.insert("ENGAGE_S3_ENDPOINT".into(), s3.endpoint.clone());
                 env.insert("ENGAGE_S3_FORCE_PATH_STYLE".into(), "true".into());
                 env.insert("ENGAGE_S3_REGION".into(), "us-east-1".into());

@@ -49,6 +49,7 @@ pub const FLAT: &[(&str, &str, &str)] = &[
     ("ENGAGE_CLEAN_PIECE_BYTES", "clean", "piece_bytes"),
     ("ENGAGE_PARTITIONS", "clean", "partitions"),
     ("ENGAGE_AUDIO_BUCKETS", "download", "audio_buckets"),
+    ("ENGAGE_INPUT_PREFIXES", "fleet", "input_prefixes"),
     ("ENGAGE_ANALYZER", "analyze", "analyzer"),
     ("ENGAGE_MAX_PERMIT_WAIT_S", "analyze", "max_permit_wait_s"),
     ("GEMINI_API_KEY", "gemini", "api_key"),
@@ -62,6 +63,7 @@ pub const FLAT: &[(&str, &str, &str)] = &[
 pub const LIST_FIELDS: &[(&str, &str)] = &[
     ("broker", "retry_delays_ms"),
     ("download", "audio_buckets"),
+    ("fleet", "input_prefixes"),
     ("aggregate", "weights"),
 ];
 

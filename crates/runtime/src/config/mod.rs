@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use engage_model::envelope::StageName;
+use engage_model::input_policy::InputPolicy;
+use engage_model::uri::{ObjectUri, UriError};
 
 pub use layers::{Layers, Origin};
 pub use sections::*;
@@ -197,6 +199,14 @@ impl FleetConfig {
     /// The drain timeout as a duration.
     pub fn drain_timeout(&self) -> Duration {
         self.limits.drain_timeout()
+    }
+
+    /// The input allow-list: `fleet.input_prefixes` plus the store's own
+    /// `inputs/` folder (both validated at load time).
+    pub fn input_policy(&self) -> Result<InputPolicy, UriError> {
+        let policy = InputPolicy::parse_list(&self.fleet.input_prefixes.join(","))?;
+        let inputs = ObjectUri::parse(&self.store.root)?.join("inputs")?;
+        Ok(policy.with(inputs))
     }
 }
 

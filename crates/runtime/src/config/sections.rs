@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+use engage_model::input_policy::InputPolicy;
 
 pub use super::gemini::GeminiSection;
 
@@ -62,12 +63,20 @@ pub struct FleetSection {
     /// Prefix of every queue, exchange and Redis key, so several fleets (and
     /// parallel tests) share one broker and one Redis. `[A-Za-z0-9._-]`.
     pub namespace: String,
+    /// The input allow-list: prefixes (`s3://bucket/prefix` or
+    /// `file:///dir`) that a batch's activity logs, sessions CSV and users
+    /// file must lie under. The store's own `inputs/` folder is always
+    /// allowed. Anything else is refused before a byte is read (`engage
+    /// enqueue` refuses to publish it; the clean worker dead-letters it as
+    /// `input_not_allowed`). Comma-separated in the environment.
+    pub input_prefixes: Vec<String>,
 }
 
 impl Default for FleetSection {
     fn default() -> Self {
         Self {
             namespace: "engage".into(),
+            input_prefixes: Vec::new(),
         }
     }
 }
@@ -80,11 +89,16 @@ impl SectionSpec for FleetSection {
                 .namespace
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if ok {
-            Ok(())
-        } else {
-            bad("namespace", "must be non-empty [A-Za-z0-9._-]")
+        if !ok {
+            return bad("namespace", "must be non-empty [A-Za-z0-9._-]");
         }
+        if let Err(e) = InputPolicy::parse_list(&self.input_prefixes.join(",")) {
+            return bad(
+                "input_prefixes",
+                &format!("not an s3:// or file:/// prefix: {e}"),
+            );
+        }
+        Ok(())
     }
 }
 
