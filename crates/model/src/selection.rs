@@ -47,6 +47,9 @@ pub enum SelectionError {
     /// A line of the file is not UTF-8 (1-based line number).
     #[error("users file line {0} is not UTF-8")]
     InvalidUtf8(u64),
+    /// A stored resolved selection is not a JSON array of strings.
+    #[error("stored selection is not a JSON array of ids: {0}")]
+    Stored(#[from] serde_json::Error),
 }
 
 /// A resolved selection: either everyone or an explicit set of user ids.
@@ -125,6 +128,29 @@ impl SelectedLearners {
         Ok(Self::Only(ids))
     }
 
+    /// The resolved set as the fleet stores it between the batch plan and
+    /// its pieces: a sorted JSON array of the ids, exact whatever characters
+    /// they hold (`#`, newlines, quotes). [`Self::from_stored`] reads it back
+    /// to the same set, so the fleet selects exactly what `engage run` does
+    /// (the users-file format, with its `#` comments, is only for people).
+    /// `None` for [`SelectedLearners::All`].
+    pub fn to_stored(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::All => None,
+            Self::Only(ids) => {
+                let mut v: Vec<&str> = ids.iter().map(String::as_str).collect();
+                v.sort_unstable();
+                serde_json::to_vec(&v).ok()
+            }
+        }
+    }
+
+    /// Reads what [`Self::to_stored`] wrote.
+    pub fn from_stored(bytes: &[u8]) -> Result<Self, SelectionError> {
+        let ids: Vec<String> = serde_json::from_slice(bytes)?;
+        Ok(Self::Only(ids.into_iter().collect()))
+    }
+
     /// The learners with at least one session at `milestone` (exact match
     /// after trimming both sides).
     pub fn from_sessions<'a, I>(sessions: I, milestone: &str) -> Self
@@ -145,6 +171,27 @@ impl SelectedLearners {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_selection_round_trips_any_id() {
+        let ids = [
+            "#u1", "a\nb", "=1+2", "quote\"d", "  spaced", "plain", "\u{0}nul",
+        ];
+        let s = SelectedLearners::Only(ids.iter().map(|s| (*s).to_string()).collect());
+        let stored = s.to_stored().unwrap();
+        let back = SelectedLearners::from_stored(&stored).unwrap();
+        assert_eq!(back, s);
+        for id in ids {
+            assert!(back.contains(id) || id != id.trim(), "{id:?} lost");
+        }
+        assert!(back.contains("#u1"));
+        assert!(back.contains("a\nb"));
+        assert_eq!(SelectedLearners::All.to_stored(), None);
+        assert!(matches!(
+            SelectedLearners::from_stored(b"#u1\n"),
+            Err(SelectionError::Stored(_))
+        ));
+    }
 
     fn session(user: &str, milestone: &str) -> Session {
         Session {
