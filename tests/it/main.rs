@@ -2,10 +2,12 @@
 //! the Gemini-wire fake. One test binary (zero-to-production style); every test
 //! uses its own namespace so tests run in parallel without interfering.
 
+mod csv_injection;
 mod fleet;
 mod gemini;
 mod ledger;
 mod ops;
 mod resilience;
+mod secrets;
 mod storage;
 mod support;
