@@ -48,11 +48,12 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    engage_runtime::redact::install_panic_hook();
     let cli = Cli::parse();
     match dispatch(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("engage: {e:#}");
+            eprintln!("engage: {}", engage_runtime::redact::redact_error(&e));
             ExitCode::FAILURE
         }
     }
@@ -88,7 +89,12 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
 }
 
 async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
-    let cfg = FleetConfig::load;
+    let cfg = || {
+        let cfg = FleetConfig::load()?;
+        engage_runtime::redact::register_url(cfg.broker.amqp_url.expose());
+        engage_runtime::redact::register_url(cfg.redis.url.expose());
+        anyhow::Ok(cfg)
+    };
     match cmd {
         Cmd::Demo(a) => println!("report: {}", demo::demo(&a).await?.display()),
         Cmd::Enqueue(a) => println!("{}", fleet::enqueue(&cfg()?, &a).await?),

@@ -424,14 +424,24 @@ fn analyze_one(
             "store links need the fleet's store".into(),
         );
     };
-    // bucket and key are validated and normalised: no `..`, no absolute parts.
-    let path = s3_root.join(bucket).join(key);
-    let bytes = match std::fs::read(&path) {
+    // The fleet's local-store read: regular files only, no symlink below
+    // the root, no FIFO or device, the fleet's default size limit; refusals
+    // get the same reasons as the download stage gives them.
+    let read = engage_model::uri::ObjectUri::s3(bucket, key)
+        .map_err(engage_runtime::storage::StorageError::from)
+        .and_then(|uri| {
+            engage_runtime::storage::read_local(
+                s3_root,
+                &uri,
+                engage_runtime::storage::DEFAULT_MAX_OBJECT_BYTES,
+            )
+        });
+    let bytes = match read {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(e) if e.is_not_found() => {
             return failed(AUDIO_MISSING, "no object at the audio link".into());
         }
-        Err(e) => return failed("io", e.to_string()),
+        Err(e) => return failed(e.class(), e.to_string()),
     };
     let probe = match validate(&bytes, key) {
         Ok(p) => p,

@@ -3,10 +3,12 @@
 //! uses its own namespace so tests run in parallel without interfering.
 
 mod corpus;
+mod csv_injection;
 mod fleet;
 mod gemini;
 mod ledger;
 mod ops;
 mod resilience;
+mod secrets;
 mod storage;
 mod support;

@@ -19,6 +19,20 @@
 //!   [`DecodeOptions::max_duration_s`]) → [`AudioError::TooLong`], checked before
 //!   decoding when the container declares its length and while decoding otherwise,
 //!   so a hostile file cannot make the decoder allocate without bound.
+//! - **Hostile headers**: the stream parameters a container declares are
+//!   checked before anything is sized from them: sample rate within
+//!   [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`], 1..=[`MAX_CHANNELS`] channels,
+//!   1..=64 bits per sample, at most [`MAX_FRAMES_PER_PACKET`] frames per packet;
+//!   anything else → [`AudioError::BadHeader`]. The declared frame count is
+//!   never trusted for memory: the up-front reservation is
+//!   [`initial_reservation`], capped by the object's byte length (a PCM frame
+//!   takes at least one byte, so the bytes cannot hold more frames than that) and
+//!   by the decode cap. A 300-byte WAV declaring 4 Gi frames at 7 MHz once made
+//!   the worker reserve 16 GiB and abort; it is now a `BadHeader`.
+//! - **Too many samples** (declared or decoded mono samples above
+//!   [`DecodeOptions::max_samples`], default [`DEFAULT_MAX_SAMPLES`] = 600 s at
+//!   48 kHz, about 110 MiB of `f32`) → [`AudioError::TooLarge`], so a high sample
+//!   rate cannot buy more memory than the duration limit intends.
 //! - A panic inside a third-party decoder on hostile input is caught and reported as
 //!   [`AudioError::Corrupt`] (defence in depth; symphonia is fuzzed, but the
 //!   worker must never crash on a learner's upload).
@@ -37,6 +51,19 @@ use symphonia::core::meta::MetadataOptions;
 
 use super::AudioError;
 
+/// Lowest sample rate accepted from a header, in Hz (telephone speech is 8 kHz).
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+/// Highest sample rate accepted from a header, in Hz (the highest common studio rate).
+pub const MAX_SAMPLE_RATE: u32 = 384_000;
+/// Most channels accepted from a header (decoders size per-channel buffers from it).
+pub const MAX_CHANNELS: usize = 16;
+/// Most frames per packet accepted from a header (decoders size packet buffers
+/// from it; real containers use at most tens of thousands).
+pub const MAX_FRAMES_PER_PACKET: u64 = 1 << 20;
+/// Default decode cap in mono samples: 600 s at 48 kHz (28 800 000 samples,
+/// about 110 MiB of `f32`).
+pub const DEFAULT_MAX_SAMPLES: u64 = 48_000 * 600;
+
 /// Limits and tolerances applied while decoding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeOptions {
@@ -50,6 +77,9 @@ pub struct DecodeOptions {
     /// stream counts as [`AudioError::Truncated`] (default 0.05; codec delay and
     /// padding make decoded lengths differ slightly from declared ones).
     pub truncation_tolerance: f64,
+    /// Most mono samples a decode may produce (declared or decoded) before it is
+    /// refused with [`AudioError::TooLarge`] (default [`DEFAULT_MAX_SAMPLES`]).
+    pub max_samples: u64,
 }
 
 impl Default for DecodeOptions {
@@ -58,6 +88,7 @@ impl Default for DecodeOptions {
             max_duration_s: 600.0,
             max_bad_packet_ratio: 0.1,
             truncation_tolerance: 0.05,
+            max_samples: DEFAULT_MAX_SAMPLES,
         }
     }
 }
@@ -132,7 +163,7 @@ fn decode_inner(
         )
         .map_err(probe_error)?;
     let format = format_name(reader.format_info().short_name);
-    decode_track(reader.as_mut(), format, opts)
+    decode_track(reader.as_mut(), format, bytes.len(), opts)
 }
 
 /// Maps an error from format detection. Anything symphonia cannot place is
@@ -165,6 +196,7 @@ fn format_name(short: &str) -> String {
 fn decode_track(
     reader: &mut dyn FormatReader,
     format: String,
+    byte_len: usize,
     opts: &DecodeOptions,
 ) -> Result<DecodedAudio, AudioError> {
     let track = reader
@@ -178,6 +210,12 @@ fn decode_track(
         .ok_or(AudioError::NoAudioTrack)?
         .clone();
     let declared_frames = track.num_frames;
+    check_header(
+        params.sample_rate,
+        params.channels.as_ref().map(|c| c.count()),
+        params.bits_per_sample,
+        params.max_frames_per_packet,
+    )?;
     let mut sample_rate = params.sample_rate.unwrap_or(0);
     let mut channels = params.channels.as_ref().map_or(0, |c| c.count());
 
@@ -192,6 +230,14 @@ fn decode_track(
             });
         }
     }
+    if let Some(n) = declared_frames
+        && n > opts.max_samples
+    {
+        return Err(AudioError::TooLarge {
+            samples: n,
+            max_samples: opts.max_samples,
+        });
+    }
 
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
@@ -200,11 +246,11 @@ fn decode_track(
         })?;
     let codec = decoder.codec_info().short_name.to_string();
 
-    let mut samples: Vec<f32> = Vec::new();
-    if let (Some(n), true) = (declared_frames, sample_rate > 0) {
-        // Bounded by the max-duration check above.
-        samples.reserve(usize::try_from(n).unwrap_or(0));
-    }
+    let mut samples: Vec<f32> = Vec::with_capacity(initial_reservation(
+        declared_frames,
+        byte_len,
+        opts.max_samples,
+    ));
     let mut interleaved: Vec<f32> = Vec::new();
     let mut packets = 0usize;
     let mut bad_packets = 0usize;
@@ -238,13 +284,21 @@ fn decode_track(
                 let spec = buf.spec();
                 if sample_rate == 0 {
                     sample_rate = spec.rate();
+                    check_header(Some(sample_rate), None, None, None)?;
                 }
                 let n_ch = spec.channels().count().max(1);
+                check_header(None, Some(n_ch), None, None)?;
                 if channels == 0 {
                     channels = n_ch;
                 }
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 mix_down(&interleaved, n_ch, &mut samples);
+                if samples.len() as u64 > opts.max_samples {
+                    return Err(AudioError::TooLarge {
+                        samples: samples.len() as u64,
+                        max_samples: opts.max_samples,
+                    });
+                }
                 if sample_rate > 0
                     && samples.len() as f64 / f64::from(sample_rate) > opts.max_duration_s
                 {
@@ -301,6 +355,59 @@ fn decode_track(
         format,
         codec,
         duration_s,
+    })
+}
+
+/// Refuses stream parameters outside the accepted ranges (each `None` is a
+/// field the container does not declare, checked later if the decoder reports it).
+fn check_header(
+    sample_rate: Option<u32>,
+    channels: Option<usize>,
+    bits_per_sample: Option<u32>,
+    max_frames_per_packet: Option<u64>,
+) -> Result<(), AudioError> {
+    let bad = |detail: String| Err(AudioError::BadHeader { detail });
+    if let Some(r) = sample_rate
+        && !(MIN_SAMPLE_RATE..=MAX_SAMPLE_RATE).contains(&r)
+    {
+        return bad(format!(
+            "sample rate {r} Hz is outside {MIN_SAMPLE_RATE}..={MAX_SAMPLE_RATE} Hz"
+        ));
+    }
+    if let Some(c) = channels
+        && !(1..=MAX_CHANNELS).contains(&c)
+    {
+        return bad(format!("{c} channels is outside 1..={MAX_CHANNELS}"));
+    }
+    if let Some(b) = bits_per_sample
+        && !(1..=64).contains(&b)
+    {
+        return bad(format!("{b} bits per sample is outside 1..=64"));
+    }
+    if let Some(f) = max_frames_per_packet
+        && f > MAX_FRAMES_PER_PACKET
+    {
+        return bad(format!(
+            "{f} frames per packet exceeds {MAX_FRAMES_PER_PACKET}"
+        ));
+    }
+    Ok(())
+}
+
+/// How many mono samples to reserve before decoding: the declared frame count,
+/// but never more than `byte_len` (every PCM frame takes at least one byte, so
+/// the object cannot hold more frames than it has bytes; for compressed formats
+/// this is only a starting capacity and the buffer grows as decoding proves the
+/// samples exist) nor more than `max_samples`. Nothing is reserved when the
+/// container declares no length.
+pub fn initial_reservation(
+    declared_frames: Option<u64>,
+    byte_len: usize,
+    max_samples: u64,
+) -> usize {
+    declared_frames.map_or(0, |n| {
+        let n = n.min(byte_len as u64).min(max_samples);
+        usize::try_from(n).unwrap_or(0)
     })
 }
 

@@ -4,7 +4,8 @@
 //!
 //! - [`decode`] turns WAV, FLAC, MP3, Ogg Vorbis or AAC/M4A bytes into mono `f32`
 //!   samples ([`DecodedAudio`]), refusing empty, unrecognised, truncated, corrupt,
-//!   track-less, unsupported or over-long input with a named [`AudioError`].
+//!   track-less, unsupported, over-long, over-large or hostile-header input with
+//!   a named [`AudioError`]; no buffer is ever sized from an unchecked header.
 //! - [`features`] measures the recording ([`AcousticFeatures`]): levels, noise
 //!   floor and SNR, clipping, voice activity, loudness dynamics, pitch and
 //!   intonation, zero-crossing rate and a speech-rate proxy.
@@ -21,7 +22,10 @@ pub mod wav;
 
 use serde::{Deserialize, Serialize};
 
-pub use decode::{DecodeOptions, DecodedAudio, decode, decode_with};
+pub use decode::{
+    DEFAULT_MAX_SAMPLES, DecodeOptions, DecodedAudio, MAX_CHANNELS, MAX_FRAMES_PER_PACKET,
+    MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode, decode_with, initial_reservation,
+};
 pub use features::{
     ACTIVE_MARGIN_DB, ACTIVE_MIN_DBFS, AcousticFeatures, CLIP_LEVEL, FRAME_S, HOP_S,
     LEVEL_FLOOR_DBFS, PITCH_MAX_HZ, PITCH_MIN_HZ, VOICING_THRESHOLD, features, features_of,
@@ -69,6 +73,30 @@ pub enum AudioError {
         /// The decoder registry's message.
         detail: String,
     },
+    /// The container header declares impossible or hostile stream parameters
+    /// (sample rate outside [`MIN_SAMPLE_RATE`]..=[`MAX_SAMPLE_RATE`], no or more
+    /// than [`MAX_CHANNELS`] channels, zero or more than 64 bits per sample, more
+    /// than [`MAX_FRAMES_PER_PACKET`] frames per packet). Refused before any
+    /// buffer is sized from the header.
+    #[error("bad audio header: {detail}")]
+    BadHeader {
+        /// Which field is out of range, with its value and the accepted range.
+        detail: String,
+    },
+    /// The decoded (or declared) stream holds more samples than the decode cap
+    /// ([`DecodeOptions::max_samples`], default [`DEFAULT_MAX_SAMPLES`]: 600 s at
+    /// 48 kHz), whatever its duration: a high sample rate must not buy more memory.
+    #[error(
+        "audio is too large: {samples} samples exceed the decode cap of {max_samples} samples \
+         ({:.1} MiB of decoded audio)",
+        *.max_samples as f64 * 4.0 / 1_048_576.0
+    )]
+    TooLarge {
+        /// The declared frame count, or how far decoding got before stopping.
+        samples: u64,
+        /// The cap.
+        max_samples: u64,
+    },
     /// The audio is longer than the configured maximum ([`DecodeOptions::max_duration_s`]).
     #[error("audio is too long: {duration_s:.1} s exceeds the {max_s:.0} s limit")]
     TooLong {
@@ -86,7 +114,7 @@ fn declared(expected_s: Option<f64>) -> String {
 
 impl AudioError {
     /// Every stable name, for zero-initialising counters.
-    pub const NAMES: [&'static str; 7] = [
+    pub const NAMES: [&'static str; 9] = [
         "audio_empty",
         "audio_unrecognised",
         "audio_truncated",
@@ -94,6 +122,8 @@ impl AudioError {
         "no_audio_track",
         "unsupported_codec",
         "audio_too_long",
+        "audio_bad_header",
+        "audio_too_large",
     ];
 
     /// A short stable name, used as the failed item's reason and as a metric label.
@@ -106,6 +136,8 @@ impl AudioError {
             Self::NoAudioTrack => "no_audio_track",
             Self::UnsupportedCodec { .. } => "unsupported_codec",
             Self::TooLong { .. } => "audio_too_long",
+            Self::BadHeader { .. } => "audio_bad_header",
+            Self::TooLarge { .. } => "audio_too_large",
         }
     }
 }

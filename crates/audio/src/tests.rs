@@ -7,7 +7,7 @@ use super::*;
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/audio")
+        .join("../../tests/fixtures/audio")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -255,5 +255,163 @@ proptest! {
             prop_assert!(p.duration_s.is_finite());
             prop_assert!(serde_json::to_string(&p).is_ok());
         }
+    }
+}
+
+/// A canonical 44-byte PCM WAV header (`fmt ` tag 1) followed by `payload`
+/// zero bytes: every field is what the caller declares, true or not.
+fn crafted_wav(channels: u16, rate: u32, bits: u16, data_len: u32, payload: usize) -> Vec<u8> {
+    let block_align = channels.wrapping_mul(bits / 8);
+    let byte_rate = rate.wrapping_mul(u32::from(block_align));
+    let mut w = Vec::with_capacity(44 + payload);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&data_len.saturating_add(36).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    w.extend_from_slice(&16u32.to_le_bytes());
+    w.extend_from_slice(&1u16.to_le_bytes());
+    w.extend_from_slice(&channels.to_le_bytes());
+    w.extend_from_slice(&rate.to_le_bytes());
+    w.extend_from_slice(&byte_rate.to_le_bytes());
+    w.extend_from_slice(&block_align.to_le_bytes());
+    w.extend_from_slice(&bits.to_le_bytes());
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    w.resize(44 + payload, 0x80);
+    w
+}
+
+/// The finding: 300 bytes, 8-bit mono, 7 158 279 Hz, data length 0xFFFFFFFE.
+/// 4 294 967 294 frames at that rate is exactly 600 s, so the duration check
+/// passed and the decoder reserved 16 GiB of `f32`.
+fn the_300_byte_wav() -> Vec<u8> {
+    let w = crafted_wav(1, 7_158_279, 8, 0xFFFF_FFFE, 256);
+    assert_eq!(w.len(), 300);
+    w
+}
+
+#[test]
+fn the_crafted_300_byte_wav_is_a_bad_header() {
+    let err = decode(&the_300_byte_wav(), Some("wav")).expect_err("hostile header");
+    assert_eq!(err.name(), "audio_bad_header", "{err}");
+    assert!(err.to_string().contains("7158279 Hz"), "{err}");
+    assert!(AudioError::NAMES.contains(&err.name()));
+}
+
+/// Re-runs [`decode_child_under_8_gib`] in a child process whose address
+/// space is limited to 8 GiB (as in production containers): before the fix the
+/// child aborted with "memory allocation of 17179869176 bytes failed".
+#[test]
+fn the_crafted_wav_does_not_abort_under_an_address_space_limit() {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 8388608 && exec "$@""#)
+        .arg("sh")
+        .arg(exe)
+        .args([
+            "--exact",
+            "tests::decode_child_under_8_gib",
+            "--test-threads=1",
+        ])
+        .env("ENGAGE_AUDIO_CHILD", "1")
+        .output()
+        .expect("spawn the child test");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed: {:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Only does work when started by the test above.
+#[test]
+fn decode_child_under_8_gib() {
+    if std::env::var_os("ENGAGE_AUDIO_CHILD").is_none() {
+        return;
+    }
+    let bytes = the_300_byte_wav();
+    assert!(decode(&bytes, Some("wav")).is_err());
+    // Same frame count at a plausible rate: refused on duration, not memory.
+    assert!(decode(&crafted_wav(1, 48_000, 8, 0xFFFF_FFFE, 256), None).is_err());
+}
+
+#[test]
+fn hostile_header_variants_get_named_errors() {
+    let cases: [(Vec<u8>, &str); 6] = [
+        // Zero sample rate.
+        (crafted_wav(1, 0, 16, 512, 512), "audio_bad_header"),
+        // Above 384 kHz.
+        (
+            crafted_wav(2, 1_000_000, 16, 4_000, 4_000),
+            "audio_bad_header",
+        ),
+        // More channels than any decoder should size buffers for.
+        (crafted_wav(20, 8_000, 16, 40_000, 400), "audio_bad_header"),
+        // Declared length ≫ file at a plausible rate: far over the duration limit.
+        (crafted_wav(1, 8_000, 8, 0xFFFF_FFFE, 256), "audio_too_long"),
+        // Declared length ≫ file but within the limits: decodes what is there
+        // (reserving only what 256 bytes can hold) and reports the truncation.
+        (
+            crafted_wav(1, 48_000, 8, 48_000 * 60, 256),
+            "audio_truncated",
+        ),
+        // Within the duration limit, above the sample cap (500 s at 96 kHz).
+        (
+            crafted_wav(1, 96_000, 8, 96_000 * 500, 256),
+            "audio_too_large",
+        ),
+    ];
+    for (i, (bytes, reason)) in cases.iter().enumerate() {
+        let err = decode(bytes, Some("wav")).expect_err("refused");
+        assert_eq!(err.name(), *reason, "case {i}: {err}");
+    }
+    let err = decode(&cases[5].0, None).expect_err("too large");
+    assert!(
+        err.to_string().contains("decode cap of 28800000 samples"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_sample_cap_applies_while_decoding() {
+    let opts = DecodeOptions {
+        max_samples: 10_000,
+        ..DecodeOptions::default()
+    };
+    let err = decode_with(&fixture("speech.mp3"), Some("mp3"), &opts).expect_err("cap");
+    assert!(
+        matches!(err, AudioError::TooLarge { samples, max_samples: 10_000 } if samples > 10_000),
+        "{err:?}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Whatever a WAV header claims, decoding answers with a named result and
+    /// the up-front reservation never exceeds the bytes or the cap.
+    #[test]
+    fn any_wav_header_is_safe(channels in prop_oneof![0u16..4, any::<u16>()],
+                              rate in prop_oneof![Just(0u32), 1u32..400_000, any::<u32>()],
+                              bits in prop_oneof![Just(8u16), Just(16), Just(24), Just(32), any::<u16>()],
+                              data_len in any::<u32>(),
+                              payload in 0usize..2_048) {
+        let bytes = crafted_wav(channels, rate, bits, data_len, payload);
+        match decode(&bytes, Some("wav")) {
+            Ok(a) => prop_assert!(a.samples.len() <= bytes.len()),
+            Err(e) => prop_assert!(AudioError::NAMES.contains(&e.name())),
+        }
+        let reserved = initial_reservation(Some(u64::from(data_len)), bytes.len(), DEFAULT_MAX_SAMPLES);
+        prop_assert!(reserved <= bytes.len());
+    }
+
+    #[test]
+    fn reservation_is_bounded(declared in proptest::option::of(any::<u64>()),
+                              byte_len in 0usize..1 << 40,
+                              cap in any::<u64>()) {
+        let r = initial_reservation(declared, byte_len, cap) as u64;
+        prop_assert!(r <= byte_len as u64 && r <= cap && r <= declared.unwrap_or(0));
     }
 }

@@ -14,6 +14,7 @@
 
 pub mod analysis;
 pub mod audio_ref;
+pub mod csv_safe;
 pub mod envelope;
 pub mod input_policy;
 pub mod jobs;

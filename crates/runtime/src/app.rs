@@ -20,8 +20,25 @@ where
     F: FnOnce(Arc<Services>) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<S>>,
 {
+    crate::redact::install_panic_hook();
+    let result = run_main(build).await;
+    // The process prints this error on exit: mask every secret in the chain.
+    result.map_err(|e| anyhow::anyhow!(crate::redact::redact_error(&e)))
+}
+
+async fn run_main<S, F, Fut>(build: F) -> anyhow::Result<()>
+where
+    S: Stage,
+    F: FnOnce(Arc<Services>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<S>>,
+{
     let cfg = FleetConfig::load_for_stage(S::NAME)
         .context("loading configuration (ENGAGE_* environment, ENGAGE_CONFIG file)")?;
+    crate::redact::register_url(cfg.broker.amqp_url.expose());
+    crate::redact::register_url(cfg.redis.url.expose());
+    if !cfg.gemini.api_key.expose().is_empty() {
+        crate::redact::register_secret(cfg.gemini.api_key.expose());
+    }
     crate::telemetry::init(cfg.telemetry.log_format);
     let svc = Services::connect(cfg).await?;
     let stage = Arc::new(build(svc.clone()).await?);

@@ -24,6 +24,7 @@ pub mod items;
 pub mod ledger;
 pub mod metrics;
 pub mod recovery;
+pub mod redact;
 pub mod redis_conn;
 pub mod secret;
 pub mod services;

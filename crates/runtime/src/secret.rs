@@ -44,17 +44,11 @@ impl<T> Serialize for Secret<T> {
 }
 
 /// Strips the password from a URL-like string (`amqp://user:pass@host` →
-/// `amqp://user:***@host`) for messages that must name the endpoint.
+/// `amqp://user:***@host`) for messages that must name the endpoint. Handles
+/// every form [`crate::redact::redact_url`] does (no `//`, no user, query
+/// passwords, cluster seed lists).
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some((a, h)) => (a, h),
-        None => return url.to_string(),
-    };
-    let user = auth.split(':').next().unwrap_or("");
-    format!("{scheme}://{user}:***@{host}")
+    crate::redact::redact_url(url)
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Logging setup: structured `tracing` logs as text or JSON, filtered by
 //! `RUST_LOG` (default `info`). Safe to call more than once (tests may call it;
 //! a second call is a no-op), and tests stay silent unless `TEST_LOG` is set.
+//! Every line passes through [`RedactingStderr`], so no registered secret is logged.
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::LogFormat;
+use crate::redact::RedactingStderr;
 
 /// Installs the global subscriber. Returns false if one was already installed.
 pub fn init(format: LogFormat) -> bool {
@@ -17,14 +19,14 @@ pub fn init(format: LogFormat) -> bool {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_writer(std::io::stderr),
+                    .with_writer(RedactingStderr),
             )
             .try_init(),
         LogFormat::Text => registry
             .with(
                 fmt::layer()
                     .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .with_writer(std::io::stderr),
+                    .with_writer(RedactingStderr),
             )
             .try_init(),
     };

@@ -423,7 +423,8 @@ impl<S: Stage> Worker<S> {
                 }
                 Err(JobError::Fatal(e)) => {
                     error!(error = %format!("{e:#}"), "fatal error: this worker stops consuming");
-                    svc.health.set_fatal(format!("{e:#}"));
+                    svc.health
+                        .set_fatal(crate::redact::redact_text(&format!("{e:#}")));
                     self.fatal.cancel();
                     (Disposition::Requeue, "fatal")
                 }

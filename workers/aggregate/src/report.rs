@@ -12,8 +12,10 @@
 //! values as numbers, and `null` for empty cells. Timestamps are RFC 3339 UTC
 //! ([`format_rfc3339`]).
 
+use std::borrow::Cow;
 use std::io::Write;
 
+use engage_model::csv_safe::csv_safe;
 use engage_model::time::format_rfc3339;
 use engage_model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord};
 use serde::Serialize;
@@ -35,6 +37,12 @@ pub const REPORT_COLUMNS: [&str; 11] = [
     "combined_score",
 ];
 
+/// Which `report.csv` columns hold text from the input (neutralised with
+/// [`csv_safe`]); counts and scores are numbers and stay as they are.
+const REPORT_TEXT: [bool; 11] = [
+    true, true, false, false, false, false, true, true, false, false, false,
+];
+
 /// Columns of `matched.csv`, in order.
 pub const MATCHED_COLUMNS: [&str; 11] = [
     "response_id",
@@ -48,6 +56,12 @@ pub const MATCHED_COLUMNS: [&str; 11] = [
     "lesson",
     "phase",
     "progress",
+];
+
+/// Which `matched.csv` columns hold text from the input; `accuracy` is a
+/// number and the two timestamps are generated, so they stay as they are.
+const MATCHED_TEXT: [bool; 11] = [
+    true, true, false, true, false, true, false, true, true, true, true,
 ];
 
 /// Columns of `analysis.csv`, in order: the six answer fields between the
@@ -67,6 +81,10 @@ pub const ANALYSIS_COLUMNS: [&str; 10] = {
         "error",
     ]
 };
+
+/// Which `analysis.csv` columns hold text (everything but the two scores;
+/// `error` carries failure details that may quote the input).
+const ANALYSIS_TEXT: [bool; 10] = [true, true, false, false, true, true, true, true, true, true];
 
 /// Why an output file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +160,7 @@ pub fn write_report_csv<W: Write>(w: W, rows: &[ReportRow]) -> Result<(), Report
     write_csv(
         w,
         &REPORT_COLUMNS,
+        &REPORT_TEXT,
         sorted_report(rows).into_iter().map(report_cells),
     )
 }
@@ -227,6 +246,7 @@ pub fn write_matched_csv<W: Write>(w: W, records: &[MatchedRecord]) -> Result<()
     write_csv(
         w,
         &MATCHED_COLUMNS,
+        &MATCHED_TEXT,
         rows.into_iter().map(|(_, _, cells)| cells),
     )
 }
@@ -275,18 +295,29 @@ pub fn write_analysis_csv<W: Write>(
         .collect();
     rows.sort();
     rows.dedup();
-    write_csv(w, &ANALYSIS_COLUMNS, rows)
+    write_csv(w, &ANALYSIS_COLUMNS, &ANALYSIS_TEXT, rows)
 }
 
+/// Writes a header and rows; the cells of the columns marked in `text` go
+/// through [`csv_safe`] (formula neutralising), numeric and generated
+/// columns are written as they are.
 fn write_csv<W: Write, const N: usize>(
     w: W,
     header: &[&str; N],
+    text: &[bool; N],
     rows: impl IntoIterator<Item = [String; N]>,
 ) -> Result<(), ReportError> {
     let mut out = csv::Writer::from_writer(w);
     out.write_record(header)?;
     for row in rows {
-        out.write_record(&row)?;
+        let cells: [Cow<'_, str>; N] = std::array::from_fn(|i| {
+            if text[i] {
+                csv_safe(&row[i])
+            } else {
+                Cow::Borrowed(row[i].as_str())
+            }
+        });
+        out.write_record(cells.iter().map(|c| c.as_bytes()))?;
     }
     out.flush()?;
     Ok(())
@@ -394,6 +425,52 @@ b,P1,3,66.667,,80,happy,,12.5,0,73.333\n";
         keys.sort();
         assert_eq!(keys, want_keys);
         assert_eq!(text(|w| write_report_json(w, &[])), "[]\n");
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised_in_text_columns_only() {
+        let mut r = row("@SUM(1+1)*cmd|' /C calc'!A0", "=1+2", T0);
+        r.gap_to_next_phase_s = Some(-12.5);
+        r.avg_accuracy = Some(-3.0);
+        let got = text(|w| write_report_csv(w, std::slice::from_ref(&r)));
+        let line = got.lines().nth(1).expect("row");
+        assert_eq!(
+            line,
+            "'@SUM(1+1)*cmd|' /C calc'!A0,'=1+2,3,-3,,80,happy,,12.5,-12.5,73.333"
+        );
+        // JSON keeps the raw values.
+        let json = text(|w| write_report_json(w, &[r]));
+        assert!(
+            json.contains("\"user_id\":\"@SUM(1+1)*cmd|' /C calc'!A0\""),
+            "{json}"
+        );
+        assert!(json.contains("\"phase\":\"=1+2\""), "{json}");
+
+        let mut m = matched("=HYPERLINK(\"http://evil\",\"x\")", "+r1", T0, true);
+        if let Some(s) = m.session.as_mut() {
+            s.phase = "-P1".into();
+            s.lesson = "\tL".into();
+        }
+        m.record.audio_url = Some("@s3://bkt/a.wav".into());
+        let got = text(|w| write_matched_csv(w, &[m]));
+        let mut rd = csv::Reader::from_reader(got.as_bytes());
+        let rec = rd.records().next().expect("row").expect("csv");
+        assert_eq!(&rec[0], "'+r1");
+        assert_eq!(&rec[1], "'=HYPERLINK(\"http://evil\",\"x\")");
+        assert_eq!(&rec[3], "'@s3://bkt/a.wav");
+        assert_eq!(&rec[4], "87.5");
+        assert_eq!(&rec[8], "'\tL");
+        assert_eq!(&rec[9], "'-P1");
+
+        let failed = AnalysisOutcome::Failed {
+            reason: "io".into(),
+            detail: String::new(),
+        };
+        let got = text(|w| write_analysis_csv(w, &[("=r".to_string(), failed)]));
+        assert!(
+            got.lines().nth(1).expect("row").starts_with("'=r,failed,"),
+            "{got}"
+        );
     }
 
     fn matched(user: &str, id: &str, ts: i64, session: bool) -> MatchedRecord {

@@ -73,6 +73,26 @@ pub enum StorageError {
         /// HTTP status, error code and message.
         detail: String,
     },
+    /// A local object path is, or passes through, a symlink (the last
+    /// component, or any directory below `s3_root`). Symlinks are never
+    /// followed: one could lead outside the root or to `/dev/zero`.
+    #[error("{op} {}: refused: the path is or passes through a symlink", .uri.redacted())]
+    SymlinkRefused {
+        /// The operation.
+        op: &'static str,
+        /// The object concerned.
+        uri: ObjectUri,
+    },
+    /// A local object is a FIFO, socket or device rather than a regular file.
+    #[error("{op} {}: refused: a {kind}, not a regular file", .uri.redacted())]
+    NotRegularFile {
+        /// The operation.
+        op: &'static str,
+        /// The object concerned.
+        uri: ObjectUri,
+        /// What it is (`fifo`, `character device`, `block device`, `socket`).
+        kind: &'static str,
+    },
     /// A local filesystem error other than not-found or permission denied.
     #[error("{op} {}: {source}", .uri.redacted())]
     Io {
@@ -103,13 +123,15 @@ impl StorageError {
             | Self::NotFound { .. }
             | Self::AccessDenied { .. }
             | Self::TooLarge { .. }
+            | Self::SymlinkRefused { .. }
+            | Self::NotRegularFile { .. }
             | Self::Rejected { .. } => false,
         }
     }
 
     /// A stable, low-cardinality label for metrics and failed-item reasons:
     /// `invalid_uri`, `config`, `not_found`, `access_denied`, `too_large`,
-    /// `transient`, `rejected` or `io`.
+    /// `transient`, `rejected`, `symlink_refused`, `not_regular_file` or `io`.
     pub fn class(&self) -> &'static str {
         match self {
             Self::InvalidUri(_) => "invalid_uri",
@@ -119,6 +141,8 @@ impl StorageError {
             Self::TooLarge { .. } => "too_large",
             Self::Transient { .. } => "transient",
             Self::Rejected { .. } => "rejected",
+            Self::SymlinkRefused { .. } => "symlink_refused",
+            Self::NotRegularFile { .. } => "not_regular_file",
             Self::Io { .. } => "io",
         }
     }
@@ -137,6 +161,8 @@ impl StorageError {
             | Self::TooLarge { uri, .. }
             | Self::Transient { uri, .. }
             | Self::Rejected { uri, .. }
+            | Self::SymlinkRefused { uri, .. }
+            | Self::NotRegularFile { uri, .. }
             | Self::Io { uri, .. } => Some(uri),
             Self::InvalidUri(_) | Self::Config(_) => None,
         }

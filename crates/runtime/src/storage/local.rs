@@ -8,6 +8,21 @@
 //! see a partial object and a completed write survives a crash. Symlinks
 //! are not followed when listing.
 //!
+//! # Only regular files are read
+//!
+//! Keys come from learner data, and the directory may hold anything an
+//! operator or another process put there. Reads ([`get`], [`reader`],
+//! [`size`], [`read_local`]) therefore open with `O_NOFOLLOW | O_NONBLOCK`
+//! and `fstat` the opened handle: a symlink as the last component is
+//! [`StorageError::SymlinkRefused`], and a FIFO, socket or device is
+//! [`StorageError::NotRegularFile`], refused without blocking (a FIFO opened
+//! without `O_NONBLOCK` would hang the opening thread, which may be an async
+//! worker thread; `/dev/zero` would be read until the size limit). Below an
+//! `s3_root`, every component between the root and the object is also
+//! checked with `symlink_metadata`, so a symlinked bucket or key directory
+//! cannot lead outside the root. The root itself may be a symlink (it is the
+//! operator's choice). Both errors are permanent.
+//!
 //! Every whole-object operation runs as *one* blocking task over `std::fs`
 //! ([`blocking`]): with `tokio::fs` each file-system call would be its own
 //! round trip to the blocking pool (a `put` was seven). Only the streaming
@@ -18,6 +33,8 @@ use std::fs;
 use std::io::{self, Read, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use std::os::unix::fs::OpenOptionsExt;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
@@ -37,17 +54,18 @@ pub const TEMP_PREFIX: &str = ".engage-tmp-";
 /// read on the blocking pool; `inline_max` 0 sends the whole read there.
 pub(crate) async fn get(
     path: &Path,
+    root: Option<PathBuf>,
     uri: &ObjectUri,
     limit: u64,
     inline_max: u64,
 ) -> Result<Bytes, StorageError> {
     if inline_max == 0 {
         return blocking("get", path, uri, move |path, uri| {
-            get_sync(path, uri, limit)
+            get_sync(path, root.as_deref(), uri, limit)
         })
         .await;
     }
-    let (file, meta) = open_regular(path, uri, "get")?;
+    let (file, meta) = open_regular(path, root.as_deref(), uri, "get")?;
     let len = meta.len();
     if len <= inline_max {
         return read_whole(file, len, uri, limit);
@@ -58,9 +76,28 @@ pub(crate) async fn get(
     .await
 }
 
-fn get_sync(path: &Path, uri: &ObjectUri, limit: u64) -> Result<Bytes, StorageError> {
-    let (file, meta) = open_regular(path, uri, "get")?;
+fn get_sync(
+    path: &Path,
+    root: Option<&Path>,
+    uri: &ObjectUri,
+    limit: u64,
+) -> Result<Bytes, StorageError> {
+    let (file, meta) = open_regular(path, root, uri, "get")?;
     read_whole(file, meta.len(), uri, limit)
+}
+
+/// Reads the `s3://bucket/key` object `uri` from `root/bucket/key` on the
+/// calling thread, with the same refusals as the store's `get` (regular files
+/// only, no symlink below `root`, at most `limit` bytes). This is how
+/// `engage run --s3-root` reads audio, so it refuses exactly what the fleet does.
+pub fn read_local(root: &Path, uri: &ObjectUri, limit: u64) -> Result<Bytes, StorageError> {
+    uri.require_key()?;
+    let Some(bucket) = uri.bucket() else {
+        return Err(engage_model::uri::UriError::UnsupportedScheme.into());
+    };
+    // Bucket and key are validated and normalised: the path stays below `root`.
+    let path = root.join(bucket).join(uri.key());
+    get_sync(&path, Some(root), uri, limit)
 }
 
 /// Reads an open file of `len` bytes (its size when opened), refusing more
@@ -90,11 +127,15 @@ fn read_whole(
 /// Opens a streaming reader over `range` (clamped to the file).
 pub(crate) async fn reader(
     path: &Path,
+    root: Option<PathBuf>,
     uri: &ObjectUri,
     range: Option<Range<u64>>,
 ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StorageError> {
     const OP: &str = "read";
-    let (file, _) = blocking(OP, path, uri, |path, uri| open_regular(path, uri, OP)).await?;
+    let (file, _) = blocking(OP, path, uri, move |path, uri| {
+        open_regular(path, root.as_deref(), uri, OP)
+    })
+    .await?;
     let mut file = tokio::fs::File::from_std(file);
     match range {
         None => Ok(Box::new(file)),
@@ -107,15 +148,28 @@ pub(crate) async fn reader(
     }
 }
 
-/// The size of a regular file; `None` when it does not exist or is a directory.
-pub(crate) async fn size(path: &Path, uri: &ObjectUri) -> Result<Option<u64>, StorageError> {
-    blocking("size", path, uri, |path, uri| match fs::metadata(path) {
-        Ok(m) if m.is_file() => Ok(Some(m.len())),
-        Ok(_) => Ok(None),
-        Err(e) => match StorageError::from_io("size", uri, e) {
-            StorageError::NotFound { .. } => Ok(None),
-            other => Err(other),
-        },
+/// The size of a regular file; `None` when it does not exist or is a
+/// directory. A symlink or special file is refused as by [`get`].
+pub(crate) async fn size(
+    path: &Path,
+    root: Option<PathBuf>,
+    uri: &ObjectUri,
+) -> Result<Option<u64>, StorageError> {
+    const OP: &str = "size";
+    blocking(OP, path, uri, move |path, uri| {
+        let checked = match &root {
+            Some(root) => refuse_symlinks_below(root, path, uri, OP),
+            None => Ok(()),
+        };
+        match checked.and_then(|()| {
+            fs::symlink_metadata(path).map_err(|e| StorageError::from_io(OP, uri, e))
+        }) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(m) if m.is_dir() => Ok(None),
+            Ok(m) => Err(refusal(&m.file_type(), OP, uri)),
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(other) => Err(other),
+        }
     })
     .await
 }
@@ -289,24 +343,96 @@ where
     })
 }
 
-/// Opens a regular file and returns it with its metadata (read once); a
-/// directory is not found.
+/// Opens a regular file and returns it with its metadata (read once from the
+/// opened handle); a directory is not found. Never follows a symlink as the
+/// last component, nor (with `root`) anywhere below `root`; never blocks on
+/// a FIFO; refuses anything that is not a regular file.
 fn open_regular(
     path: &Path,
+    root: Option<&Path>,
     uri: &ObjectUri,
     op: &'static str,
 ) -> Result<(fs::File, fs::Metadata), StorageError> {
-    let file = fs::File::open(path).map_err(|e| StorageError::from_io(op, uri, e))?;
+    if let Some(root) = root {
+        refuse_symlinks_below(root, path, uri, op)?;
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                StorageError::SymlinkRefused {
+                    op,
+                    uri: uri.clone(),
+                }
+            } else {
+                StorageError::from_io(op, uri, e)
+            }
+        })?;
     let meta = file
         .metadata()
         .map_err(|e| StorageError::from_io(op, uri, e))?;
     if meta.is_file() {
         Ok((file, meta))
-    } else {
+    } else if meta.is_dir() {
         Err(StorageError::NotFound {
             op,
             uri: uri.clone(),
         })
+    } else {
+        Err(refusal(&meta.file_type(), op, uri))
+    }
+}
+
+/// Refuses `path` when any component after `root` is a symlink (checked with
+/// `symlink_metadata`, one component at a time). A missing component is
+/// not-found; a path outside `root` is refused as a symlink escape.
+fn refuse_symlinks_below(
+    root: &Path,
+    path: &Path,
+    uri: &ObjectUri,
+    op: &'static str,
+) -> Result<(), StorageError> {
+    let symlink = || StorageError::SymlinkRefused {
+        op,
+        uri: uri.clone(),
+    };
+    let rel = path.strip_prefix(root).map_err(|_| symlink())?;
+    let mut at = root.to_path_buf();
+    for part in rel.components() {
+        at.push(part);
+        let meta = fs::symlink_metadata(&at).map_err(|e| StorageError::from_io(op, uri, e))?;
+        if meta.file_type().is_symlink() {
+            return Err(symlink());
+        }
+    }
+    Ok(())
+}
+
+/// The error for a file that is neither regular nor a directory.
+fn refusal(ft: &fs::FileType, op: &'static str, uri: &ObjectUri) -> StorageError {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = if ft.is_symlink() {
+        return StorageError::SymlinkRefused {
+            op,
+            uri: uri.clone(),
+        };
+    } else if ft.is_fifo() {
+        "fifo"
+    } else if ft.is_char_device() {
+        "character device"
+    } else if ft.is_block_device() {
+        "block device"
+    } else if ft.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    };
+    StorageError::NotRegularFile {
+        op,
+        uri: uri.clone(),
+        kind,
     }
 }
 
@@ -356,6 +482,142 @@ fn too_large(uri: &ObjectUri, size: u64, limit: u64) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::symlink;
+    use std::time::{Duration, Instant};
+
+    /// `root/bkt/<key>`, with its `s3://` URI.
+    fn object(root: &Path, key: &str) -> (PathBuf, ObjectUri) {
+        (
+            root.join("bkt").join(key),
+            ObjectUri::parse(&format!("s3://bkt/{key}")).unwrap(),
+        )
+    }
+
+    /// Every read entry point, on `path` below `root`: each must refuse with `class`.
+    async fn assert_refused(root: &Path, key: &str, class: &str) {
+        let (path, uri) = object(root, key);
+        let started = Instant::now();
+        for inline in [0, 1 << 20] {
+            let e = get(&path, Some(root.to_path_buf()), &uri, 1 << 30, inline)
+                .await
+                .unwrap_err();
+            assert_eq!(e.class(), class, "get inline={inline}: {e}");
+            assert!(!e.is_transient());
+        }
+        let e = reader(&path, Some(root.to_path_buf()), &uri, None)
+            .await
+            .err()
+            .expect("reader refused");
+        assert_eq!(e.class(), class, "reader: {e}");
+        let e = size(&path, Some(root.to_path_buf()), &uri)
+            .await
+            .unwrap_err();
+        assert_eq!(e.class(), class, "size: {e}");
+        let e = read_local(root, &uri, 1 << 30).unwrap_err();
+        assert_eq!(e.class(), class, "read_local: {e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "refusing took {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_symlink_to_dev_zero_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bkt")).unwrap();
+        symlink("/dev/zero", dir.path().join("bkt/zero.wav")).unwrap();
+        assert_refused(dir.path(), "zero.wav", "symlink_refused").await;
+        // Without a root (file:// URIs) the last component is still not followed.
+        let uri = ObjectUri::parse("s3://bkt/zero.wav").unwrap();
+        let e = get(&dir.path().join("bkt/zero.wav"), None, &uri, 1 << 30, 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StorageError::SymlinkRefused { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn symlinks_escaping_the_root_are_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("secret.wav"), "outside").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bkt")).unwrap();
+        // A symlinked file and a symlinked directory on the way.
+        symlink(
+            outside.path().join("secret.wav"),
+            dir.path().join("bkt/file.wav"),
+        )
+        .unwrap();
+        symlink(outside.path(), dir.path().join("bkt/sub")).unwrap();
+        assert_refused(dir.path(), "file.wav", "symlink_refused").await;
+        assert_refused(dir.path(), "sub/secret.wav", "symlink_refused").await;
+        // A symlinked bucket directory too.
+        let other = tempfile::tempdir().unwrap();
+        fs::create_dir(other.path().join("bkt")).unwrap();
+        fs::write(other.path().join("bkt/a.wav"), "x").unwrap();
+        let root2 = tempfile::tempdir().unwrap();
+        symlink(other.path().join("bkt"), root2.path().join("bkt")).unwrap();
+        assert_refused(root2.path(), "a.wav", "symlink_refused").await;
+        // The root itself may be a symlink; regular files below it read fine.
+        let link_root = root2.path().join("root-link");
+        symlink(other.path(), &link_root).unwrap();
+        let uri = ObjectUri::parse("s3://bkt/a.wav").unwrap();
+        assert_eq!(read_local(&link_root, &uri, 10).unwrap(), Bytes::from("x"));
+    }
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bkt")).unwrap();
+        let fifo = dir.path().join("bkt/pipe.wav");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(status.success());
+        // A blocking open would hang its thread (and, inline, the runtime):
+        // run the reads on their own thread and give up waiting after 10 s.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let root = dir.path().to_path_buf();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let e = rt.block_on(async {
+                assert_refused(&root, "pipe.wav", "not_regular_file").await;
+                let (path, uri) = object(&root, "pipe.wav");
+                get(&path, None, &uri, 10, 1 << 20).await.unwrap_err()
+            });
+            let _ = tx.send(e);
+        });
+        let e = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("refused without blocking");
+        assert!(
+            matches!(e, StorageError::NotRegularFile { kind: "fifo", .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_device_is_refused() {
+        let uri = ObjectUri::parse("s3://bkt/zero.wav").unwrap();
+        let e = get(Path::new("/dev/zero"), None, &uri, 1 << 30, 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StorageError::NotRegularFile {
+                    kind: "character device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
@@ -375,31 +637,31 @@ mod tests {
         for inline in INLINE {
             let uri = ObjectUri::file(&sub).unwrap();
             assert!(
-                get(&sub, &uri, 100, inline)
+                get(&sub, None, &uri, 100, inline)
                     .await
                     .unwrap_err()
                     .is_not_found()
             );
-            assert_eq!(size(&sub, &uri).await.unwrap(), None);
+            assert_eq!(size(&sub, None, &uri).await.unwrap(), None);
             let missing = dir.path().join("missing");
             let uri = ObjectUri::file(&missing).unwrap();
             assert!(
-                get(&missing, &uri, 100, inline)
+                get(&missing, None, &uri, 100, inline)
                     .await
                     .unwrap_err()
                     .is_not_found()
             );
-            assert_eq!(size(&missing, &uri).await.unwrap(), None);
+            assert_eq!(size(&missing, None, &uri).await.unwrap(), None);
             // A path through a regular file ("not a directory") is not found either.
             let through = dir.path().join("f/g");
             let uri = ObjectUri::file(&through).unwrap();
             assert!(
-                get(&through, &uri, 100, inline)
+                get(&through, None, &uri, 100, inline)
                     .await
                     .unwrap_err()
                     .is_not_found()
             );
-            assert_eq!(size(&through, &uri).await.unwrap(), None);
+            assert_eq!(size(&through, None, &uri).await.unwrap(), None);
         }
     }
 
@@ -414,19 +676,25 @@ mod tests {
             let p = dir.path().join("o");
             let uri = ObjectUri::file(&p).unwrap();
             put(&p, &uri, Bytes::from("1234")).await.unwrap();
-            assert_eq!(get(&p, &uri, 4, inline).await.unwrap(), Bytes::from("1234"));
-            match get(&p, &uri, 3, inline).await.unwrap_err() {
+            assert_eq!(
+                get(&p, None, &uri, 4, inline).await.unwrap(),
+                Bytes::from("1234")
+            );
+            match get(&p, None, &uri, 3, inline).await.unwrap_err() {
                 StorageError::TooLarge { size, limit, .. } => assert_eq!((size, limit), (4, 3)),
                 other => panic!("{other:?}"),
             }
             assert_eq!(
-                get(&p, &uri, 0, inline).await.unwrap_err().class(),
+                get(&p, None, &uri, 0, inline).await.unwrap_err().class(),
                 "too_large"
             );
             let empty = dir.path().join("empty");
             let uri = ObjectUri::file(&empty).unwrap();
             put(&empty, &uri, Bytes::new()).await.unwrap();
-            assert_eq!(get(&empty, &uri, 0, inline).await.unwrap(), Bytes::new());
+            assert_eq!(
+                get(&empty, None, &uri, 0, inline).await.unwrap(),
+                Bytes::new()
+            );
         }
     }
 
@@ -439,7 +707,7 @@ mod tests {
         put(&p, &uri, Bytes::from(body.clone())).await.unwrap();
         for inline in [0, 1024, 199_999, 200_000, u64::MAX] {
             assert_eq!(
-                get(&p, &uri, u64::MAX, inline).await.unwrap(),
+                get(&p, None, &uri, u64::MAX, inline).await.unwrap(),
                 Bytes::from(body.clone()),
                 "inline threshold {inline}"
             );
@@ -454,7 +722,7 @@ mod tests {
         put(&p, &uri, Bytes::from("first, longer")).await.unwrap();
         put(&p, &uri, Bytes::from("second")).await.unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"second");
-        assert_eq!(size(&p, &uri).await.unwrap(), Some(6));
+        assert_eq!(size(&p, None, &uri).await.unwrap(), Some(6));
         assert_eq!(names(&dir.path().join("a/b")), vec!["o"]);
     }
 

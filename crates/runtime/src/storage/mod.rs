@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use engage_model::uri::{ObjectUri, Redacted, UriError};
 pub use error::StorageError;
-pub use local::TEMP_PREFIX;
+pub use local::{TEMP_PREFIX, read_local};
 pub use s3::Uploaded;
 
 /// A streaming object reader.
@@ -110,7 +110,10 @@ impl Storage {
         uri.require_key()?;
         let limit = self.inner.max_object_bytes;
         match self.route(uri)? {
-            Route::Local(path) => local::get(&path, uri, limit, self.inner.inline_read_bytes).await,
+            Route::Local(path) => {
+                let root = self.local_root(uri);
+                local::get(&path, root, uri, limit, self.inner.inline_read_bytes).await
+            }
             Route::S3(s3, bucket) => s3.get(bucket, uri, limit).await,
         }
     }
@@ -126,7 +129,7 @@ impl Storage {
     ) -> Result<ObjectReader, StorageError> {
         uri.require_key()?;
         match self.route(uri)? {
-            Route::Local(path) => local::reader(&path, uri, range).await,
+            Route::Local(path) => local::reader(&path, self.local_root(uri), uri, range).await,
             Route::S3(s3, bucket) => s3.reader(bucket, uri, range).await,
         }
     }
@@ -135,7 +138,7 @@ impl Storage {
     pub async fn size(&self, uri: &ObjectUri) -> Result<Option<u64>, StorageError> {
         uri.require_key()?;
         match self.route(uri)? {
-            Route::Local(path) => local::size(&path, uri).await,
+            Route::Local(path) => local::size(&path, self.local_root(uri), uri).await,
             Route::S3(s3, bucket) => s3.size(bucket, uri).await,
         }
     }
@@ -220,6 +223,13 @@ impl Storage {
             Route::Local(path) => local::ping(&path, &root).await,
             Route::S3(s3, bucket) => s3.ping(bucket, &root).await,
         }
+    }
+
+    /// The directory no symlink may be followed below: `s3_root` for an
+    /// `s3://` URI served locally; `None` for `file://` URIs (only their last
+    /// component is checked).
+    fn local_root(&self, uri: &ObjectUri) -> Option<PathBuf> {
+        uri.bucket().and(self.inner.s3_root.clone())
     }
 
     /// The bucket root of an `s3://` URI; a `file://` URI itself.
