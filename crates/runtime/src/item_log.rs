@@ -25,8 +25,8 @@ use bytes::Bytes;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::job_error::JobError;
 use crate::storage::{ObjectUri, Storage};
-use crate::worker::JobError;
 use engage_model::jobs::ItemState;
 use engage_model::layout::Layout;
 

@@ -3,9 +3,10 @@
 //! recorded in the ledger, which may make the learner complete and hand this
 //! job the aggregate emission.
 
+use crate::job_error::JobError;
 use crate::ledger::{FanIn, ScanResult};
 use crate::recovery::{fan_in_emits, with_ledger};
-use crate::worker::{Emit, JobCtx, JobError};
+use crate::stage::{Emit, JobCtx};
 use engage_model::AnalysisOutcome;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{ItemCost, ItemState};

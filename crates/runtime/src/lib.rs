@@ -1,6 +1,8 @@
 //! The worker runtime of the engagement fleet: everything a stage needs around
 //! its pure domain code, and nothing a stage decides.
 //!
+//! - the contract a stage implements: [`stage`] ([`Stage`], [`JobCtx`],
+//!   [`Emit`]) and [`job_error`] ([`JobError`]); nothing imports the loop;
 //! - the loop: [`worker`] (consume → dedupe → run → route → publish → ack),
 //!   [`acks`], [`broker`], [`app`] (a worker's `main`);
 //! - exactly-once effects: [`idempotency`], [`ledger`] (the batch's fan-in),
@@ -21,13 +23,18 @@ pub mod health;
 pub mod idempotency;
 pub mod item_log;
 pub mod items;
+pub mod job_error;
 pub mod ledger;
 pub mod metrics;
 pub mod recovery;
 pub mod redis_conn;
 pub mod secret;
 pub mod services;
+pub mod stage;
 pub mod storage;
 pub mod store_io;
 pub mod telemetry;
 pub mod worker;
+
+pub use job_error::JobError;
+pub use stage::{Emit, JobCtx, Stage};

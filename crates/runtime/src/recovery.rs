@@ -12,19 +12,15 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::item_log::one_per_item;
+use crate::job_error::JobError;
 use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
 use crate::services::Services;
+use crate::stage::Emit;
 use crate::store_io::{get_json, get_jsonl};
-use crate::worker::{Emit, JobError};
 use engage_model::envelope::StageName;
-use engage_model::jobs::{AggregateJob, BatchPlan, ItemState, ids};
+use engage_model::jobs::{AggregateJob, BatchPlan, CleanDone, ItemState, ids};
 use engage_model::layout::Layout;
 use engage_model::{AnalysisOutcome, MatchedRecord};
-
-#[derive(Deserialize)]
-struct CleanDone {
-    partitions: Vec<u32>,
-}
 
 #[derive(Deserialize)]
 struct LearnerFile {

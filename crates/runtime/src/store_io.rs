@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::job_error::JobError;
 use crate::storage::{ObjectUri, Storage, StorageError, UriError};
-use crate::worker::JobError;
 
 impl From<StorageError> for JobError {
     fn from(e: StorageError) -> Self {

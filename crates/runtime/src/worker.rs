@@ -25,7 +25,6 @@ use lapin::{
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
-use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -33,118 +32,10 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::acks::{self, AckPolicy, Acks};
 use crate::broker::{self, DeadLetter, Publisher, Topology};
+use crate::job_error::JobError;
 use crate::services::Services;
+use crate::stage::{JobCtx, Stage};
 use engage_model::envelope::{Envelope, StageName};
-
-/// How a job failed; the variant decides retry, delay, dead-letter or stop.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Network, 5xx, 429 without a fleet pause, broker or Redis blips: retried
-    /// with exponential backoff, dead-lettered after `max_attempts`.
-    #[error("transient ({class}): {error:#}")]
-    Transient {
-        /// Bounded error class used as a metric label.
-        class: &'static str,
-        /// The cause.
-        error: anyhow::Error,
-    },
-    /// Not now: run again after at least `after`, without spending an attempt
-    /// (rate-limit permit not available in time, fleet paused after a 429).
-    #[error("delayed {after:?}: {reason}")]
-    Delay {
-        /// Minimum delay.
-        after: Duration,
-        /// Bounded reason label.
-        reason: &'static str,
-    },
-    /// The message itself can never succeed: dead-letter it now.
-    #[error("poison message: {0:#}")]
-    Poison(anyhow::Error),
-    /// The worker cannot do any job (bad API key, model gone): stop consuming,
-    /// requeue the message, report not-ready.
-    #[error("fatal: {0:#}")]
-    Fatal(anyhow::Error),
-}
-
-impl JobError {
-    /// A transient error of a class.
-    pub fn transient(class: &'static str, error: impl Into<anyhow::Error>) -> Self {
-        Self::Transient {
-            class,
-            error: error.into(),
-        }
-    }
-
-    /// The same error for another job: a cache load's error is shared by
-    /// every job that waited on that load, and `anyhow::Error` is not `Clone`
-    /// (the copy keeps the variant, the class and the message chain).
-    pub fn share(&self) -> Self {
-        match self {
-            Self::Poison(err) => Self::Poison(anyhow::anyhow!("{err:#}")),
-            Self::Fatal(err) => Self::Fatal(anyhow::anyhow!("{err:#}")),
-            Self::Delay { after, reason } => Self::Delay {
-                after: *after,
-                reason,
-            },
-            Self::Transient { class, error } => {
-                Self::transient(class, anyhow::anyhow!("{error:#}"))
-            }
-        }
-    }
-}
-
-/// A follow-up message produced by a job.
-#[derive(Debug, Clone)]
-pub struct Emit {
-    /// The stage whose queue receives it.
-    pub stage: StageName,
-    /// Stable id of the follow-up job.
-    pub job_id: String,
-    /// The job body.
-    pub job: serde_json::Value,
-}
-
-impl Emit {
-    /// Builds a follow-up job.
-    pub fn new<J: Serialize>(
-        stage: StageName,
-        job_id: impl Into<String>,
-        job: &J,
-    ) -> Result<Self, JobError> {
-        let job = serde_json::to_value(job).map_err(|e| JobError::Poison(e.into()))?;
-        Ok(Self {
-            stage,
-            job_id: job_id.into(),
-            job,
-        })
-    }
-}
-
-/// What a handler knows about the job it runs.
-#[derive(Debug, Clone)]
-pub struct JobCtx {
-    /// Shared services (store, Redis, metrics, config).
-    pub svc: Arc<Services>,
-    /// The batch.
-    pub batch_id: String,
-    /// The job's stable id.
-    pub job_id: String,
-    /// 0 on the first attempt.
-    pub attempt: u32,
-    /// Trace id carried across stages.
-    pub trace_id: String,
-}
-
-/// One stage: a tiny impl around pure domain logic.
-#[async_trait::async_trait]
-pub trait Stage: Send + Sync + 'static {
-    /// The job body this stage consumes.
-    type Job: DeserializeOwned + Send;
-    /// The stage's name (its queue).
-    const NAME: StageName;
-    /// Runs one job: write effects under deterministic keys, return follow-ups.
-    async fn handle(&self, ctx: &JobCtx, job: Self::Job) -> Result<Vec<Emit>, JobError>;
-}
 
 /// What to do with a delivery once processed (the ack rule).
 #[derive(Debug, PartialEq, Eq)]
@@ -533,41 +424,5 @@ impl<S: Stage> Worker<S> {
                 (Disposition::Requeue, "dead_letter")
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shared_error_keeps_its_variant_class_and_cause_chain() {
-        let e = JobError::transient(
-            "storage",
-            anyhow::anyhow!("connection reset").context("reading the plan"),
-        );
-        match e.share() {
-            JobError::Transient { class, error } => {
-                assert_eq!(class, "storage");
-                assert_eq!(format!("{error:#}"), "reading the plan: connection reset");
-            }
-            other => panic!("variant changed: {other:?}"),
-        }
-        let d = JobError::Delay {
-            after: Duration::from_secs(3),
-            reason: "leased",
-        };
-        assert!(matches!(
-            d.share(),
-            JobError::Delay { after, reason: "leased" } if after == Duration::from_secs(3)
-        ));
-        assert!(matches!(
-            JobError::Poison(anyhow::anyhow!("bad")).share(),
-            JobError::Poison(_)
-        ));
-        assert!(matches!(
-            JobError::Fatal(anyhow::anyhow!("key")).share(),
-            JobError::Fatal(_)
-        ));
     }
 }

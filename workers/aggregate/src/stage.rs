@@ -5,15 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use engage_model::envelope::StageName;
-use engage_model::jobs::{AggregateJob, BatchPlan, ItemState, ids};
+use engage_model::jobs::{AggregateJob, BatchPlan, CleanDone, ItemState, ids};
 use engage_model::layout::{Layout, partition_of};
-use engage_model::summary::{ActivityCounts, SessionCounts, Summary};
+use engage_model::summary::{SessionCounts, Summary};
 use engage_model::{AnalysisOutcome, MatchedRecord};
+use engage_runtime::job_error::JobError;
 use engage_runtime::ledger::FanIn;
 use engage_runtime::recovery::with_ledger;
 use engage_runtime::services::Services;
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_json, get_jsonl, put_json};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 use futures::{StreamExt, TryStreamExt};
 use moka::future::Cache;
 use serde::{Deserialize, Serialize};
@@ -40,12 +41,6 @@ pub struct LearnerRows {
     /// cost columns are built from), by response id.
     #[serde(default)]
     pub items: Vec<ItemState>,
-}
-
-/// Clean piece completion marker (written by the clean stage).
-#[derive(Debug, Deserialize)]
-struct CleanDone {
-    stats: ActivityCounts,
 }
 
 /// A matched partition of a piece, grouped by learner.

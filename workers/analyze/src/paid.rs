@@ -20,10 +20,10 @@ use engage_audio::AudioProbe;
 use engage_model::AnalysisOutcome;
 use engage_model::jobs::ItemCost;
 use engage_runtime::idempotency::Idempotency;
+use engage_runtime::job_error::JobError;
 use engage_runtime::redis_conn::RedisConn;
 use engage_runtime::storage::{ObjectUri, Storage};
 use engage_runtime::store_io::{get_json, put_json};
-use engage_runtime::worker::JobError;
 
 use crate::acoustic::{PrefilterConfig, prefilter};
 use crate::gemini::{Disposition, GeminiClient, GeminiConfig, GeminiError, estimate_tokens};

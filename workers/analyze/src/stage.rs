@@ -9,8 +9,9 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, ItemCost};
 use engage_model::layout::Layout;
 use engage_runtime::items::{failed, finalize};
+use engage_runtime::job_error::JobError;
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_json, put_json};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::acoustic::{ACOUSTIC_VERSION, analyze_bytes};
 use crate::paid::Paid;

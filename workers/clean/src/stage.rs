@@ -11,32 +11,20 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use bytes::Bytes;
 use engage_model::envelope::StageName;
-use engage_model::jobs::{BatchPlan, BatchSpec, CleanJob, CleanPiece, MatchJob, ids};
+use engage_model::jobs::{BatchPlan, BatchSpec, CleanDone, CleanJob, CleanPiece, MatchJob, ids};
 use engage_model::layout::{Layout, valid_batch_id};
 use engage_model::selection::{SelectedLearners, Selection};
 use engage_model::session::read_sessions;
-use engage_model::summary::ActivityCounts;
+use engage_runtime::job_error::JobError;
 use engage_runtime::ledger::FanIn;
 use engage_runtime::recovery::{fan_in_emits, with_ledger};
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::{ObjectUri, Storage};
 use engage_runtime::store_io::{get_json, put_json, to_jsonl};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
-use serde::{Deserialize, Serialize};
 use tokio_util::io::SyncIoBridge;
 
 use crate::domain::{ActivityReader, CleanOptions, PartitionWriter, clean_piece, is_splittable};
 use crate::plan::{activity_counts, partition_sessions, piece_id, ranges_for, session_counts};
-
-/// Completion marker of a piece, written last (`clean/PIECE/done.json`).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CleanDone {
-    /// The piece.
-    pub piece: String,
-    /// Partitions that received records (one match job each).
-    pub partitions: Vec<u32>,
-    /// The piece's counters.
-    pub stats: ActivityCounts,
-}
 
 /// The clean stage.
 #[derive(Debug, Default)]

@@ -12,9 +12,10 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_model::layout::Layout;
 use engage_runtime::items::{failed, finalize};
+use engage_runtime::job_error::JobError;
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::{ObjectUri, content_key};
 use engage_runtime::store_io::{get_json, put_json};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::domain::{AUDIO_MISSING, source_uri, validate};
 

@@ -9,10 +9,11 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{DownloadJob, MatchJob, ids};
 use engage_model::layout::Layout;
 use engage_model::{ActivityRecord, Session};
+use engage_runtime::job_error::JobError;
 use engage_runtime::ledger::FanIn;
 use engage_runtime::recovery::{fan_in_emits, learner_items, with_ledger};
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_jsonl, to_jsonl};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 use moka::future::Cache;
 
 use crate::domain::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
