@@ -1,11 +1,10 @@
 //! Recording an item's final state (analyzed or failed) and the fan-in that
 //! follows: written durably first (the group-committed item log), then
-//! recorded in the ledger, which may make the learner complete and hand this
-//! job the aggregate emission.
+//! recorded in the ledger through [`fan_in`](crate::fan_in), which may make
+//! the learner complete and hand this job the aggregate emission.
 
+use crate::fan_in;
 use crate::job_error::JobError;
-use crate::ledger::{FanIn, ScanResult};
-use crate::recovery::{fan_in_emits, with_ledger};
 use crate::stage::{Emit, JobCtx};
 use engage_model::AnalysisOutcome;
 use engage_model::envelope::StageName;
@@ -50,27 +49,7 @@ pub async fn finalize(
         .bytes_written
         .with_label_values(&[stage.as_str()])
         .inc_by(n);
-    let (fan, mut emits) = with_ledger(svc, &ctx.batch_id, &ctx.job_id, || {
-        svc.ledger.finalize_item(
-            &ctx.batch_id,
-            user_id,
-            response_id,
-            reason.as_deref(),
-            &json,
-            &ctx.job_id,
-        )
-    })
-    .await?;
-    if fan == FanIn::Emit {
-        emits.extend(fan_in_emits(
-            &ctx.batch_id,
-            ScanResult {
-                learners: vec![user_id.to_string()],
-                report: false,
-            },
-        )?);
-    }
-    Ok(emits)
+    fan_in::item_done(ctx, user_id, response_id, reason.as_deref(), &json).await
 }
 
 /// Shorthand for a failed item.

@@ -5,8 +5,9 @@
 //!   [`Emit`]) and [`job_error`] ([`JobError`]); nothing imports the loop;
 //! - the loop: [`worker`] (consume → dedupe → run → route → publish → ack),
 //!   [`acks`], [`broker`], [`app`] (a worker's `main`);
-//! - exactly-once effects: [`idempotency`], [`ledger`] (the batch's fan-in),
-//!   [`item_log`], [`items`], [`recovery`];
+//! - exactly-once effects: [`idempotency`], [`ledger`] (the batch's
+//!   progress), [`fan_in`] (a stage says "done" and gets the follow-ups the
+//!   ledger claimed for it), [`item_log`], [`items`], [`recovery`];
 //! - the durable store: [`storage`], [`store_io`];
 //! - running it: [`config`], [`secret`], [`metrics`], [`health`],
 //!   [`telemetry`], [`redis_conn`], [`services`].
@@ -19,6 +20,7 @@ pub mod acks;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod fan_in;
 pub mod health;
 pub mod idempotency;
 pub mod item_log;
