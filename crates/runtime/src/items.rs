@@ -3,6 +3,7 @@
 //! recorded in the ledger through [`fan_in`](crate::fan_in), which may make
 //! the learner complete and hand this job the aggregate emission.
 
+use crate::events::{InternalEvent, ItemFailed};
 use crate::fan_in;
 use crate::job_error::JobError;
 use crate::stage::{Emit, JobCtx};
@@ -23,15 +24,12 @@ pub async fn finalize(
     let svc = &ctx.svc;
     let reason = match &outcome {
         AnalysisOutcome::Failed { reason, detail } => {
-            svc.metrics
-                .failed_items
-                .with_label_values(&[stage.as_str(), reason.as_str()])
-                .inc();
-            tracing::info!(
-                reason = reason.as_str(),
-                detail = detail.as_str(),
-                "item failed"
-            );
+            ItemFailed {
+                stage,
+                reason,
+                detail,
+            }
+            .emit(&svc.metrics);
             Some(reason.clone())
         }
         AnalysisOutcome::Ok(_) => None,

@@ -9,7 +9,8 @@
 //!   progress), [`fan_in`] (a stage says "done" and gets the follow-ups the
 //!   ledger claimed for it), [`item_log`], [`items`], [`recovery`];
 //! - the durable store: [`storage`], [`store_io`];
-//! - running it: [`config`], [`secret`], [`metrics`], [`health`],
+//! - running it: [`config`], [`secret`], [`metrics`], [`events`] (each
+//!   internal event logs its line and counts itself), [`health`],
 //!   [`telemetry`], [`redis_conn`], [`services`].
 //!
 //! The data types it moves come from `engage-model`; stages call the runtime,
@@ -20,6 +21,7 @@ pub mod acks;
 pub mod app;
 pub mod broker;
 pub mod config;
+pub mod events;
 pub mod fan_in;
 pub mod health;
 pub mod idempotency;
@@ -38,5 +40,5 @@ pub mod store_io;
 pub mod telemetry;
 pub mod worker;
 
-pub use job_error::JobError;
+pub use job_error::{DelayReason, ErrorClass, JobError};
 pub use stage::{Emit, JobCtx, Stage};

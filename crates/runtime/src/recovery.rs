@@ -13,7 +13,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::item_log::one_per_item;
-use crate::job_error::JobError;
+use crate::job_error::{DelayReason, JobError};
 use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
 use crate::services::Services;
 use crate::store_io::{get_json, get_jsonl};
@@ -55,7 +55,7 @@ pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<ScanResul
     if !svc.ledger.try_lock(batch, "rebuild", 120_000).await? {
         return Err(JobError::Delay {
             after: std::time::Duration::from_secs(1),
-            reason: "ledger_rebuild",
+            reason: DelayReason::LedgerRebuild,
         });
     }
     warn!(

@@ -9,7 +9,7 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{AggregateJob, BatchPlan};
 use engage_model::layout::{Layout, partition_of};
 use engage_runtime::fan_in;
-use engage_runtime::job_error::JobError;
+use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::services::Services;
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_jsonl, put_json};
@@ -124,7 +124,7 @@ impl AggregateStage {
             }
             Some(r) => {
                 return Err(JobError::transient(
-                    "state_missing",
+                    ErrorClass::StateMissing,
                     anyhow::anyhow!("item {} has no final state yet", r.record.response_id),
                 ));
             }

@@ -10,7 +10,7 @@ use engage_model::jobs::{BatchPlan, BatchSpec, CleanJob, CleanPiece, ids};
 use engage_model::layout::Layout;
 use engage_model::selection::{SelectedLearners, Selection};
 use engage_model::session::read_sessions;
-use engage_runtime::job_error::JobError;
+use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx};
 use engage_runtime::store_io::{get_json, put_json, to_jsonl};
 
@@ -109,7 +109,7 @@ async fn make_plan(ctx: &JobCtx, layout: &Layout, spec: BatchSpec) -> Result<Bat
             .await?;
         tokio::io::AsyncReadExt::read_to_end(&mut r, &mut head)
             .await
-            .map_err(|e| JobError::transient("read", e))?;
+            .map_err(|e| JobError::transient(ErrorClass::Read, e))?;
         let piece_bytes = svc.cfg.clean_piece_bytes;
         pieces.extend(plan::file_pieces(
             i,

@@ -15,7 +15,7 @@ use engage_model::jobs::{CleanDone, CleanJob, CleanPiece, MatchJob, ids};
 use engage_model::layout::Layout;
 use engage_model::selection::SelectedLearners;
 use engage_runtime::fan_in;
-use engage_runtime::job_error::JobError;
+use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::put_json;
 
@@ -48,7 +48,7 @@ impl CleanStage {
             blocking(move || clean_to_spool(input, from, range, parts, &selection, &opts)).await?;
         // Read failures of the input are storage trouble (retry); the domain
         // never fails on bad records.
-        let spooled = cleaned.map_err(|e| JobError::transient("read", e))?;
+        let spooled = cleaned.map_err(|e| JobError::transient(ErrorClass::Read, e))?;
         for (reason, n) in &spooled.stats.rejected {
             svc.metrics
                 .rejected_records

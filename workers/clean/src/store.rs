@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use engage_runtime::job_error::JobError;
+use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::storage::{ObjectUri, Storage};
 use tokio_util::io::SyncIoBridge;
 
@@ -32,5 +32,5 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, JobError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| JobError::transient("panic", e))
+        .map_err(|e| JobError::transient(ErrorClass::Panic, e))
 }

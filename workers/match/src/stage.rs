@@ -10,7 +10,7 @@ use engage_model::jobs::{DownloadJob, MatchJob, ids};
 use engage_model::layout::Layout;
 use engage_model::{ActivityRecord, Session};
 use engage_runtime::fan_in;
-use engage_runtime::job_error::JobError;
+use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::recovery::learner_items;
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_jsonl, to_jsonl};
@@ -85,7 +85,7 @@ impl Stage for MatchStage {
         .await?
         .ok_or_else(|| {
             JobError::transient(
-                "store_lag",
+                ErrorClass::StoreLag,
                 anyhow::anyhow!(
                     "clean output of {}:{} not found yet",
                     job.piece,
