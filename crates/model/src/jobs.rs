@@ -1,4 +1,6 @@
-//! The job bodies of each stage's queue (inside an [`Envelope`](crate::envelope::Envelope)).
+//! The job bodies of each stage's queue (inside an [`Envelope`](crate::envelope::Envelope)),
+//! and the store documents that record a job's result for later stages
+//! ([`ItemState`], [`BatchPlan`], [`CleanDone`]).
 //!
 //! Producers in any language can start a batch by publishing a
 //! [`CleanJob::Batch`] envelope to the `clean` routing key of exchange
@@ -145,6 +147,19 @@ pub struct BatchPlan {
     pub partitions: u32,
     /// When the plan was made (RFC 3339).
     pub planned_at: String,
+}
+
+/// Completion marker of a clean piece, written last by the clean stage at
+/// `batches/B/clean/PIECE/done.json`; the aggregate report reads its counters
+/// and the ledger rebuild its partitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CleanDone {
+    /// The piece.
+    pub piece: String,
+    /// Partitions that received records (one match job each).
+    pub partitions: Vec<u32>,
+    /// The piece's counters.
+    pub stats: crate::summary::ActivityCounts,
 }
 
 /// Stable job ids: the same work always gets the same id (the idempotency key).

@@ -4,7 +4,8 @@
 //! a network crate (its `Cargo.toml` has none to depend on); it is the
 //! vocabulary of the data contracts in `docs/data-contracts.md`.
 //!
-//! - records and sessions: [`record`], [`session`], [`time`], [`audio_ref`];
+//! - records and sessions: [`record`], [`session`], [`reject`] (why an input
+//!   record was dropped), [`time`], [`audio_ref`];
 //! - what a batch selects: [`selection`];
 //! - what flows between stages: [`envelope`] (the message wrapper) and
 //!   [`jobs`] (each queue's job body);
@@ -20,6 +21,7 @@ pub mod input_policy;
 pub mod jobs;
 pub mod layout;
 pub mod record;
+pub mod reject;
 pub mod selection;
 pub mod session;
 pub mod summary;
@@ -31,7 +33,8 @@ pub use analysis::{
     PronunciationQuality,
 };
 pub use audio_ref::{AudioRef, AudioRefError};
-pub use record::{ActivityRecord, MatchedRecord, RejectReason, response_id};
+pub use record::{ActivityRecord, MatchedRecord, response_id};
+pub use reject::RejectReason;
 pub use selection::{SelectedLearners, Selection, SelectionError};
 pub use session::{
     ParsedSessions, Session, SessionMatch, SessionReject, SessionRow, SessionRows, SessionsError,

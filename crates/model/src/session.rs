@@ -6,7 +6,7 @@ use std::io::Read;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::RejectReason;
+use super::reject::RejectReason;
 use super::time::{Timestamp, TimestampError, parse_timestamp_str};
 
 /// One lesson session of a learner (a sessions CSV row).

@@ -11,7 +11,8 @@ use tracing::info;
 
 use crate::config::FleetConfig;
 use crate::services::Services;
-use crate::worker::{self, Stage};
+use crate::stage::Stage;
+use crate::worker;
 
 /// Builds the stage from the loaded services, then runs it as a worker process.
 pub async fn main<S, F, Fut>(build: F) -> anyhow::Result<()>

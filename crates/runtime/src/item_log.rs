@@ -25,8 +25,8 @@ use bytes::Bytes;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::job_error::{ErrorClass, JobError};
 use crate::storage::{ObjectUri, Storage};
-use crate::worker::JobError;
 use engage_model::jobs::ItemState;
 use engage_model::layout::Layout;
 
@@ -60,7 +60,7 @@ impl From<ItemLogError> for JobError {
             ItemLogError::Write {
                 transient: true, ..
             }
-            | ItemLogError::Closed => JobError::transient("storage", e),
+            | ItemLogError::Closed => JobError::transient(ErrorClass::Storage, e),
             other => JobError::Poison(other.into()),
         }
     }

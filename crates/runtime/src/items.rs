@@ -1,11 +1,12 @@
 //! Recording an item's final state (analyzed or failed) and the fan-in that
 //! follows: written durably first (the group-committed item log), then
-//! recorded in the ledger, which may make the learner complete and hand this
-//! job the aggregate emission.
+//! recorded in the ledger through [`fan_in`](crate::fan_in), which may make
+//! the learner complete and hand this job the aggregate emission.
 
-use crate::ledger::{FanIn, ScanResult};
-use crate::recovery::{fan_in_emits, with_ledger};
-use crate::worker::{Emit, JobCtx, JobError};
+use crate::events::{InternalEvent, ItemFailed};
+use crate::fan_in;
+use crate::job_error::JobError;
+use crate::stage::{Emit, JobCtx};
 use engage_model::AnalysisOutcome;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{ItemCost, ItemState};
@@ -23,15 +24,12 @@ pub async fn finalize(
     let svc = &ctx.svc;
     let reason = match &outcome {
         AnalysisOutcome::Failed { reason, detail } => {
-            svc.metrics
-                .failed_items
-                .with_label_values(&[stage.as_str(), reason.as_str()])
-                .inc();
-            tracing::info!(
-                reason = reason.as_str(),
-                detail = detail.as_str(),
-                "item failed"
-            );
+            ItemFailed {
+                stage,
+                reason,
+                detail,
+            }
+            .emit(&svc.metrics);
             Some(reason.clone())
         }
         AnalysisOutcome::Ok(_) => None,
@@ -49,27 +47,7 @@ pub async fn finalize(
         .bytes_written
         .with_label_values(&[stage.as_str()])
         .inc_by(n);
-    let (fan, mut emits) = with_ledger(svc, &ctx.batch_id, &ctx.job_id, || {
-        svc.ledger.finalize_item(
-            &ctx.batch_id,
-            user_id,
-            response_id,
-            reason.as_deref(),
-            &json,
-            &ctx.job_id,
-        )
-    })
-    .await?;
-    if fan == FanIn::Emit {
-        emits.extend(fan_in_emits(
-            &ctx.batch_id,
-            ScanResult {
-                learners: vec![user_id.to_string()],
-                report: false,
-            },
-        )?);
-    }
-    Ok(emits)
+    fan_in::item_done(ctx, user_id, response_id, reason.as_deref(), &json).await
 }
 
 /// Shorthand for a failed item.

@@ -3,8 +3,9 @@
 //!
 //! Every state transition of a batch leaves a file in the store (see
 //! [`layout`](engage_model::layout)); this module reads them back into the ledger and
-//! re-runs the fan-in scan. At worst, a learner's aggregate job is emitted a
-//! second time, which is harmless: its output is deterministic.
+//! re-runs the fan-in scan, handing its claims to [`fan_in`](crate::fan_in).
+//! At worst, a learner's aggregate job is emitted a second time, which is
+//! harmless: its output is deterministic.
 
 use std::collections::BTreeMap;
 
@@ -12,19 +13,13 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::item_log::one_per_item;
+use crate::job_error::{DelayReason, JobError};
 use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
 use crate::services::Services;
 use crate::store_io::{get_json, get_jsonl};
-use crate::worker::{Emit, JobError};
-use engage_model::envelope::StageName;
-use engage_model::jobs::{AggregateJob, BatchPlan, ItemState, ids};
+use engage_model::jobs::{BatchPlan, CleanDone, ItemState, ids};
 use engage_model::layout::Layout;
 use engage_model::{AnalysisOutcome, MatchedRecord};
-
-#[derive(Deserialize)]
-struct CleanDone {
-    partitions: Vec<u32>,
-}
 
 #[derive(Deserialize)]
 struct LearnerFile {
@@ -50,16 +45,17 @@ pub fn learner_items(records: &[MatchedRecord]) -> BTreeMap<String, LearnerItems
 }
 
 /// Rebuilds the ledger of `batch` from the store (under a lock), then scans.
-/// Returns the follow-ups this caller must emit. If another worker holds the
-/// rebuild lock, answers a short [`JobError::Delay`].
-pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<Vec<Emit>, JobError> {
+/// Returns what this caller claimed (its follow-ups: see
+/// [`fan_in`](crate::fan_in)). If another worker holds the rebuild lock,
+/// answers a short [`JobError::Delay`].
+pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<ScanResult, JobError> {
     if svc.ledger.exists(batch).await? {
-        return Ok(Vec::new());
+        return Ok(ScanResult::default());
     }
     if !svc.ledger.try_lock(batch, "rebuild", 120_000).await? {
         return Err(JobError::Delay {
             after: std::time::Duration::from_secs(1),
-            reason: "ledger_rebuild",
+            reason: DelayReason::LedgerRebuild,
         });
     }
     warn!(
@@ -71,7 +67,7 @@ pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<Vec<Emit>
     res
 }
 
-async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<Vec<Emit>, JobError> {
+async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<ScanResult, JobError> {
     let layout = Layout::new(svc.store_root.clone());
     let st = &svc.storage;
     let Some(plan) = get_json::<BatchPlan>(st, &layout.batch_spec(batch)?).await? else {
@@ -135,50 +131,5 @@ async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<Vec<Em
     } else if let Some(piece) = facts.pieces_done.first() {
         svc.ledger.piece_done(batch, piece, &[], job).await?;
     }
-    let scan = svc.ledger.scan(batch, job).await?;
-    fan_in_emits(batch, scan)
-}
-
-/// Turns a scan's claims into aggregate and report jobs.
-pub fn fan_in_emits(batch: &str, scan: ScanResult) -> Result<Vec<Emit>, JobError> {
-    let mut out = Vec::with_capacity(scan.learners.len() + 1);
-    for u in scan.learners {
-        out.push(Emit::new(
-            StageName::Aggregate,
-            ids::aggregate(batch, &u),
-            &AggregateJob::Learner { user_id: u },
-        )?);
-    }
-    if scan.report {
-        out.push(Emit::new(
-            StageName::Aggregate,
-            ids::report(batch),
-            &AggregateJob::Report,
-        )?);
-    }
-    Ok(out)
-}
-
-/// Runs a ledger operation; if the ledger was lost, rebuilds it and runs the
-/// operation again. Returns the operation's result plus any emits the rebuild
-/// produced.
-pub async fn with_ledger<T, F, Fut>(
-    svc: &Services,
-    batch: &str,
-    job: &str,
-    op: F,
-) -> Result<(T, Vec<Emit>), JobError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::ledger::LedgerError>>,
-{
-    match op().await {
-        Ok(v) => Ok((v, Vec::new())),
-        Err(crate::ledger::LedgerError::Lost) => {
-            let emits = rebuild(svc, batch, job).await?;
-            let v = op().await?;
-            Ok((v, emits))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(svc.ledger.scan(batch, job).await?)
 }

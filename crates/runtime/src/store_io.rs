@@ -6,13 +6,13 @@
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::job_error::{ErrorClass, JobError};
 use crate::storage::{ObjectUri, Storage, StorageError, UriError};
-use crate::worker::JobError;
 
 impl From<StorageError> for JobError {
     fn from(e: StorageError) -> Self {
         if e.is_transient() {
-            JobError::transient("storage", e)
+            JobError::transient(ErrorClass::Storage, e)
         } else {
             JobError::Poison(anyhow::Error::from(e))
         }
@@ -27,7 +27,7 @@ impl From<UriError> for JobError {
 
 impl From<crate::ledger::LedgerError> for JobError {
     fn from(e: crate::ledger::LedgerError) -> Self {
-        JobError::transient("redis", e)
+        JobError::transient(ErrorClass::Redis, e)
     }
 }
 

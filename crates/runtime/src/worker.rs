@@ -6,8 +6,12 @@
 //! A crash at any point loses nothing (the message is unacked and comes back)
 //! and duplicates nothing observable (effects are under deterministic keys,
 //! follow-ups carry stable job ids and are deduplicated downstream). The ack
-//! rule lives in one place: `Worker::decide` returns a `Disposition` (ack or
-//! requeue) and [`crate::acks`] settles it, in batches.
+//! rule lives in one place: `Worker::decide` (decode → run → route) returns
+//! a `Disposition` (ack or requeue) and [`crate::acks`] settles it, in
+//! batches. Outcomes are logged and counted through [`crate::events`].
+//!
+//! The loop imports the stage contract ([`crate::stage`],
+//! [`crate::job_error`]); nothing imports the loop but [`crate::app`].
 //!
 //! Reconnection: lapin does not recover by itself, so the loop reconnects with
 //! exponential backoff (backon) whenever the connection or the consumer ends.
@@ -25,125 +29,32 @@ use lapin::{
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
-use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::acks::{self, AckPolicy, Acks};
-use crate::broker::{self, DeadLetter, Publisher, Topology};
+use crate::broker::{self, DeadLetter, Publisher};
+use crate::events::{
+    DeadLetterReason, DeadLettered, DelayScheduled, DuplicateSkipped, FatalStop, InternalEvent,
+    JobFinished, JobOutcome, Reconnecting, RetryScheduled,
+};
+use crate::job_error::{ErrorClass, JobError};
 use crate::services::Services;
+use crate::stage::{JobCtx, Stage};
 use engage_model::envelope::{Envelope, StageName};
 
-/// How a job failed; the variant decides retry, delay, dead-letter or stop.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// Network, 5xx, 429 without a fleet pause, broker or Redis blips: retried
-    /// with exponential backoff, dead-lettered after `max_attempts`.
-    #[error("transient ({class}): {error:#}")]
-    Transient {
-        /// Bounded error class used as a metric label.
-        class: &'static str,
-        /// The cause.
-        error: anyhow::Error,
-    },
-    /// Not now: run again after at least `after`, without spending an attempt
-    /// (rate-limit permit not available in time, fleet paused after a 429).
-    #[error("delayed {after:?}: {reason}")]
-    Delay {
-        /// Minimum delay.
-        after: Duration,
-        /// Bounded reason label.
-        reason: &'static str,
-    },
-    /// The message itself can never succeed: dead-letter it now.
-    #[error("poison message: {0:#}")]
-    Poison(anyhow::Error),
-    /// The worker cannot do any job (bad API key, model gone): stop consuming,
-    /// requeue the message, report not-ready.
-    #[error("fatal: {0:#}")]
-    Fatal(anyhow::Error),
-}
-
-impl JobError {
-    /// A transient error of a class.
-    pub fn transient(class: &'static str, error: impl Into<anyhow::Error>) -> Self {
-        Self::Transient {
-            class,
-            error: error.into(),
-        }
-    }
-
-    /// The same error for another job: a cache load's error is shared by
-    /// every job that waited on that load, and `anyhow::Error` is not `Clone`
-    /// (the copy keeps the variant, the class and the message chain).
-    pub fn share(&self) -> Self {
-        match self {
-            Self::Poison(err) => Self::Poison(anyhow::anyhow!("{err:#}")),
-            Self::Fatal(err) => Self::Fatal(anyhow::anyhow!("{err:#}")),
-            Self::Delay { after, reason } => Self::Delay {
-                after: *after,
-                reason,
-            },
-            Self::Transient { class, error } => {
-                Self::transient(class, anyhow::anyhow!("{error:#}"))
-            }
-        }
-    }
-}
-
-/// A follow-up message produced by a job.
-#[derive(Debug, Clone)]
-pub struct Emit {
-    /// The stage whose queue receives it.
-    pub stage: StageName,
-    /// Stable id of the follow-up job.
-    pub job_id: String,
-    /// The job body.
-    pub job: serde_json::Value,
-}
-
-impl Emit {
-    /// Builds a follow-up job.
-    pub fn new<J: Serialize>(
-        stage: StageName,
-        job_id: impl Into<String>,
-        job: &J,
-    ) -> Result<Self, JobError> {
-        let job = serde_json::to_value(job).map_err(|e| JobError::Poison(e.into()))?;
-        Ok(Self {
-            stage,
-            job_id: job_id.into(),
-            job,
-        })
-    }
-}
-
-/// What a handler knows about the job it runs.
-#[derive(Debug, Clone)]
-pub struct JobCtx {
-    /// Shared services (store, Redis, metrics, config).
-    pub svc: Arc<Services>,
-    /// The batch.
-    pub batch_id: String,
-    /// The job's stable id.
-    pub job_id: String,
-    /// 0 on the first attempt.
-    pub attempt: u32,
-    /// Trace id carried across stages.
-    pub trace_id: String,
-}
-
-/// One stage: a tiny impl around pure domain logic.
-#[async_trait::async_trait]
-pub trait Stage: Send + Sync + 'static {
-    /// The job body this stage consumes.
-    type Job: DeserializeOwned + Send;
-    /// The stage's name (its queue).
-    const NAME: StageName;
-    /// Runs one job: write effects under deterministic keys, return follow-ups.
-    async fn handle(&self, ctx: &JobCtx, job: Self::Job) -> Result<Vec<Emit>, JobError>;
+/// Why a delivery did not complete, before [`Worker::route`] decides where
+/// the message goes.
+#[derive(Debug)]
+enum Failure {
+    /// The job body does not decode: dead-letter it.
+    Body(String),
+    /// Redis or the broker failed around the job: retry, no attempt spent.
+    Infra(ErrorClass, anyhow::Error),
+    /// The handler failed: its variant decides.
+    Job(JobError),
 }
 
 /// What to do with a delivery once processed (the ack rule).
@@ -173,7 +84,6 @@ pub async fn run<S: Stage>(
         svc: svc.clone(),
         fatal: CancellationToken::new(),
     });
-    let name = S::NAME.as_str();
     let mut delays = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(10))
@@ -185,12 +95,13 @@ pub async fn run<S: Stage>(
             Ok(()) => return Ok(()),
             Err(e) => {
                 svc.health.set_amqp(false);
-                svc.metrics
-                    .reconnects
-                    .with_label_values(&[name, "amqp"])
-                    .inc();
                 let wait = delays.next().unwrap_or(Duration::from_secs(10));
-                warn!(stage = name, error = %format!("{e:#}"), ?wait, "broker connection lost; reconnecting");
+                Reconnecting {
+                    stage: S::NAME,
+                    wait,
+                    error: &e,
+                }
+                .emit(&svc.metrics);
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(wait) => {}
@@ -314,185 +225,236 @@ impl<S: Stage> Worker<S> {
         let started = Instant::now();
         let (disposition, outcome) = self.decide(&delivery, publisher).await;
         m.in_flight.with_label_values(&[name]).dec();
-        m.job_duration
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
-        m.jobs.with_label_values(&[name, outcome]).inc();
+        JobFinished {
+            stage: S::NAME,
+            outcome,
+            elapsed: started.elapsed(),
+        }
+        .emit(m);
         acks.finished(delivery.delivery_tag, disposition == Disposition::Ack);
     }
 
-    /// Runs the job and moves the message where it belongs; returns the ack
-    /// rule's decision and the outcome label.
+    /// decode → run → route: returns the ack rule's decision and the outcome.
     async fn decide(
         &self,
         delivery: &Delivery,
         publisher: &Publisher,
-    ) -> (Disposition, &'static str) {
-        let stage = S::NAME;
-        let svc = &self.svc;
+    ) -> (Disposition, JobOutcome) {
         let env = match Envelope::decode(&delivery.data) {
             Ok(env) => env,
             Err(e) => {
+                let reason = DeadLetterReason::Undecodable;
                 return self
-                    .dead_letter(
-                        publisher,
-                        &delivery.data,
-                        "?",
-                        "undecodable",
-                        0,
-                        &e.to_string(),
-                    )
+                    .dead_letter(publisher, &delivery.data, "?", reason, 0, &e.to_string())
                     .await;
             }
         };
-        let span = info_span!("job", stage = stage.as_str(), batch_id = %env.batch_id, job_id = %env.job_id, trace_id = %env.trace_id, attempt = env.attempt);
+        let span = info_span!("job", stage = S::NAME.as_str(), batch_id = %env.batch_id, job_id = %env.job_id, trace_id = %env.trace_id, attempt = env.attempt);
         async {
-            match svc.idempotency.is_done(stage, &env.job_id).await {
-                Ok(true) => {
-                    debug!("already done; skipping");
-                    svc.metrics
-                        .idempotent_skips
-                        .with_label_values(&[stage.as_str()])
-                        .inc();
-                    return (Disposition::Ack, "duplicate");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    return self
-                        .retry(publisher, &env, JobError::transient("redis", e), false)
-                        .await;
-                }
-            }
-            let job: S::Job = match env.job_as() {
-                Ok(j) => j,
-                Err(e) => {
-                    return self
-                        .dead_letter(
-                            publisher,
-                            &delivery.data,
-                            &env.job_id,
-                            "poison",
-                            env.attempt,
-                            &e.to_string(),
-                        )
-                        .await;
-                }
+            let ran = match self.decode(&env).await {
+                Ok(Some(job)) => self.run(&env, job, publisher).await,
+                Ok(None) => Ok(JobOutcome::Duplicate),
+                Err(failure) => Err(failure),
             };
-            let ctx = JobCtx {
-                svc: svc.clone(),
-                batch_id: env.batch_id.clone(),
-                job_id: env.job_id.clone(),
-                attempt: env.attempt,
-                trace_id: env.trace_id.clone(),
-            };
-            let result = AssertUnwindSafe(self.stage.handle(&ctx, job))
-                .catch_unwind()
-                .await;
-            let result = result.unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(JobError::transient(
-                    "panic",
-                    anyhow::anyhow!("handler panicked: {msg}"),
-                ))
-            });
-            match result {
-                Ok(emits) => {
-                    let publishes = emits.into_iter().map(|e| {
-                        let env = Envelope::new(
-                            env.batch_id.clone(),
-                            e.job_id,
-                            env.trace_id.clone(),
-                            e.job,
-                        );
-                        async move { publisher.publish_job(e.stage, &env).await }
-                    });
-                    if let Err(e) = futures::future::try_join_all(publishes).await {
-                        return self
-                            .retry(publisher, &env, JobError::transient("amqp", e), false)
-                            .await;
-                    }
-                    if let Err(e) = svc.idempotency.mark_done(stage, &env.job_id).await {
-                        // Follow-ups are confirmed; a lost marker only means a harmless re-run.
-                        warn!(error = %e, "could not record completion");
-                    }
-                    (Disposition::Ack, "ok")
-                }
-                Err(JobError::Fatal(e)) => {
-                    error!(error = %format!("{e:#}"), "fatal error: this worker stops consuming");
-                    svc.health
-                        .set_fatal(crate::redact::redact_text(&format!("{e:#}")));
-                    self.fatal.cancel();
-                    (Disposition::Requeue, "fatal")
-                }
-                Err(JobError::Poison(e)) => {
-                    self.dead_letter(
-                        publisher,
-                        &delivery.data,
-                        &env.job_id,
-                        "poison",
-                        env.attempt,
-                        &format!("{e:#}"),
-                    )
-                    .await
-                }
-                Err(e @ (JobError::Transient { .. } | JobError::Delay { .. })) => {
-                    self.retry(publisher, &env, e, true).await
-                }
-            }
+            self.route(publisher, &delivery.data, &env, ran).await
         }
         .instrument(span)
         .await
     }
 
-    /// Schedules a delayed re-run. `counts` is false for infrastructure
-    /// trouble that is not the job's fault (no attempt is spent).
+    /// The job body, or `None` if the job already completed (a redelivery).
+    async fn decode(&self, env: &Envelope<serde_json::Value>) -> Result<Option<S::Job>, Failure> {
+        let svc = &self.svc;
+        match svc.idempotency.is_done(S::NAME, &env.job_id).await {
+            Ok(true) => {
+                DuplicateSkipped { stage: S::NAME }.emit(&svc.metrics);
+                return Ok(None);
+            }
+            Ok(false) => {}
+            Err(e) => return Err(Failure::Infra(ErrorClass::Redis, e.into())),
+        }
+        env.job_as()
+            .map(Some)
+            .map_err(|e| Failure::Body(e.to_string()))
+    }
+
+    /// Runs the handler (a panic is a transient failure), publishes its
+    /// follow-ups with confirms, then marks the job done.
+    async fn run(
+        &self,
+        env: &Envelope<serde_json::Value>,
+        job: S::Job,
+        publisher: &Publisher,
+    ) -> Result<JobOutcome, Failure> {
+        let svc = &self.svc;
+        let ctx = JobCtx {
+            svc: svc.clone(),
+            batch_id: env.batch_id.clone(),
+            job_id: env.job_id.clone(),
+            attempt: env.attempt,
+            trace_id: env.trace_id.clone(),
+        };
+        let result = AssertUnwindSafe(self.stage.handle(&ctx, job))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                let err = anyhow::anyhow!("handler panicked: {msg}");
+                Err(JobError::transient(ErrorClass::Panic, err))
+            });
+        let emits = result.map_err(Failure::Job)?;
+        let publishes = emits.into_iter().map(|e| {
+            let env = Envelope::new(env.batch_id.clone(), e.job_id, env.trace_id.clone(), e.job);
+            async move { publisher.publish_job(e.stage, &env).await }
+        });
+        if let Err(e) = futures::future::try_join_all(publishes).await {
+            return Err(Failure::Infra(ErrorClass::Amqp, e.into()));
+        }
+        if let Err(e) = svc.idempotency.mark_done(S::NAME, &env.job_id).await {
+            // Follow-ups are confirmed; a lost marker only means a harmless re-run.
+            warn!(error = %e, "could not record completion");
+        }
+        Ok(JobOutcome::Ok)
+    }
+
+    /// Moves the message where its result says: acked, retried, delayed,
+    /// dead-lettered or (fatal) requeued while the worker stops.
+    async fn route(
+        &self,
+        publisher: &Publisher,
+        body: &[u8],
+        env: &Envelope<serde_json::Value>,
+        ran: Result<JobOutcome, Failure>,
+    ) -> (Disposition, JobOutcome) {
+        let (job_id, attempt) = (env.job_id.as_str(), env.attempt);
+        let err = match ran {
+            Ok(outcome) => return (Disposition::Ack, outcome),
+            Err(Failure::Body(e)) => {
+                let reason = DeadLetterReason::Poison;
+                return self
+                    .dead_letter(publisher, body, job_id, reason, attempt, &e)
+                    .await;
+            }
+            Err(Failure::Infra(class, e)) => {
+                return self.retry_free(publisher, env, class, e).await;
+            }
+            Err(Failure::Job(err)) => err,
+        };
+        match err {
+            JobError::Fatal(e) => {
+                FatalStop { error: &e }.emit(&self.svc.metrics);
+                self.svc
+                    .health
+                    .set_fatal(crate::redact::redact_text(&format!("{e:#}")));
+                self.fatal.cancel();
+                (Disposition::Requeue, JobOutcome::Fatal)
+            }
+            JobError::Poison(e) => {
+                let (reason, e) = (DeadLetterReason::Poison, format!("{e:#}"));
+                self.dead_letter(publisher, body, job_id, reason, attempt, &e)
+                    .await
+            }
+            JobError::Delay { after, reason } => {
+                let tier = self.svc.topology.tier_for_delay(after);
+                let error = JobError::Delay { after, reason };
+                DelayScheduled {
+                    reason,
+                    tier,
+                    attempt,
+                    error: &error,
+                }
+                .emit(&self.svc.metrics);
+                self.send_again(publisher, env, tier, attempt, JobOutcome::Delayed)
+                    .await
+            }
+            JobError::Transient { class, error } => self.retry(publisher, env, class, error).await,
+        }
+    }
+
+    /// The job failed transiently: run it again later, spending an attempt.
     async fn retry(
         &self,
         publisher: &Publisher,
         env: &Envelope<serde_json::Value>,
-        err: JobError,
-        counts: bool,
-    ) -> (Disposition, &'static str) {
-        let stage = S::NAME;
-        let topo: &Topology = &self.svc.topology;
-        let (tier, attempt, outcome) = match &err {
-            JobError::Delay { after, .. } => (topo.tier_for_delay(*after), env.attempt, "delayed"),
-            JobError::Transient { class, .. } => {
-                let next = if counts { env.attempt + 1 } else { env.attempt };
-                if next >= self.svc.cfg.limits.max_attempts {
-                    let body = serde_json::to_vec(env).unwrap_or_default();
-                    return self
-                        .dead_letter(
-                            publisher,
-                            &body,
-                            &env.job_id,
-                            "max_attempts",
-                            next,
-                            &err.to_string(),
-                        )
-                        .await;
-                }
-                self.svc
-                    .metrics
-                    .retries
-                    .with_label_values(&[stage.as_str(), class])
-                    .inc();
-                (topo.tier_for_attempt(env.attempt), next, "retry")
-            }
-            _ => (0, env.attempt, "retry"),
-        };
-        warn!(error = %err, tier, attempt, "job will run again later");
+        class: ErrorClass,
+        error: anyhow::Error,
+    ) -> (Disposition, JobOutcome) {
+        let err = JobError::Transient { class, error };
+        self.reschedule(publisher, env, env.attempt + 1, class, &err)
+            .await
+    }
+
+    /// Broker or Redis trouble around the job, not the job's fault: run it
+    /// again later without spending an attempt.
+    async fn retry_free(
+        &self,
+        publisher: &Publisher,
+        env: &Envelope<serde_json::Value>,
+        class: ErrorClass,
+        error: anyhow::Error,
+    ) -> (Disposition, JobOutcome) {
+        let err = JobError::Transient { class, error };
+        self.reschedule(publisher, env, env.attempt, class, &err)
+            .await
+    }
+
+    /// Schedules attempt `next` on the backoff tier of the current attempt,
+    /// or dead-letters the job once `max_attempts` is reached.
+    async fn reschedule(
+        &self,
+        publisher: &Publisher,
+        env: &Envelope<serde_json::Value>,
+        next: u32,
+        class: ErrorClass,
+        err: &JobError,
+    ) -> (Disposition, JobOutcome) {
+        if next >= self.svc.cfg.limits.max_attempts {
+            let body = serde_json::to_vec(env).unwrap_or_default();
+            let reason = DeadLetterReason::MaxAttempts;
+            return self
+                .dead_letter(
+                    publisher,
+                    &body,
+                    &env.job_id,
+                    reason,
+                    next,
+                    &err.to_string(),
+                )
+                .await;
+        }
+        let tier = self.svc.topology.tier_for_attempt(env.attempt);
+        RetryScheduled {
+            stage: S::NAME,
+            class,
+            tier,
+            attempt: next,
+            error: err,
+        }
+        .emit(&self.svc.metrics);
+        self.send_again(publisher, env, tier, next, JobOutcome::Retry)
+            .await
+    }
+
+    /// Publishes the job to retry tier `tier` carrying `attempt`.
+    async fn send_again(
+        &self,
+        publisher: &Publisher,
+        env: &Envelope<serde_json::Value>,
+        tier: usize,
+        attempt: u32,
+        outcome: JobOutcome,
+    ) -> (Disposition, JobOutcome) {
         let mut again = env.clone();
         again.attempt = attempt;
         let Ok(body) = serde_json::to_vec(&again) else {
             return (Disposition::Requeue, outcome);
         };
         match publisher
-            .publish_retry(stage, tier, &body, &env.job_id)
+            .publish_retry(S::NAME, tier, &body, &env.job_id)
             .await
         {
             Ok(()) => (Disposition::Ack, outcome),
@@ -508,19 +470,20 @@ impl<S: Stage> Worker<S> {
         publisher: &Publisher,
         body: &[u8],
         job_id: &str,
-        reason: &str,
+        reason: DeadLetterReason,
         attempts: u32,
         error: &str,
-    ) -> (Disposition, &'static str) {
+    ) -> (Disposition, JobOutcome) {
         let stage = S::NAME;
-        error!(reason, attempts, error, "dead-lettering message");
-        self.svc
-            .metrics
-            .dead_lettered
-            .with_label_values(&[stage.as_str(), reason])
-            .inc();
+        DeadLettered {
+            stage,
+            reason,
+            attempts,
+            error,
+        }
+        .emit(&self.svc.metrics);
         let dl = DeadLetter {
-            reason: reason.to_string(),
+            reason: reason.as_str().to_string(),
             attempts,
             error: error.to_string(),
         };
@@ -528,47 +491,11 @@ impl<S: Stage> Worker<S> {
             .publish_dead_letter(stage, body, job_id, &dl)
             .await
         {
-            Ok(()) => (Disposition::Ack, "dead_letter"),
+            Ok(()) => (Disposition::Ack, JobOutcome::DeadLetter),
             Err(e) => {
                 warn!(error = %e, "cannot dead-letter; requeueing");
-                (Disposition::Requeue, "dead_letter")
+                (Disposition::Requeue, JobOutcome::DeadLetter)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_shared_error_keeps_its_variant_class_and_cause_chain() {
-        let e = JobError::transient(
-            "storage",
-            anyhow::anyhow!("connection reset").context("reading the plan"),
-        );
-        match e.share() {
-            JobError::Transient { class, error } => {
-                assert_eq!(class, "storage");
-                assert_eq!(format!("{error:#}"), "reading the plan: connection reset");
-            }
-            other => panic!("variant changed: {other:?}"),
-        }
-        let d = JobError::Delay {
-            after: Duration::from_secs(3),
-            reason: "leased",
-        };
-        assert!(matches!(
-            d.share(),
-            JobError::Delay { after, reason: "leased" } if after == Duration::from_secs(3)
-        ));
-        assert!(matches!(
-            JobError::Poison(anyhow::anyhow!("bad")).share(),
-            JobError::Poison(_)
-        ));
-        assert!(matches!(
-            JobError::Fatal(anyhow::anyhow!("key")).share(),
-            JobError::Fatal(_)
-        ));
     }
 }

@@ -2,6 +2,10 @@
 //!
 //! - [`domain`]: per-(learner, phase) report rows from matched records and
 //!   analysis outcomes (docs/data-contracts.md "Report").
+//! - [`rollup`]: the learner rows document, missing states and the batch
+//!   summary's counters, rolled up from the stage's documents.
+//! - [`stage`] (a learner's job) and [`report_job`] (the batch's outputs):
+//!   the worker stage's I/O glue.
 //! - [`report`]: the output files (`report.csv`, `report.json`, `matched.csv`,
 //!   `analysis.csv`) over any [`std::io::Write`].
 #![forbid(unsafe_code)]
@@ -9,6 +13,8 @@
 pub mod domain;
 pub mod outputs;
 pub mod report;
+pub mod report_job;
+pub mod rollup;
 pub mod stage;
 
 pub use domain::{
@@ -18,4 +24,5 @@ pub use report::{
     ReportError, format_float, write_analysis_csv, write_matched_csv, write_report_csv,
     write_report_json,
 };
+pub use rollup::LearnerRows;
 pub use stage::AggregateStage;

@@ -2,7 +2,9 @@
 //! then a lease on the audio (two deliveries never both pay), a second look
 //! at the result cache under the lease, the fleet-wide rate limit, one call,
 //! the answer cached *before* the lease is released, and the error type's
-//! disposition.
+//! disposition. A delivery that finds the audio leased by another gets
+//! [`Analyzed::LeasedElsewhere`] (a result, not an error): the stage looks
+//! for the holder's cached answer, else delays the job.
 //!
 //! | Gemini outcome | what the job does |
 //! |---|---|
@@ -20,16 +22,31 @@ use engage_audio::AudioProbe;
 use engage_model::AnalysisOutcome;
 use engage_model::jobs::ItemCost;
 use engage_runtime::idempotency::Idempotency;
+use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
 use engage_runtime::redis_conn::RedisConn;
 use engage_runtime::storage::{ObjectUri, Storage};
 use engage_runtime::store_io::{get_json, put_json};
-use engage_runtime::worker::JobError;
 
 use crate::acoustic::{PrefilterConfig, prefilter};
 use crate::gemini::{Disposition, GeminiClient, GeminiConfig, GeminiError, estimate_tokens};
 
 /// How long a lease on one audio's analysis lasts (longer than a slow call).
 const LEASE: Duration = Duration::from_secs(300);
+
+/// How long a delivery that found the audio leased waits before it looks for
+/// the lease holder's cached answer again.
+pub const LEASED_RECHECK: Duration = Duration::from_secs(5);
+
+/// What [`Paid::analyze`] did.
+#[derive(Debug)]
+pub enum Analyzed {
+    /// The outcome (pre-filtered, cached or answered), stored in the cache.
+    Outcome(AnalysisOutcome),
+    /// Another delivery holds the lease and is paying for this audio now:
+    /// its answer may already be in the cache, else come back after
+    /// [`LEASED_RECHECK`].
+    LeasedElsewhere,
+}
 
 /// The Gemini analyzer with its fleet-wide limiter.
 pub struct Paid {
@@ -103,7 +120,7 @@ impl Paid {
         probe: Option<&AudioProbe>,
         last_attempt: bool,
         cost: &mut ItemCost,
-    ) -> Result<AnalysisOutcome, JobError> {
+    ) -> Result<Analyzed, JobError> {
         let (storage, cache_uri) = cache;
         if let Some((reason, detail)) = probe.and_then(|p| prefilter(&p.features, &self.prefilter))
         {
@@ -113,24 +130,21 @@ impl Paid {
                 detail,
             };
             put_json(storage, cache_uri, &outcome).await?;
-            return Ok(outcome);
+            return Ok(Analyzed::Outcome(outcome));
         }
         let Some(lease) = leases
             .try_lease(lease_key, LEASE)
             .await
-            .map_err(|e| JobError::transient("redis", e))?
+            .map_err(|e| JobError::transient(ErrorClass::Redis, e))?
         else {
-            // Another delivery is paying for this audio now; come back for its cached answer.
-            return Err(JobError::Delay {
-                after: Duration::from_secs(5),
-                reason: "leased",
-            });
+            // Another delivery is paying for this audio now.
+            return Ok(Analyzed::LeasedElsewhere);
         };
         let res = self
             .leased(storage, cache_uri, bytes, probe, last_attempt, cost)
             .await;
         let _ = leases.release(lease).await;
-        res
+        res.map(Analyzed::Outcome)
     }
 
     /// The part of [`Paid::analyze`] that runs under the lease.
@@ -164,14 +178,14 @@ impl Paid {
             .limiter
             .acquire(tokens, self.max_permit_wait)
             .await
-            .map_err(|e| JobError::transient("redis", e))?
+            .map_err(|e| JobError::transient(ErrorClass::Redis, e))?
         {
             Acquired::Granted(_) => {}
             // Never hold a message past the broker's ack timeout waiting for quota.
             Acquired::NotWithin { wait, .. } => {
                 return Err(JobError::Delay {
                     after: wait,
-                    reason: "rate_limit",
+                    reason: DelayReason::RateLimit,
                 });
             }
         }
@@ -209,7 +223,7 @@ impl Paid {
                 self.limiter
                     .pause_fleet(pause)
                     .await
-                    .map_err(|err| JobError::transient("redis", err))?;
+                    .map_err(|err| JobError::transient(ErrorClass::Redis, err))?;
                 tracing::warn!(
                     class = e.class(),
                     ?pause,
@@ -217,7 +231,7 @@ impl Paid {
                 );
                 Err(JobError::Delay {
                     after: pause,
-                    reason: "fleet_paused",
+                    reason: DelayReason::FleetPaused,
                 })
             }
             Disposition::Fatal => Err(JobError::Fatal(anyhow::anyhow!(
@@ -228,10 +242,10 @@ impl Paid {
             Disposition::Retry { .. } if last_attempt => Ok(failed(&e)),
             Disposition::Retry { after: Some(after) } => Err(JobError::Delay {
                 after,
-                reason: "server_retry_after",
+                reason: DelayReason::ServerRetryAfter,
             }),
             Disposition::Retry { after: None } => Err(JobError::Transient {
-                class: e.class(),
+                class: ErrorClass::Upstream(e.class()),
                 error: e.into(),
             }),
         }

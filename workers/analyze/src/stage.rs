@@ -9,11 +9,12 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, ItemCost};
 use engage_model::layout::Layout;
 use engage_runtime::items::{failed, finalize};
+use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_json, put_json};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::acoustic::{ACOUSTIC_VERSION, analyze_bytes};
-use crate::paid::Paid;
+use crate::paid::{Analyzed, LEASED_RECHECK, Paid};
 
 /// Which analyzer a stage runs.
 #[derive(Debug)]
@@ -86,7 +87,7 @@ impl Stage for AnalyzeStage {
                 let outcome =
                     tokio::task::spawn_blocking(move || analyze_bytes(&bytes, hint.as_deref()))
                         .await
-                        .map_err(|e| JobError::transient("panic", e))?;
+                        .map_err(|e| JobError::transient(ErrorClass::Panic, e))?;
                 // Stored before the ack: a redelivery finds it and does not analyze again.
                 put_json(&svc.storage, &cache, &outcome).await?;
                 outcome
@@ -96,7 +97,6 @@ impl Stage for AnalyzeStage {
                     get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
                 let last = ctx.attempt + 1 >= svc.cfg.limits.max_attempts;
                 let key = format!("analyze:{}:{}", job.content_hash, paid.analyzer_id());
-                // Leased by a concurrent delivery: its answer may be stored by now.
                 let res = paid
                     .analyze(
                         &svc.idempotency,
@@ -107,17 +107,30 @@ impl Stage for AnalyzeStage {
                         last,
                         &mut cost,
                     )
-                    .await;
-                if let Err(JobError::Delay {
-                    reason: "leased", ..
-                }) = &res
-                    && let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, &cache).await?
-                {
-                    cost.cache_hit = true;
-                    return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost)
+                    .await?;
+                match res {
+                    Analyzed::Outcome(outcome) => outcome,
+                    // Leased by a concurrent delivery: its answer may be stored by now.
+                    Analyzed::LeasedElsewhere => {
+                        let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, &cache).await?
+                        else {
+                            return Err(JobError::Delay {
+                                after: LEASED_RECHECK,
+                                reason: DelayReason::Leased,
+                            });
+                        };
+                        cost.cache_hit = true;
+                        return finalize(
+                            ctx,
+                            Self::NAME,
+                            &job.user_id,
+                            &job.response_id,
+                            hit,
+                            cost,
+                        )
                         .await;
+                    }
                 }
-                res?
             }
         };
         finalize(

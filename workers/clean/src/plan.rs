@@ -1,15 +1,98 @@
-//! Pure planning rules of a batch: piece ids, how files are cut into pieces,
-//! how sessions are partitioned, and counters in the summary's vocabulary.
+//! Pure planning rules of a batch: which batch ids and specs are acceptable,
+//! piece ids, how files are cut into pieces, how sessions are partitioned,
+//! what the plan step writes besides the plan (session rejects, the resolved
+//! selection), and counters in the summary's vocabulary. No I/O: the clean
+//! stage reads sizes and heads and writes the results.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
 
 use engage_model::Session;
-use engage_model::layout::partition_of;
+use engage_model::jobs::{BatchSpec, CleanPiece};
+use engage_model::layout::{partition_of, valid_batch_id};
+use engage_model::selection::SelectedLearners;
 use engage_model::session::SessionReject;
 use engage_model::summary::{ActivityCounts, SessionCounts};
 
-use crate::domain::{CleanStats, split_ranges_by_size};
+use crate::domain::{CleanStats, is_splittable, split_ranges_by_size};
+
+/// Bytes read from the start of an activity file to tell whether it can be cut.
+pub const HEAD_BYTES: u64 = 64 * 1024;
+
+/// Why a batch cannot be planned (the plan job is poison).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The batch id would not make a safe store prefix.
+    #[error("invalid batch id {0:?}: use 1-64 of [A-Za-z0-9._-]")]
+    InvalidBatchId(String),
+    /// Nothing to clean.
+    #[error("batch has no activity files")]
+    NoActivity,
+}
+
+/// Checks a batch id before anything is written under it.
+pub fn check_batch_id(batch: &str) -> Result<(), PlanError> {
+    if valid_batch_id(batch) {
+        Ok(())
+    } else {
+        Err(PlanError::InvalidBatchId(batch.to_string()))
+    }
+}
+
+/// Checks a producer's spec before a new plan is made from it.
+pub fn check_spec(spec: &BatchSpec) -> Result<(), PlanError> {
+    if spec.activity.is_empty() {
+        Err(PlanError::NoActivity)
+    } else {
+        Ok(())
+    }
+}
+
+/// The pieces of activity file `file_ix` (`activity`, `len` bytes, starting
+/// with `head`): several byte ranges for a big plain JSON Lines file, else one
+/// whole-file piece.
+pub fn file_pieces(
+    file_ix: usize,
+    activity: &str,
+    len: u64,
+    head: &[u8],
+    piece_bytes: u64,
+    partitions: u32,
+    selected: bool,
+) -> Vec<CleanPiece> {
+    let splittable = is_splittable(head).unwrap_or(false);
+    ranges_for(len, splittable, piece_bytes)
+        .into_iter()
+        .enumerate()
+        .map(|(j, range)| CleanPiece {
+            piece: piece_id(file_ix, j),
+            activity: activity.to_string(),
+            range: range.map(|r| (r.start, r.end)),
+            partitions,
+            selected,
+        })
+        .collect()
+}
+
+/// The lines of the batch's `sessions` rejects file.
+pub fn session_reject_lines(rejects: &[SessionReject]) -> Vec<serde_json::Value> {
+    rejects
+        .iter()
+        .map(|r| serde_json::json!({"source": "sessions", "row": r.row, "reason": r.reason, "detail": r.detail}))
+        .collect()
+}
+
+/// The batch's `selected.txt`: the selected user ids, sorted, one a line.
+pub fn selected_file(sel: &SelectedLearners) -> String {
+    let mut ids: Vec<&str> = match sel {
+        SelectedLearners::Only(set) => set.iter().map(String::as_str).collect(),
+        SelectedLearners::All => Vec::new(),
+    };
+    ids.sort_unstable();
+    let mut body = ids.join("\n");
+    body.push('\n');
+    body
+}
 
 /// The id of piece `range_ix` of activity file `file_ix` (sorts in file order).
 pub fn piece_id(file_ix: usize, range_ix: usize) -> String {
@@ -87,6 +170,52 @@ mod tests {
         assert_eq!(r.len(), 10);
         assert_eq!(r.first().cloned().flatten(), Some(0..1000));
         assert_eq!(r.last().cloned().flatten().map(|r| r.end), Some(10_000));
+    }
+
+    #[test]
+    fn bad_batch_ids_and_empty_specs_are_refused() {
+        assert_eq!(check_batch_id("b-1.x_2"), Ok(()));
+        assert_eq!(
+            check_batch_id("../x"),
+            Err(PlanError::InvalidBatchId("../x".into()))
+        );
+        let mut spec = BatchSpec {
+            activity: Vec::new(),
+            sessions: "file:///s.csv".into(),
+            selection: Default::default(),
+        };
+        assert_eq!(check_spec(&spec), Err(PlanError::NoActivity));
+        spec.activity.push("file:///a.jsonl".into());
+        assert_eq!(check_spec(&spec), Ok(()));
+    }
+
+    #[test]
+    fn a_big_json_lines_file_becomes_ranged_pieces_and_gzip_one_piece() {
+        let lines = b"{\"a\":1}\n{\"a\":2}\n";
+        let p = file_pieces(2, "s3://b/a.jsonl", 10_000, lines, 4_000, 8, true);
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].piece, "f002-r0000");
+        assert_eq!(p[0].range.map(|r| r.0), Some(0));
+        assert_eq!(p[2].range.map(|r| r.1), Some(10_000));
+        assert!(p.iter().all(|x| x.partitions == 8 && x.selected));
+        let gz = file_pieces(
+            0,
+            "s3://b/a.gz",
+            10_000,
+            &[0x1f, 0x8b, 8, 0],
+            4_000,
+            8,
+            false,
+        );
+        assert_eq!(gz.len(), 1);
+        assert_eq!(gz[0].range, None);
+    }
+
+    #[test]
+    fn the_selection_file_is_sorted_and_newline_terminated() {
+        let sel = SelectedLearners::from_ids(["b", "a"].iter());
+        assert_eq!(selected_file(&sel), "a\nb\n");
+        assert_eq!(selected_file(&SelectedLearners::All), "\n");
     }
 
     #[test]

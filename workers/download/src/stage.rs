@@ -12,9 +12,10 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_model::layout::Layout;
 use engage_runtime::items::{failed, finalize};
+use engage_runtime::job_error::{ErrorClass, JobError};
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::{ObjectUri, content_key};
 use engage_runtime::store_io::{get_json, put_json};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 
 use crate::domain::{AUDIO_MISSING, source_uri, validate};
 
@@ -49,7 +50,7 @@ impl Stage for DownloadStage {
             Err(e) if e.is_not_found() => {
                 return fail(AUDIO_MISSING, "no object at the audio link".into()).await;
             }
-            Err(e) if e.is_transient() => return Err(JobError::transient("storage", e)),
+            Err(e) if e.is_transient() => return Err(JobError::transient(ErrorClass::Storage, e)),
             Err(e) => return fail(e.class(), e.to_string()).await,
         };
         svc.metrics
@@ -79,7 +80,7 @@ impl Stage for DownloadStage {
                 let audio = bytes.clone();
                 let probed = tokio::task::spawn_blocking(move || validate(&audio, &key))
                     .await
-                    .map_err(|e| JobError::transient("panic", e))?;
+                    .map_err(|e| JobError::transient(ErrorClass::Panic, e))?;
                 let probe = match probed {
                     Ok(p) => p,
                     Err(e) => return fail(e.name(), e.to_string()).await,

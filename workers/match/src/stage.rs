@@ -9,10 +9,11 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{DownloadJob, MatchJob, ids};
 use engage_model::layout::Layout;
 use engage_model::{ActivityRecord, Session};
-use engage_runtime::ledger::FanIn;
-use engage_runtime::recovery::{fan_in_emits, learner_items, with_ledger};
+use engage_runtime::fan_in;
+use engage_runtime::job_error::{ErrorClass, JobError};
+use engage_runtime::recovery::learner_items;
+use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_jsonl, to_jsonl};
-use engage_runtime::worker::{Emit, JobCtx, JobError, Stage};
 use moka::future::Cache;
 
 use crate::domain::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
@@ -84,7 +85,7 @@ impl Stage for MatchStage {
         .await?
         .ok_or_else(|| {
             JobError::transient(
-                "store_lag",
+                ErrorClass::StoreLag,
                 anyhow::anyhow!(
                     "clean output of {}:{} not found yet",
                     job.piece,
@@ -113,18 +114,8 @@ impl Stage for MatchStage {
         );
 
         // Register before emitting, so no item can finish before it is expected.
-        let items = learner_items(&matched);
-        let (_, mut emits) =
-            with_ledger(svc, b, &ctx.job_id, || svc.ledger.register_items(b, &items)).await?;
         let part = ids::match_part(&job.piece, job.partition);
-        let (fan, more) = with_ledger(svc, b, &ctx.job_id, || {
-            svc.ledger.match_done(b, &part, &ctx.job_id)
-        })
-        .await?;
-        emits.extend(more);
-        if fan == FanIn::Emit {
-            emits.extend(fan_in_emits(b, svc.ledger.scan(b, &ctx.job_id).await?)?);
-        }
+        let mut emits = fan_in::partition_done(ctx, &part, &learner_items(&matched)).await?;
         for r in matched.iter().filter(|r| r.session.is_some()) {
             if let Some(url) = &r.record.audio_url {
                 let d = DownloadJob {

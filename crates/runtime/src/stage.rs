@@ -1,0 +1,64 @@
+//! The contract between the worker loop and a stage: [`Stage`] (what a stage
+//! implements), [`JobCtx`] (what a job may touch) and [`Emit`] (a follow-up
+//! job it asks the loop to publish).
+
+use std::sync::Arc;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::job_error::JobError;
+use crate::services::Services;
+use engage_model::envelope::StageName;
+
+/// A follow-up message produced by a job.
+#[derive(Debug, Clone)]
+pub struct Emit {
+    /// The stage whose queue receives it.
+    pub stage: StageName,
+    /// Stable id of the follow-up job.
+    pub job_id: String,
+    /// The job body.
+    pub job: serde_json::Value,
+}
+
+impl Emit {
+    /// Builds a follow-up job.
+    pub fn new<J: Serialize>(
+        stage: StageName,
+        job_id: impl Into<String>,
+        job: &J,
+    ) -> Result<Self, JobError> {
+        let job = serde_json::to_value(job).map_err(|e| JobError::Poison(e.into()))?;
+        Ok(Self {
+            stage,
+            job_id: job_id.into(),
+            job,
+        })
+    }
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobCtx {
+    /// Shared services (store, Redis, metrics, config).
+    pub svc: Arc<Services>,
+    /// The batch.
+    pub batch_id: String,
+    /// The job's stable id.
+    pub job_id: String,
+    /// 0 on the first attempt.
+    pub attempt: u32,
+    /// Trace id carried across stages.
+    pub trace_id: String,
+}
+
+/// One stage: a tiny impl around pure domain logic.
+#[async_trait::async_trait]
+pub trait Stage: Send + Sync + 'static {
+    /// The job body this stage consumes.
+    type Job: DeserializeOwned + Send;
+    /// The stage's name (its queue).
+    const NAME: StageName;
+    /// Runs one job: write effects under deterministic keys, return follow-ups.
+    async fn handle(&self, ctx: &JobCtx, job: Self::Job) -> Result<Vec<Emit>, JobError>;
+}

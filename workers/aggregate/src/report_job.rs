@@ -1,0 +1,105 @@
+//! The aggregate stage's report job, run once every learner is aggregated:
+//! roll the batch summary up from the clean markers, matched partitions and
+//! learner files ([`crate::rollup`]), write the output files
+//! ([`crate::outputs`]) and the concatenated rejects, mark the batch complete.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use engage_model::MatchedRecord;
+use engage_model::envelope::StageName;
+use engage_model::jobs::{BatchPlan, CleanDone};
+use engage_model::layout::Layout;
+use engage_model::summary::{SessionCounts, Summary};
+use engage_runtime::job_error::JobError;
+use engage_runtime::services::Services;
+use engage_runtime::stage::{Emit, JobCtx};
+use engage_runtime::store_io::{get_json, get_jsonl};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::outputs::{count_into, render};
+use crate::rollup::{self, LearnerRows};
+
+/// Parallel store reads per job.
+const READ_CONCURRENCY: usize = 32;
+
+pub(crate) async fn report(ctx: &JobCtx) -> Result<Vec<Emit>, JobError> {
+    let svc = &ctx.svc;
+    let b = ctx.batch_id.as_str();
+    let layout = Layout::new(svc.store_root.clone());
+    let plan = load_plan(svc, &layout, b).await?;
+    let mut summary = Summary::default();
+    let mut all = Vec::new();
+    for piece in &plan.pieces {
+        if let Some(done) =
+            get_json::<CleanDone>(&svc.storage, &layout.clean_done(b, &piece.piece)?).await?
+        {
+            rollup::add_piece(&mut summary, &done);
+        }
+        for p in 0..plan.partitions {
+            all.extend(
+                get_jsonl::<MatchedRecord>(&svc.storage, &layout.matched_part(b, &piece.piece, p)?)
+                    .await?
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    // Repeats across pieces are only visible here.
+    let records = rollup::dedupe_across_pieces(&mut summary, all);
+    if let Some(s) = get_json::<SessionCounts>(&svc.storage, &layout.sessions_stats(b)?).await? {
+        summary.sessions = s;
+    }
+    let mut rows = Vec::new();
+    let mut outcomes = BTreeMap::new();
+    let learner_uris = svc.storage.list(&layout.learners_prefix(b)?).await?;
+    let mut learners = futures::stream::iter(learner_uris)
+        .map(|u| async move { get_json::<LearnerRows>(&svc.storage, &u).await })
+        .buffered(READ_CONCURRENCY);
+    while let Some(l) = learners.try_next().await? {
+        if let Some(l) = l {
+            rollup::add_learner(&mut summary, &mut rows, &mut outcomes, l);
+        }
+    }
+    count_into(&mut summary, &records, &outcomes, &rows);
+    let files =
+        render(&records, &outcomes, rows, &summary).map_err(|e| JobError::Poison(e.into()))?;
+    let out = layout.output(b)?;
+    for (name, bytes) in files {
+        let n = bytes.len() as u64;
+        svc.storage
+            .put(&out.join(name)?, Bytes::from(bytes))
+            .await?;
+        svc.metrics
+            .bytes_written
+            .with_label_values(&[StageName::Aggregate.as_str()])
+            .inc_by(n);
+    }
+    // Rejected input lines of every piece, concatenated in piece order.
+    let mut rejects = Vec::new();
+    for uri in svc.storage.list(&layout.rejects_prefix(b)?).await? {
+        rejects.extend_from_slice(&svc.storage.get(&uri).await?);
+    }
+    svc.storage
+        .put(&out.join("rejects.jsonl")?, Bytes::from(rejects))
+        .await?;
+    svc.ledger.complete(b).await?;
+    if let Err(e) = svc.storage.delete(&layout.active(b)?).await {
+        tracing::warn!(error = %e, "could not remove the active-batch marker");
+    }
+    tracing::info!(
+        rows = summary.report_rows,
+        learners = summary.learners,
+        "batch report written"
+    );
+    Ok(Vec::new())
+}
+
+pub(crate) async fn load_plan(
+    svc: &Services,
+    layout: &Layout,
+    b: &str,
+) -> Result<BatchPlan, JobError> {
+    get_json::<BatchPlan>(&svc.storage, &layout.batch_spec(b)?)
+        .await?
+        .ok_or_else(|| JobError::Poison(anyhow::anyhow!("batch {b} has no plan")))
+}
