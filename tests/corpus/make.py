@@ -332,10 +332,10 @@ c.add(rec(ts=1714557660000, audio=c.good_audio, acc=80))  # 2024-05-01T10:01:00Z
 c.summary["activity"]["read"] += 4
 c.summary["activity"]["duplicates"] += 4
 
-c = case("all_records_rejected", "A log in which every record is rejected: nothing is kept, yet the batch completes with its rejects counted and an empty report (a batch with no learner must not wait forever).", good=False)
+c = case("all_records_rejected", "A log in which every record is rejected: nothing is kept; the file never proves to be an activity log, so its items count as `not_an_activity_log` with one reject line and no excerpt; yet the batch completes with an empty report (a batch with no learner must not wait forever).", good=False)
 c.sessions = [SESSIONS_HEADER] + list(BASE_SESSIONS)
 c.add(b"not json", {"user_id": "bad1", "language": "en"}, b"[1]")
-c.rejected("invalid_json", 1).rejected("missing_timestamp", 1).rejected("not_an_object", 1)
+c.rejected("not_an_activity_log", 3)
 c.summary["sessions"]["kept"] = 2
 
 case("non_english", "Records in another language or with no language are dropped and counted as non_english, not rejected.").add(
@@ -446,7 +446,6 @@ c.extra = {"extra_buckets": {"other-bucket": {"bucket_not_allowed/good.wav": "go
 c = case("store_link", "A `store://` link names an object in the pipeline's own store (outputs, other batches' audio, the item log): not a source bucket, so unsupported_link. `engage run` does this today; the fleet reads the store without any allow-list.")
 c.add(rec(ts="2024-05-01T10:03:00Z", audio="store://batches/x/spec.json"))
 c.failed("unsupported_link", 1)
-c.extra = {"pending": {"fleet": "store:// links skipping the bucket allow-list"}}
 
 # ---------------------------------------------------------------------------
 # Audio content
@@ -474,11 +473,10 @@ c.add(rec(ts="2024-05-01T10:03:00Z", audio=f"s3://{BUCKET}/audio_huge_declared/h
 c.audio["huge.wav"] = huge_declared_wav()
 c.failed("audio_too_long", 1)
 
-c = case("audio_bad_wav_header", "A WAV whose fmt chunk declares 0 channels and a 0 Hz sample rate: refused with a named WAV-header error (invented name `audio_bad_header`; the WAV-header-validation fix names it).")
+c = case("audio_bad_wav_header", "A WAV whose fmt chunk declares 0 channels and a 0 Hz sample rate: the container parser refuses the fmt chunk itself, so it is `audio_corrupt` (headers that parse but declare impossible rates, channels or lengths are `audio_bad_header`: see the fuzz regression and crates/audio's tests).")
 c.add(rec(ts="2024-05-01T10:03:00Z", audio=f"s3://{BUCKET}/audio_bad_wav_header/zero.wav"))
 c.audio["zero.wav"] = bad_header_wav()
-c.failed("audio_bad_header", 1)
-c.extra = {"pending": "WAV header validation (a named AudioError for impossible fmt fields)"}
+c.failed("audio_corrupt", 1)
 
 c = case("audio_missing", "An allowed link whose object does not exist (S3 404): audio_missing; the batch still completes.")
 c.add(rec(ts="2024-05-01T10:03:00Z", audio=f"s3://{BUCKET}/audio_missing/nope.wav"))
@@ -519,7 +517,7 @@ c.summary["analyzed"] += 1
 c.summary["learners"] += 1
 c.summary["report_rows"] += 1
 c.report_users = ["#u1", "good1"]
-c.extra = {"users": ["#u1", "good1"], "pending": {"fleet": "learner ids with # dropped by the fleet but kept by engage run"}}
+c.extra = {"users": ["#u1", "good1"]}
 
 c = case("learner_id_newline", "A learner id with an embedded newline or other control character cannot be represented in line-oriented files: rejected as bad_user_id by both paths (invented rule; today `engage run` keeps it and the fleet drops it silently).")
 c.add(rec(user="u\n2", ts="2024-05-01T10:03:00Z", audio=c.good_audio),
@@ -544,7 +542,7 @@ c.summary["analyzed"] += 4
 c.summary["learners"] += 4
 c.summary["report_rows"] += 4
 c.report_users = ["'+1", "'-1+2", "'=1+2", "'@SUM(A1)", "good1"]
-c.extra = {"pending": "CSV-injection neutralisation (leading ')", "raw_ids_in_json": ["=1+2", "@SUM(A1)", "+1", "-1+2"]}
+c.extra = {"raw_ids_in_json": ["=1+2", "@SUM(A1)", "+1", "-1+2"]}
 
 # ---------------------------------------------------------------------------
 # Fleet-only: input URIs and envelopes
@@ -576,14 +574,13 @@ envelope_case("envelope_wrong_job_schema", "A valid envelope whose job is not th
               "poison", "does not match this stage's schema")
 envelope_case("input_uri_not_allowed", "A batch published straight to the broker (bypassing `engage enqueue`, which refuses it) whose activity URI names a local file outside every allowed input prefix (file:///proc/self/environ): the clean worker dead-letters it as poison with reason `input_not_allowed` and never reads it, so no environment variable can leak into rejects.jsonl excerpts.",
               "clean", json.dumps({"v": 1, "batch_id": "b-corpus-environ", "job_id": "plan:b-corpus-environ", "attempt": 0, "trace_id": "t", "job": {"kind": "batch", "activity": ["file:///proc/self/environ"], "sessions": "s3://inputs/x.csv", "selection": {"kind": "all"}}}).encode(),
-              "poison", "input_not_allowed", pending="input allow-lists for activity/sessions URIs")
-c = case("envelope_forged_report", "A forged aggregate job {\"kind\":\"report\"} for this case's batch, published while the batch is still running: refused (dead-lettered as `forged_job`, invented name) instead of writing the batch's outputs early; the batch then completes with its true outputs.")
+              "poison", "input_not_allowed")
+c = case("envelope_forged_report", "A forged aggregate job {\"kind\":\"report\"} for this case's batch, published while the batch is still running: refused (dead-lettered as poison naming `forged_job`) instead of writing the batch's outputs early; the batch then completes with its true outputs.")
 c.envelope = b'{"v":1,"batch_id":"{{BATCH}}","job_id":"report:{{BATCH}}","attempt":0,"trace_id":"forged","job":{"kind":"report"}}'
 c.extra = {
     "modes": ["fleet"],
     "stage": "aggregate",
-    "fleet_dlq": {"stage": "aggregate", "reason": "forged_job", "error_contains": "forged"},
-    "pending": "forged internal jobs obeyed",
+    "fleet_dlq": {"stage": "aggregate", "reason": "poison", "error_contains": "forged_job"},
 }
 
 def main():

@@ -95,15 +95,21 @@ impl AudioRef {
         })
     }
 
-    /// Parses and checks the bucket against an allow-list (store URIs are always allowed).
+    /// Parses a link from an activity log and checks it against the audio
+    /// allow-list: an S3 link's bucket must be allowed, and a `store://` link
+    /// is refused as `unsupported_link`. The pipeline's own store holds
+    /// outputs, other batches' files and the item log, never a learner's
+    /// source audio, so a producer cannot point analysis at it; this is the
+    /// one rule of `engage run` and the fleet.
     pub fn parse_allowed(url: &str, allowed_buckets: &[String]) -> Result<Self, AudioRefError> {
         let r = Self::parse(url)?;
-        if let Self::S3 { bucket, .. } = &r
-            && !allowed_buckets.iter().any(|b| b == bucket)
-        {
-            return Err(AudioRefError::NotAllowed);
+        match &r {
+            Self::S3 { bucket, .. } if !allowed_buckets.iter().any(|b| b == bucket) => {
+                Err(AudioRefError::NotAllowed)
+            }
+            Self::Store { .. } => Err(AudioRefError::Unsupported),
+            Self::S3 { .. } => Ok(r),
         }
-        Ok(r)
     }
 
     /// The bucket, for S3 references.
@@ -264,5 +270,13 @@ mod tests {
             AudioRef::parse_allowed("s3://bkt-b/k", &allowed),
             Err(AudioRefError::NotAllowed)
         );
+        // The pipeline's own store is never a source of learner audio.
+        for link in ["store://batches/b/spec.json", "store://audio/ab/cd"] {
+            assert_eq!(
+                AudioRef::parse_allowed(link, &allowed),
+                Err(AudioRefError::Unsupported),
+                "{link}"
+            );
+        }
     }
 }

@@ -47,7 +47,7 @@ pub struct CleanPiece {
     pub range: Option<(u64, u64)>,
     /// Number of learner partitions.
     pub partitions: u32,
-    /// Whether a resolved selection exists at the batch's `selected.txt`.
+    /// Whether a resolved selection exists at the batch's `selected.json`.
     #[serde(default)]
     pub selected: bool,
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! batches/B/batch.json                     the batch spec and its plan
-//! batches/B/selected.txt                   resolved selection (if any)
+//! batches/B/selected.json                  resolved selection (if any)
 //! batches/B/sessions/part-P.jsonl          sessions partitioned by learner
 //! batches/B/clean/PIECE/part-P.jsonl       kept records of a piece, by partition
 //! batches/B/clean/PIECE/done.json          piece finished: stats + partitions written
@@ -54,7 +54,7 @@ impl Layout {
     }
     /// Resolved learner selection.
     pub fn selected(&self, b: &str) -> Result<ObjectUri, UriError> {
-        self.at(format!("batches/{b}/selected.txt"))
+        self.at(format!("batches/{b}/selected.json"))
     }
     /// Sessions of one partition.
     pub fn sessions_part(&self, b: &str, p: u32) -> Result<ObjectUri, UriError> {

@@ -28,6 +28,7 @@ pub(crate) async fn report(ctx: &JobCtx) -> Result<Vec<Emit>, JobError> {
     let b = ctx.batch_id.as_str();
     let layout = Layout::new(svc.store_root.clone());
     let plan = load_plan(svc, &layout, b).await?;
+    check_complete(svc, &layout, b, &plan).await?;
     let mut summary = Summary::default();
     let mut all = Vec::new();
     for piece in &plan.pieces {
@@ -92,6 +93,44 @@ pub(crate) async fn report(ctx: &JobCtx) -> Result<Vec<Emit>, JobError> {
         "batch report written"
     );
     Ok(Vec::new())
+}
+
+/// A report job is obeyed only for a batch that is complete: by its ledger
+/// when Redis has it (registered, every learner aggregated), else by the
+/// store (every clean piece has its marker). A report job for a batch still
+/// under way was not emitted by the fan-in: it is forged or stray, and is
+/// dead-lettered (poison, naming `forged_job`) before anything is written, so
+/// `output/` never holds a partial report.
+async fn check_complete(
+    svc: &Services,
+    layout: &Layout,
+    b: &str,
+    plan: &BatchPlan,
+) -> Result<(), JobError> {
+    let forged = |why: String| {
+        Err(JobError::Poison(anyhow::anyhow!(
+            "forged_job: a report job for batch {b}, which is not complete ({why})"
+        )))
+    };
+    match svc.ledger.progress(b).await? {
+        Some(p) if p.complete => Ok(()),
+        Some(p) if !p.registered || p.learners_aggregated < p.learners => forged(format!(
+            "{} of {} learners aggregated, registration {}",
+            p.learners_aggregated,
+            p.learners,
+            if p.registered { "done" } else { "open" }
+        )),
+        Some(_) => Ok(()),
+        None => {
+            for piece in &plan.pieces {
+                let marker = layout.clean_done(b, &piece.piece)?;
+                if svc.storage.size(&marker).await?.is_none() {
+                    return forged(format!("piece {} is not cleaned", piece.piece));
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 pub(crate) async fn load_plan(

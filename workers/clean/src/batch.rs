@@ -20,6 +20,14 @@ use crate::store::{blocking, poison, sync_reader, uri};
 pub(crate) async fn plan(ctx: &JobCtx, spec: BatchSpec) -> Result<Vec<Emit>, JobError> {
     let (svc, b) = (&ctx.svc, ctx.batch_id.as_str());
     plan::check_batch_id(b).map_err(poison)?;
+    // Nothing is read from a location a producer may not name.
+    let policy = svc
+        .cfg
+        .input_policy()
+        .map_err(|e| JobError::Fatal(anyhow::anyhow!("fleet.input_prefixes: {e}")))?;
+    policy
+        .check_spec(&spec)
+        .map_err(|e| poison(format!("{e} [{}]", e.reason())))?;
     let layout = Layout::new(svc.store_root.clone());
     let plan = match get_json::<BatchPlan>(&svc.storage, &layout.batch_spec(b)?).await? {
         Some(p) => p, // a redelivered plan job: the same plan, re-emitted

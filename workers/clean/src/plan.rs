@@ -82,16 +82,12 @@ pub fn session_reject_lines(rejects: &[SessionReject]) -> Vec<serde_json::Value>
         .collect()
 }
 
-/// The batch's `selected.txt`: the selected user ids, sorted, one a line.
-pub fn selected_file(sel: &SelectedLearners) -> String {
-    let mut ids: Vec<&str> = match sel {
-        SelectedLearners::Only(set) => set.iter().map(String::as_str).collect(),
-        SelectedLearners::All => Vec::new(),
-    };
-    ids.sort_unstable();
-    let mut body = ids.join("\n");
-    body.push('\n');
-    body
+/// The batch's stored selection (`selected.json`): the selected ids as a
+/// sorted JSON array, exact whatever characters they hold, so pieces select
+/// exactly the learners `engage run` selects (ids starting with `#` or holding
+/// a newline included).
+pub fn selected_file(sel: &SelectedLearners) -> Vec<u8> {
+    sel.to_stored().unwrap_or_else(|| b"[]".to_vec())
 }
 
 /// The id of piece `range_ix` of activity file `file_ix` (sorts in file order).
@@ -212,10 +208,13 @@ mod tests {
     }
 
     #[test]
-    fn the_selection_file_is_sorted_and_newline_terminated() {
-        let sel = SelectedLearners::from_ids(["b", "a"].iter());
-        assert_eq!(selected_file(&sel), "a\nb\n");
-        assert_eq!(selected_file(&SelectedLearners::All), "\n");
+    fn the_selection_file_keeps_every_id_exactly() {
+        let sel = SelectedLearners::from_ids(["b", "a", "#c", "d\ne"].iter());
+        assert_eq!(selected_file(&sel), br##"["#c","a","b","d\ne"]"##.to_vec());
+        assert_eq!(
+            SelectedLearners::from_stored(&selected_file(&sel)).unwrap(),
+            sel
+        );
     }
 
     #[test]

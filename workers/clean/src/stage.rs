@@ -37,7 +37,7 @@ impl CleanStage {
         let layout = Layout::new(svc.store_root.clone());
         let selection = if piece.selected {
             let bytes = svc.storage.get(&layout.selected(b)?).await?;
-            SelectedLearners::from_reader(&bytes[..]).map_err(poison)?
+            SelectedLearners::from_stored(&bytes[..]).map_err(poison)?
         } else {
             SelectedLearners::All
         };
