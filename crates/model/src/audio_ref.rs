@@ -2,8 +2,9 @@
 //!
 //! Accepted: `s3://bucket/key`, `https://bucket.s3.REGION.amazonaws.com/key`
 //! (also `bucket.s3.amazonaws.com`), `https://s3.REGION.amazonaws.com/bucket/key`,
-//! and URIs of the pipeline's own store (`store://…` and `file:///…`). Anything
-//! else is rejected before any network or disk access. Keys are normalised so
+//! and `http://` spellings of those hosts. `store://…` parses (it names the
+//! pipeline's own store) but [`AudioRef::parse_allowed`] refuses it as a
+//! learner's audio. Anything else is rejected before any network or disk access. Keys are normalised so
 //! that no `..`, empty or absolute segment can escape a directory when a key is
 //! mapped onto a local path.
 

@@ -102,7 +102,8 @@ pub enum AggregateJob {
     Report,
 }
 
-/// The final state of one item, stored at `batches/B/items/RID.json`.
+/// The final state of one item: a line of the item log
+/// (`batches/B/items/WRITER-SEQ.jsonl`), copied into the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ItemState {
     /// The response.

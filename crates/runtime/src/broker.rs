@@ -61,7 +61,8 @@ pub struct Topology {
 /// What a dead-lettered message says about itself (stored as headers).
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
-    /// Short stable reason: `undecodable`, `max_attempts`, `poison`, `panic`.
+    /// Short stable reason: `undecodable`, `max_attempts`, `poison` (a panic
+    /// is a transient error: retried, then `max_attempts`).
     pub reason: String,
     /// Attempts made.
     pub attempts: u32,
@@ -241,7 +242,7 @@ impl Publisher {
     }
 
     /// Publishes a body to a retry tier; it returns to the work queue after the
-    /// tier's delay (with ±20% jitter below the tier TTL).
+    /// tier's delay (the message TTL is 80-100% of the tier's delay: jitter).
     pub async fn publish_retry(
         &self,
         stage: StageName,

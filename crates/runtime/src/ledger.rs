@@ -50,7 +50,7 @@ pub struct Ledger {
 pub struct LearnerItems {
     /// Every response id of the learner in this match job.
     pub items: Vec<String>,
-    /// Those already final at match time (unmatched, no audio, bad link).
+    /// Those already final at match time (unmatched, no audio).
     pub final_items: Vec<String>,
 }
 

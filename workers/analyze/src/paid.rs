@@ -107,9 +107,8 @@ impl Paid {
     ///
     /// The cache is read again once the lease is held and written before it
     /// is released: a delivery that missed the cache while another one was
-    /// paying takes the lease only after the answer is stored, and finds it.
-    /// (Releasing first left a window in which a second delivery of the same
-    /// audio paid again; the "never pays twice" fleet test caught it.)
+    /// paying takes the lease only after the answer is stored, and finds it;
+    /// releasing the lease before storing would let it pay again.
     #[allow(clippy::too_many_arguments)]
     pub async fn analyze(
         &self,
