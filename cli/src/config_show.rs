@@ -15,21 +15,21 @@ use engage_runtime::config::report::SectionReport;
 
 /// `engage config …`.
 #[derive(Debug, Subcommand)]
-pub enum ConfigCmd {
+pub(crate) enum ConfigCmd {
     /// Print the effective settings, where each came from, secrets redacted.
     Show(ShowArgs),
 }
 
 /// `engage config show` options.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
+pub(crate) struct ShowArgs {
     /// Print one JSON object (`file`, `sections[]`) instead of TOML-like text.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Loads the layers from this process and prints them.
-pub fn run(cmd: &ConfigCmd) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(cmd: &ConfigCmd) -> anyhow::Result<ExitCode> {
     let ConfigCmd::Show(a) = cmd;
     let layers = Layers::from_process()?;
     let report = layers.report();
@@ -50,7 +50,7 @@ pub fn run(cmd: &ConfigCmd) -> anyhow::Result<ExitCode> {
 
 /// The text form: one `[section]` table per section, each value followed by
 /// a comment naming its origin (and, for defaults, the variable that sets it).
-pub fn render(file: Option<&str>, report: &[SectionReport]) -> String {
+pub(crate) fn render(file: Option<&str>, report: &[SectionReport]) -> String {
     let mut out = String::new();
     match file {
         Some(f) => {

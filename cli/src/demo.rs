@@ -15,7 +15,7 @@ use crate::gen_data::{self, GenDataArgs};
 
 /// Arguments of `engage demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Working directory for data, store, logs and the report.
     #[arg(long, default_value = "engage-demo")]
     pub dir: PathBuf,
@@ -45,7 +45,7 @@ impl Drop for Workers {
 }
 
 /// Sends SIGTERM to a process (the workers drain on it).
-pub fn terminate(pid: u32) {
+pub(crate) fn terminate(pid: u32) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
@@ -55,7 +55,7 @@ pub fn terminate(pid: u32) {
 }
 
 /// The directory holding the worker binaries (next to this executable).
-pub fn bin_dir() -> anyhow::Result<PathBuf> {
+pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("cannot locate the engage executable")?;
     let dir = exe
         .parent()
@@ -73,7 +73,7 @@ pub fn bin_dir() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs the demo; returns the report directory.
-pub async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
+pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     let mut cfg = FleetConfig::load()?;
     fleet::redis(&cfg).await?;
     drop(fleet::publisher(&cfg).await?);

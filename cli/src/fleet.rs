@@ -24,7 +24,7 @@ use lapin::types::FieldTable;
 
 /// Arguments of `engage enqueue`.
 #[derive(Debug, Args)]
-pub struct EnqueueArgs {
+pub(crate) struct EnqueueArgs {
     /// Activity log URI(s) (`s3://…`, `file:///…` or a local path). Repeat for several.
     #[arg(long, required = true)]
     pub activity: Vec<String>,
@@ -47,7 +47,7 @@ pub struct EnqueueArgs {
 
 /// Arguments of `engage status`.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
+pub(crate) struct StatusArgs {
     /// The batch id (omit to list recent batches).
     pub batch: Option<String>,
     /// Wait until the batch is complete (exit 0), or the timeout passes (exit 2).
@@ -60,7 +60,7 @@ pub struct StatusArgs {
 
 /// Arguments of `engage report`.
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// The batch id.
     pub batch: String,
     /// Directory to copy the outputs into.
@@ -70,7 +70,7 @@ pub struct ReportArgs {
 
 /// `engage dlq …`
 #[derive(Debug, Subcommand)]
-pub enum DlqCmd {
+pub(crate) enum DlqCmd {
     /// Show dead-lettered messages (all stages, or one), without removing them.
     List {
         /// Stage name (clean, match, download, analyze, aggregate).
@@ -94,7 +94,7 @@ fn topology(cfg: &FleetConfig) -> Topology {
 }
 
 /// Opens a broker connection and a confirm-mode publisher, with a clear error.
-pub async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
+pub(crate) async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
     let url = cfg.broker.amqp_url.expose();
     let conn = broker::connect(url, "engage-cli").await.with_context(|| {
         format!(
@@ -109,7 +109,7 @@ pub async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, 
 }
 
 /// Connects to Redis with a clear error.
-pub async fn redis(cfg: &FleetConfig) -> anyhow::Result<RedisConn> {
+pub(crate) async fn redis(cfg: &FleetConfig) -> anyhow::Result<RedisConn> {
     let url = cfg.redis.url.expose();
     let conn = RedisConn::connect(url, cfg.redis.cluster).await.with_context(|| {
         format!(
@@ -124,7 +124,7 @@ pub async fn redis(cfg: &FleetConfig) -> anyhow::Result<RedisConn> {
 }
 
 /// A URI from a URI or a local path.
-pub fn to_uri(s: &str) -> anyhow::Result<String> {
+pub(crate) fn to_uri(s: &str) -> anyhow::Result<String> {
     if s.contains("://") {
         ObjectUri::parse(s).with_context(|| format!("invalid URI {s:?}"))?;
         return Ok(s.to_string());
@@ -136,7 +136,7 @@ pub fn to_uri(s: &str) -> anyhow::Result<String> {
 }
 
 /// A new batch id: `b-YYYYMMDD-HHMMSS-xxxx`.
-pub fn new_batch_id() -> String {
+pub(crate) fn new_batch_id() -> String {
     format!(
         "b-{}-{:04x}",
         chrono::Utc::now().format("%Y%m%d-%H%M%S"),
@@ -145,7 +145,7 @@ pub fn new_batch_id() -> String {
 }
 
 /// `engage enqueue`: publishes the batch job; returns the batch id.
-pub async fn enqueue(cfg: &FleetConfig, a: &EnqueueArgs) -> anyhow::Result<String> {
+pub(crate) async fn enqueue(cfg: &FleetConfig, a: &EnqueueArgs) -> anyhow::Result<String> {
     let batch = a.batch_id.clone().unwrap_or_else(new_batch_id);
     if !valid_batch_id(&batch) {
         bail!("invalid batch id {batch:?}: use 1-64 characters of [A-Za-z0-9._-]");
@@ -210,7 +210,7 @@ async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
 }
 
 /// `engage status`: prints progress; with `--wait` returns whether it completed.
-pub async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
+pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
     let conn = redis(cfg).await?;
     let ledger = Ledger::new(conn, cfg.fleet.namespace.clone());
     let Some(batch) = &a.batch else {
@@ -295,7 +295,7 @@ pub async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
 }
 
 /// `engage report`: copies a complete batch's outputs to a directory.
-pub async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<Vec<PathBuf>> {
     if !valid_batch_id(&a.batch) {
         bail!("invalid batch id {:?}", a.batch);
     }
@@ -333,7 +333,7 @@ fn stages(stage: Option<&str>) -> anyhow::Result<Vec<StageName>> {
 }
 
 /// `engage dlq list|replay`.
-pub async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
+pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
     let (conn, p) = publisher(cfg).await?;
     let topo = topology(cfg);
     let ch = conn.create_channel().await?;

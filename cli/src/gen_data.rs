@@ -40,7 +40,7 @@
 
 #![forbid(unsafe_code)]
 
-pub mod synth;
+pub(crate) mod synth;
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -110,7 +110,7 @@ const PROMPTS: [(&str, &str); 8] = [
 /// Format of the activity log.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// One JSON object per line.
     Jsonl,
     /// One JSON array of objects.
@@ -119,7 +119,7 @@ pub enum LogFormat {
 
 /// Arguments of `engage gen-data`.
 #[derive(clap::Args, Debug, Clone, PartialEq)]
-pub struct GenDataArgs {
+pub(crate) struct GenDataArgs {
     /// Number of learners.
     #[arg(long, default_value_t = 20)]
     pub learners: usize,
@@ -159,7 +159,7 @@ pub struct GenDataArgs {
 
 impl GenDataArgs {
     /// Arguments with every default and the given output directory.
-    pub fn new(out: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(out: impl Into<PathBuf>) -> Self {
         Self {
             learners: 20,
             responses: 10,
@@ -203,7 +203,7 @@ impl GenDataArgs {
 
 /// Invalid `gen-data` arguments.
 #[derive(Debug, thiserror::Error)]
-pub enum GenDataError {
+pub(crate) enum GenDataError {
     /// A fraction outside 0–1.
     #[error("{name} must be between 0 and 1, got {value}")]
     Fraction {
@@ -225,7 +225,7 @@ pub enum GenDataError {
 
 /// Audio objects behind the matched responses that have an audio link, by kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct AudioKinds {
+pub(crate) struct AudioKinds {
     /// Synthetic speech (analyzable).
     pub speech: u64,
     /// A byte-identical copy of another of the learner's answers (analyzable; dedups by content hash).
@@ -246,7 +246,7 @@ pub struct AudioKinds {
 
 /// Counts a correct pipeline must reproduce from this data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// Learners generated.
     pub learners: u64,
     /// Valid session rows.
@@ -300,7 +300,7 @@ impl Expected {
 
 /// What `gen-data` wrote.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct GenDataSummary {
+pub(crate) struct GenDataSummary {
     /// The activity log.
     pub activity_path: PathBuf,
     /// The sessions CSV.
@@ -320,7 +320,7 @@ pub struct GenDataSummary {
 }
 
 /// Generates the data set described by `args`.
-pub fn run(args: &GenDataArgs) -> anyhow::Result<GenDataSummary> {
+pub(crate) fn run(args: &GenDataArgs) -> anyhow::Result<GenDataSummary> {
     args.validate()?;
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let log_name = match (args.format, args.gzip) {

@@ -35,7 +35,7 @@ use rayon::prelude::*;
 
 /// Where `engage run` may stop early.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum StopAfter {
+pub(crate) enum StopAfter {
     /// After cleaning: `cleaned.jsonl`, `rejects.jsonl`, `summary.json`.
     Clean,
     /// After matching: adds `matched.csv`.
@@ -46,7 +46,7 @@ pub enum StopAfter {
 
 /// Arguments of `engage run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Activity log(s): JSON Lines or a JSON array, optionally .gz. Repeat for several files.
     #[arg(long, required = true)]
     pub activity: Vec<PathBuf>,
@@ -101,7 +101,7 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Runs the pipeline and returns the summary (also written to OUTDIR).
-pub fn run(args: &RunArgs) -> anyhow::Result<Summary> {
+pub(crate) fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     let weights = match args.weights.as_slice() {
         [e, m, a] => Weights {
             engagement: *e,

@@ -15,7 +15,7 @@ use std::f64::consts::PI;
 use rand::Rng;
 
 /// Sample rate of every generated clip (Hz).
-pub const SAMPLE_RATE: u32 = 16_000;
+pub(crate) const SAMPLE_RATE: u32 = 16_000;
 const SR: f64 = SAMPLE_RATE as f64;
 
 /// Vowel formants (F1, F2, F3) in Hz: a, e, i, o, u, ə.
@@ -32,7 +32,7 @@ const BANDWIDTHS: [f64; 3] = [80.0, 100.0, 150.0];
 
 /// How a (synthetic) learner speaks.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Voice {
+pub(crate) struct Voice {
     /// Base pitch in Hz (≈ 90–140 for lower voices, 170–260 for higher ones).
     pub f0_hz: f64,
     /// 0–1: pitch-accent range and loudness variation (monotone … lively).
@@ -47,14 +47,14 @@ pub struct Voice {
 
 /// Why a clip could not be encoded.
 #[derive(Debug, thiserror::Error)]
-pub enum SynthError {
+pub(crate) enum SynthError {
     /// The WAV encoder failed.
     #[error(transparent)]
     Wav(#[from] engage_audio::wav::WavError),
 }
 
 /// Synthesises `duration_s` seconds of speech-like audio.
-pub fn speech(voice: &Voice, duration_s: f64, rng: &mut impl Rng) -> Vec<f32> {
+pub(crate) fn speech(voice: &Voice, duration_s: f64, rng: &mut impl Rng) -> Vec<f32> {
     let n = (duration_s.max(0.0) * SR) as usize;
     let mut out = vec![0.0f64; n];
     let mut voiced_mask = vec![false; n];
@@ -205,7 +205,7 @@ impl Resonator {
 }
 
 /// A silent recording: digital zeros, or a faint microphone hiss at −70 dBFS.
-pub fn silence(duration_s: f64, hiss: bool, rng: &mut impl Rng) -> Vec<f32> {
+pub(crate) fn silence(duration_s: f64, hiss: bool, rng: &mut impl Rng) -> Vec<f32> {
     let n = (duration_s.max(0.0) * SR) as usize;
     if !hiss {
         return vec![0.0; n];
@@ -217,7 +217,7 @@ pub fn silence(duration_s: f64, hiss: bool, rng: &mut impl Rng) -> Vec<f32> {
 }
 
 /// Drives the clip `gain_db` louder and hard-clips it at full scale.
-pub fn clip(samples: &mut [f32], gain_db: f64) {
+pub(crate) fn clip(samples: &mut [f32], gain_db: f64) {
     let g = 10f64.powf(gain_db / 20.0) as f32;
     for s in samples {
         *s = (*s * g).clamp(-1.0, 1.0);
@@ -225,7 +225,7 @@ pub fn clip(samples: &mut [f32], gain_db: f64) {
 }
 
 /// Adds white noise whose RMS is `snr_db` below `signal_dbfs`.
-pub fn add_noise(samples: &mut [f32], signal_dbfs: f64, snr_db: f64, rng: &mut impl Rng) {
+pub(crate) fn add_noise(samples: &mut [f32], signal_dbfs: f64, snr_db: f64, rng: &mut impl Rng) {
     let amp = 10f64.powf((signal_dbfs - snr_db) / 20.0) * 3f64.sqrt();
     for s in samples {
         *s += (amp * rng.random_range(-1.0..1.0)) as f32;
@@ -233,7 +233,7 @@ pub fn add_noise(samples: &mut [f32], signal_dbfs: f64, snr_db: f64, rng: &mut i
 }
 
 /// Encodes mono samples as a 16-bit PCM WAV file (values clamped to full scale).
-pub fn to_wav(samples: &[f32]) -> Result<Vec<u8>, SynthError> {
+pub(crate) fn to_wav(samples: &[f32]) -> Result<Vec<u8>, SynthError> {
     let pcm: Vec<i16> = samples
         .iter()
         .map(|s| (s.clamp(-1.0, 1.0) * 32767.0).round() as i16)

@@ -36,7 +36,7 @@ pub const PITCH_MAX_HZ: f64 = 400.0;
 pub const VOICING_THRESHOLD: f64 = 0.6;
 /// A syllable nucleus is a rise of at least this many dB in the smoothed level
 /// envelope (and a fall of as much before the next one counts).
-pub const SYLLABLE_PROMINENCE_DB: f64 = 4.0;
+pub(crate) const SYLLABLE_PROMINENCE_DB: f64 = 4.0;
 
 /// The acoustic description of one recording. All levels in dBFS.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

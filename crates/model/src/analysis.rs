@@ -8,6 +8,8 @@ macro_rules! string_enum {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
+        // The variants are the schema's enum values and document themselves.
+        #[allow(missing_docs)]
         pub enum $name { $($variant),+ }
 
         impl $name {
@@ -73,9 +75,13 @@ pub struct AnalysisResult {
     pub emotional_score: f64,
     /// 0–100: how engaged the learner sounds.
     pub engagement_score: f64,
+    /// The emotion that dominates the response.
     pub dominant_emotion: DominantEmotion,
+    /// The learner's engagement state in the response.
     pub engagement_state: EngagementState,
+    /// How clear the pronunciation is.
     pub pronunciation_quality: PronunciationQuality,
+    /// How usable the recording is.
     pub audio_quality: AudioQuality,
     /// Which analyzer and version produced it, e.g. `acoustic:1` or `gemini:<model>:<prompt>`.
     pub analyzer: String,
@@ -100,7 +106,9 @@ impl AnalysisResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum AnalysisOutcome {
+    /// The item was analyzed.
     Ok(AnalysisResult),
+    /// The item failed, with its reason.
     Failed {
         /// Stable machine-readable reason name, e.g. `audio_missing`, `undecodable`.
         reason: String,

@@ -15,9 +15,17 @@ use std::fmt;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AudioRef {
     /// An object in an S3 bucket (source audio).
-    S3 { bucket: String, key: String },
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The normalised key.
+        key: String,
+    },
     /// An object already in the pipeline's own store, by its store key.
-    Store { key: String },
+    Store {
+        /// The normalised key under the store root.
+        key: String,
+    },
 }
 
 /// Why an `audio_url` was not accepted.

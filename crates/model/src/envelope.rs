@@ -18,10 +18,15 @@ pub const ENVELOPE_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StageName {
+    /// Plans a batch and cleans activity pieces.
     Clean,
+    /// Matches responses to sessions.
     Match,
+    /// Fetches and validates audio.
     Download,
+    /// Analyzes audio (acoustic or Gemini).
     Analyze,
+    /// Aggregates learners and writes the batch report.
     Aggregate,
 }
 

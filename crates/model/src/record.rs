@@ -21,12 +21,16 @@ pub struct ActivityRecord {
     /// Accuracy 0–100, if present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
+    /// The prompt text, passed through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_text: Option<String>,
+    /// The learner's answer text, passed through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_text: Option<String>,
+    /// The product's session id, passed through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The product's sub-session id, passed through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_session_id: Option<String>,
 }
@@ -34,7 +38,9 @@ pub struct ActivityRecord {
 /// A response with the session it was matched to (or none: *unmatched*).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatchedRecord {
+    /// The response.
     pub record: ActivityRecord,
+    /// The session it was matched to, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionMatch>,
 }

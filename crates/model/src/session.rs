@@ -12,12 +12,17 @@ use super::time::{Timestamp, TimestampError, parse_timestamp_str};
 /// One lesson session of a learner (a sessions CSV row).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Session {
+    /// The learner (trimmed).
     pub user_id: String,
+    /// The session id.
     pub session_id: String,
     /// When the session was created (ns since epoch, UTC).
     pub created_at: Timestamp,
+    /// The `milestone` column.
     pub milestone: String,
+    /// The `lesson` column.
     pub lesson: String,
+    /// The `progress` column, as written.
     pub progress: String,
     /// The `phase` column if present and non-empty, else `lesson`.
     pub phase: String,
@@ -29,11 +34,17 @@ pub struct Session {
 /// The session fields attached to a matched response (the `matched.csv` columns).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionMatch {
+    /// The session id.
     pub session_id: String,
+    /// When the session was created.
     pub created_at: Timestamp,
+    /// The session's milestone.
     pub milestone: String,
+    /// The session's lesson.
     pub lesson: String,
+    /// The session's phase.
     pub phase: String,
+    /// The session's progress, as written.
     pub progress: String,
 }
 

@@ -66,16 +66,27 @@ pub enum FanIn {
 /// Progress of a batch, for `engage status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Progress {
+    /// Clean pieces in the plan.
     pub pieces_expected: u64,
+    /// Clean pieces finished.
     pub pieces_done: u64,
+    /// Match jobs the finished pieces emitted.
     pub match_expected: u64,
+    /// Match jobs that registered their items.
     pub match_done: u64,
+    /// Whether every item of the batch is registered (no more can appear).
     pub registered: bool,
+    /// Registered items (kept responses).
     pub items: u64,
+    /// Items whose audio was downloaded.
     pub downloaded: u64,
+    /// Items in a final state.
     pub final_items: u64,
+    /// Learners with registered items.
     pub learners: u64,
+    /// Learners whose rows are written.
     pub learners_aggregated: u64,
+    /// Whether the batch's report is written.
     pub complete: bool,
     /// Failed items by reason.
     pub failed: BTreeMap<String, u64>,

@@ -14,7 +14,7 @@ pub const AUDIO_TOKENS_PER_SECOND: f64 = 32.0;
 
 /// Byte rate assumed for audio whose duration cannot be read from a WAV header
 /// (16 kHz, 16-bit, mono).
-pub const FALLBACK_BYTES_PER_SECOND: f64 = 32_000.0;
+pub(crate) const FALLBACK_BYTES_PER_SECOND: f64 = 32_000.0;
 
 const EMOTIONS: [&str; 11] = [
     "happy",
@@ -53,7 +53,7 @@ pub fn expected_answer(audio: &[u8]) -> Value {
 }
 
 /// Duration of a RIFF/WAVE file from its `fmt ` byte rate and `data` size.
-pub fn wav_duration_secs(bytes: &[u8]) -> Option<f64> {
+pub(crate) fn wav_duration_secs(bytes: &[u8]) -> Option<f64> {
     if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return None;
     }
@@ -101,7 +101,7 @@ pub fn input_tokens(text_chars: usize, audio: &[&[u8]]) -> u64 {
 }
 
 /// Output tokens of an answer text (~4 characters a token).
-pub fn output_tokens(text: &str) -> u64 {
+pub(crate) fn output_tokens(text: &str) -> u64 {
     text.len().div_ceil(4) as u64
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// Limits checked by [`QuotaState::admit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Requests per `window`.
     pub rpm: Option<u32>,
     /// Tokens per `window`.
@@ -28,7 +28,7 @@ pub struct Limits {
 
 /// A rejection: which quota, its limit and how long until it would admit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rejection {
+pub(crate) struct Rejection {
     /// The violated quota.
     pub kind: QuotaKind,
     /// Its configured limit.
@@ -39,7 +39,7 @@ pub struct Rejection {
 
 /// Admitted requests (time and tokens), oldest first.
 #[derive(Debug, Default)]
-pub struct QuotaState {
+pub(crate) struct QuotaState {
     minute: VecDeque<(Instant, u64)>,
     minute_tokens: u64,
     day: VecDeque<Instant>,
@@ -47,7 +47,12 @@ pub struct QuotaState {
 
 impl QuotaState {
     /// Admits a request of `tokens` at `now`, or says which quota refuses it.
-    pub fn admit(&mut self, now: Instant, tokens: u64, limits: &Limits) -> Result<(), Rejection> {
+    pub(crate) fn admit(
+        &mut self,
+        now: Instant,
+        tokens: u64,
+        limits: &Limits,
+    ) -> Result<(), Rejection> {
         while let Some(&(t, tok)) = self.minute.front() {
             if now.saturating_duration_since(t) >= limits.window {
                 self.minute.pop_front();

@@ -134,20 +134,29 @@ impl Weights {
 /// One row of the report: one learner in one phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReportRow {
+    /// The learner.
     pub user_id: String,
+    /// The learning phase.
     pub phase: String,
     /// Matched responses of the learner in this phase.
     pub responses: u64,
+    /// Mean accuracy over the responses that have one.
     pub avg_accuracy: Option<f64>,
+    /// Mean emotional score over the analyzed responses.
     pub avg_emotional_score: Option<f64>,
+    /// Mean engagement score over the analyzed responses.
     pub avg_engagement_score: Option<f64>,
+    /// Most frequent emotion (ties: the one seen first in time).
     pub dominant_emotion: Option<DominantEmotion>,
+    /// Most frequent engagement state (ties: the one seen first in time).
     pub engagement_state: Option<EngagementState>,
     /// Last minus first response timestamp of the phase, in seconds.
     pub session_duration_s: f64,
     /// Next phase's first timestamp minus this phase's last, in seconds
     /// (negative when phases interleave); `None` for the last phase.
     pub gap_to_next_phase_s: Option<f64>,
+    /// Weighted mean of engagement, emotional score and accuracy, re-weighted
+    /// over the parts present.
     pub combined_score: Option<f64>,
     /// First response timestamp of the phase (orders phases; not a report column).
     pub first_response_at: Timestamp,

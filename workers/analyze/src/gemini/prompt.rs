@@ -96,7 +96,7 @@ pub fn response_schema() -> Value {
 }
 
 /// The six answer fields, in the order the model is asked to produce them.
-pub use engage_model::ANSWER_FIELDS as FIELDS;
+pub(super) use engage_model::ANSWER_FIELDS as FIELDS;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ fn nth_weekday(year: i32, month: u32, weekday: Weekday, n: u64) -> Option<NaiveD
 }
 
 /// UTC offset of US Pacific time at instant `t`, in hours (−7 or −8).
-pub fn pacific_offset_hours(t: DateTime<Utc>) -> i64 {
+pub(super) fn pacific_offset_hours(t: DateTime<Utc>) -> i64 {
     let year = t.year();
     let (Some(start), Some(end)) = (
         nth_weekday(year, 3, Weekday::Sun, 2),
