@@ -251,6 +251,13 @@ pub fn clean_piece<R: Read, W: Write, J: Write>(
             Decision::Drop => {}
         }
     }
+    if probation && !held.is_empty() && reader.stopped_at_range_end() {
+        // The file goes on in the next piece: it was judged a log when it was
+        // split (see `is_splittable`), so these are a log's bad lines.
+        for rej in held.drain(..) {
+            write_reject(rejects, &rej)?;
+        }
+    }
     if probation && !held.is_empty() {
         let first = &held[0];
         let verdict = Reject {
@@ -649,6 +656,25 @@ mod tests {
     }
 
     #[test]
+    fn a_head_piece_that_ends_on_probation_keeps_its_rejects() {
+        // The first piece holds only a bad line; the file goes on in the next
+        // piece, so the line is a log's bad line, as in one sequential pass.
+        let input = format!("aAA    Aa\n{}\n", line("a", "en", 0));
+        let cut = input.find('\n').unwrap() as u64 + 1;
+        let ranges = [0..cut, cut..input.len() as u64];
+        let outs = run_parallel(input.as_bytes(), &ranges, 1).unwrap();
+        let stats = CleanStats::merged(outs.iter().map(|o| &o.stats));
+        let seq = clean_bytes(
+            input.as_bytes(),
+            &SelectedLearners::All,
+            &CleanOptions::default(),
+        );
+        assert_eq!(stats.rejected, seq.stats.rejected);
+        assert_eq!(stats.rejected.get(&RejectReason::InvalidJson), Some(&1));
+        assert_eq!(stats.kept, 1);
+    }
+
+    #[test]
     fn parallel_failure_of_one_piece_fails_the_run() {
         let input = line("u", "en", 1);
         let ranges = split_ranges(input.len() as u64, 4);
@@ -697,7 +723,12 @@ mod tests {
         #[test]
         fn parallel_equals_sequential(input in input_strategy(), pieces in 1usize..9, threads in 1usize..4) {
             let seq = clean_bytes(&input, &SelectedLearners::All, &CleanOptions::default());
-            let ranges = split_ranges(input.len() as u64, pieces);
+            // As the product does: only inputs that pass `is_splittable` are cut.
+            let ranges = if is_splittable(&input[..]).unwrap() {
+                split_ranges(input.len() as u64, pieces)
+            } else {
+                vec![0..input.len() as u64]
+            };
             let outs = run_parallel(&input, &ranges, threads).unwrap();
             prop_assert_eq!(outs.len(), ranges.len());
             let stats = CleanStats::merged(outs.iter().map(|o| &o.stats));

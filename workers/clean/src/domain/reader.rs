@@ -280,6 +280,13 @@ impl<R: Read> ActivityReader<R> {
         self.starts_file
     }
 
+    /// Whether the input goes on past this reader's byte range. Meaningful
+    /// once [`Self::next_raw`] has returned `None`: a range piece that stops
+    /// at its end (not at the end of the file) has not seen the whole file.
+    pub fn stopped_at_range_end(&mut self) -> bool {
+        self.end.is_some() && self.pending == 0 && self.src.fill_buf().is_ok_and(|b| !b.is_empty())
+    }
+
     /// The absolute offset of the next unread byte.
     pub fn position(&self) -> u64 {
         self.pos
