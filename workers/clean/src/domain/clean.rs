@@ -724,11 +724,8 @@ mod tests {
         fn parallel_equals_sequential(input in input_strategy(), pieces in 1usize..9, threads in 1usize..4) {
             let seq = clean_bytes(&input, &SelectedLearners::All, &CleanOptions::default());
             // As the product does: only inputs that pass `is_splittable` are cut.
-            let ranges = if is_splittable(&input[..]).unwrap() {
-                split_ranges(input.len() as u64, pieces)
-            } else {
-                vec![0..input.len() as u64]
-            };
+            let pieces = if is_splittable(&input[..]).unwrap() { pieces } else { 1 };
+            let ranges = split_ranges(input.len() as u64, pieces);
             let outs = run_parallel(&input, &ranges, threads).unwrap();
             prop_assert_eq!(outs.len(), ranges.len());
             let stats = CleanStats::merged(outs.iter().map(|o| &o.stats));
