@@ -11,7 +11,6 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use engage_analyze::gemini::GeminiConfig;
 use engage_analyze::paid::Paid;
 use engage_analyze::ratelimit::Quota;
 use engage_analyze::{AnalyzeStage, Analyzer};
@@ -33,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let wait = std::time::Duration::from_secs(c.analyze.max_permit_wait_s);
                 Analyzer::Gemini(Box::new(Paid::new(
-                    GeminiConfig::from(g),
+                    g.clone(),
                     svc.redis.clone(),
                     &c.fleet.namespace,
                     quota,

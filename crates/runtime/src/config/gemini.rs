@@ -3,8 +3,8 @@
 //! The section is typed here, in the runtime, so that the one loader checks
 //! its keys in every worker (an `ENGAGE_GEMINI__MODLE` typo fails everywhere)
 //! while only the analyze worker, and only with `analyzer = "gemini"`,
-//! validates its values. The analyze crate turns it into its client settings
-//! (`engage_analyze::gemini::GeminiConfig`); a test there keeps both defaults equal.
+//! validates its values. It is also the Gemini client's settings: the analyze
+//! crate's `GeminiConfig` is this type, so the fields are declared once.
 
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +75,29 @@ impl Default for GeminiSection {
             tpm: 1_000_000,
             rpd: 10_000,
         }
+    }
+}
+
+impl GeminiSection {
+    /// The model id without a `models/` prefix.
+    pub fn model_id(&self) -> &str {
+        self.model.strip_prefix("models/").unwrap_or(&self.model)
+    }
+
+    /// The analyzer id results are recorded and cached under:
+    /// `gemini:<model>:<prompt-version>`.
+    pub fn analyzer_id(&self) -> String {
+        format!("gemini:{}:{}", self.model_id(), self.prompt_version)
+    }
+
+    /// [`Self::request_timeout_s`] as a duration.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_s)
+    }
+
+    /// [`Self::file_poll_timeout_ms`] as a duration.
+    pub fn file_poll_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.file_poll_timeout_ms)
     }
 }
 
