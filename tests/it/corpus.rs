@@ -20,11 +20,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lapin::BasicProperties;
-use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::options::BasicGetOptions;
 use serde_json::Value;
 
-use crate::support::fleet::{Backend, COMPARED, Fleet, STAGES, amqp, bin_dir, poll};
+use crate::support::fleet::{
+    Backend, COMPARED, Fleet, STAGES, amqp, bin_dir, copy_tree, poll, publish_persistent,
+};
 use crate::support::s3::S3Server;
 
 /// The audio bucket every case uses (keys are prefixed with the case name).
@@ -412,20 +413,6 @@ fn stage_case(
     Ok((act, ses, s3))
 }
 
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let p = e.path();
-        if p.is_dir() {
-            copy_tree(&p, &to.join(e.file_name()))?;
-        } else {
-            std::fs::copy(&p, to.join(e.file_name()))?;
-        }
-    }
-    Ok(())
-}
-
 /// `engage run` on a staged case: Ok(out dir) or Err(stderr) when it exits non-zero.
 fn engage_run(
     case: &Case,
@@ -588,24 +575,6 @@ fn dead_matches(d: &Dead, want: &Value) -> bool {
             .contains(want["error_contains"].as_str().unwrap_or_default())
 }
 
-async fn publish(
-    ch: &lapin::Channel,
-    exchange: &str,
-    stage: &str,
-    body: &[u8],
-) -> anyhow::Result<()> {
-    ch.basic_publish(
-        exchange.into(),
-        stage.into(),
-        BasicPublishOptions::default(),
-        body,
-        BasicProperties::default().with_delivery_mode(2),
-    )
-    .await?
-    .await?;
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_through_the_fleet() -> anyhow::Result<()> {
     let cases: Vec<Case> = load_cases()?
@@ -685,7 +654,7 @@ async fn corpus_through_the_fleet() -> anyhow::Result<()> {
             let stage = c.expect["stage"]
                 .as_str()
                 .context("envelope case without stage")?;
-            publish(&ch, &exchange, stage, &body).await?;
+            publish_persistent(&ch, &exchange, stage, &body).await?;
         }
     }
 

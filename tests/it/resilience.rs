@@ -14,7 +14,8 @@ use lapin::options::{
 use lapin::types::FieldTable;
 
 use crate::support::fleet::{
-    Backend, Fleet, PrivateRedis, STAGES, amqp, assert_same_outputs, poll, queue_len,
+    Backend, Fleet, PrivateRedis, STAGES, amqp, assert_same_outputs, poll, publish_persistent,
+    queue_len,
 };
 
 /// Publishes every tapped message again, with confirms.
@@ -24,15 +25,7 @@ async fn republish(
     tapped: &[(String, Vec<u8>)],
 ) -> anyhow::Result<()> {
     for (rk, body) in tapped {
-        ch.basic_publish(
-            exchange.into(),
-            rk.as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
-        .await?;
+        publish_persistent(ch, exchange, rk, body).await?;
     }
     Ok(())
 }

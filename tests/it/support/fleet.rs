@@ -408,7 +408,8 @@ pub fn delete_namespace(ns: &str) {
     .join();
 }
 
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
+/// Copies a directory tree (files and folders) from `from` into `to`.
+pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
@@ -419,6 +420,26 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
             std::fs::copy(&p, to.join(e.file_name()))?;
         }
     }
+    Ok(())
+}
+
+/// Publishes `body` to `exchange` with routing key `rk`, persistent, and
+/// waits for the broker's confirm (the channel must be in confirm mode).
+pub async fn publish_persistent(
+    ch: &lapin::Channel,
+    exchange: &str,
+    rk: &str,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    ch.basic_publish(
+        exchange.into(),
+        rk.into(),
+        lapin::options::BasicPublishOptions::default(),
+        body,
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await?
+    .await?;
     Ok(())
 }
 

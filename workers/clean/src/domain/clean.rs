@@ -251,28 +251,30 @@ pub fn clean_piece<R: Read, W: Write, J: Write>(
             Decision::Drop => {}
         }
     }
-    if probation && !held.is_empty() && reader.stopped_at_range_end() {
-        // The file goes on in the next piece: it was judged a log when it was
-        // split (see `is_splittable`), so these are a log's bad lines.
-        for rej in held.drain(..) {
-            write_reject(rejects, &rej)?;
-        }
-    }
     if probation && !held.is_empty() {
-        let first = &held[0];
-        let verdict = Reject {
-            line: first.line,
-            offset: first.offset,
-            reason: RejectReason::NotAnActivityLog,
-            detail: format!(
-                "the first {} item(s) of the file were all rejected ({}); it is not read further and no excerpt is kept",
-                held.len(),
-                first.reason
-            ),
-            excerpt: String::new(),
-        };
-        cleaner.not_an_activity_log(&held);
-        write_reject(rejects, &verdict)?;
+        if held.len() < opts.head_probation && reader.stopped_at_range_end() {
+            // The piece ended on probation and the file goes on in the next
+            // piece: it was judged a log when it was split (see
+            // `is_splittable`), so these are a log's bad lines.
+            for rej in held.drain(..) {
+                write_reject(rejects, &rej)?;
+            }
+        } else {
+            let first = &held[0];
+            let verdict = Reject {
+                line: first.line,
+                offset: first.offset,
+                reason: RejectReason::NotAnActivityLog,
+                detail: format!(
+                    "the first {} item(s) of the file were all rejected ({}); it is not read further and no excerpt is kept",
+                    held.len(),
+                    first.reason
+                ),
+                excerpt: String::new(),
+            };
+            cleaner.not_an_activity_log(&held);
+            write_reject(rejects, &verdict)?;
+        }
     }
     Ok(cleaner.into_stats())
 }
