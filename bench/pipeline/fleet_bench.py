@@ -437,6 +437,7 @@ def run_fleet(cfg: dict, a, bins: Path, data: Path, workdir: Path, broker, redis
         "ENGAGE_STORE": f"file://{store}",
         "ENGAGE_S3_ROOT": str(data / "s3"),
         "ENGAGE_AUDIO_BUCKETS": "learner-audio",
+        "ENGAGE_INPUT_PREFIXES": f"file://{data}",
         "ENGAGE_METRICS_ADDR": "127.0.0.1:0",
         "ENGAGE_AMQP_URL": broker.url,
         "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis_port}",

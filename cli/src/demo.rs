@@ -98,6 +98,8 @@ pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
 
     cfg.fleet.namespace = format!("demo-{:04x}", rand::random::<u16>());
     cfg.store.root = format!("file://{}", dir.join("store").display());
+    // The demo's generated inputs are the only ones its batch may name.
+    cfg.fleet.input_prefixes = vec![format!("file://{}", data.display())];
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut workers = Workers(Vec::new());
@@ -108,6 +110,7 @@ pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
             .env("ENGAGE_STORE", &cfg.store.root)
             .env("ENGAGE_S3_ROOT", &generated.audio_root)
             .env("ENGAGE_AUDIO_BUCKETS", "learner-audio")
+            .env("ENGAGE_INPUT_PREFIXES", cfg.fleet.input_prefixes.join(","))
             .env("ENGAGE_METRICS_ADDR", "127.0.0.1:0")
             .env("ENGAGE_CONCURRENCY", "8")
             .env(

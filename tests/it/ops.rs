@@ -150,3 +150,43 @@ async fn readiness_turns_503_while_redis_is_down_and_200_when_it_is_back() -> an
     assert!(body.contains("redis: up"), "{body}");
     Ok(())
 }
+
+/// `engage enqueue` refuses, before publishing, a batch naming an input
+/// outside the allow-list (the clean worker's refusal of the same batch sent
+/// straight to the broker is a corpus case). The broker URL points at a closed
+/// port: the refusal must come before any connection is tried.
+#[test]
+fn enqueue_refuses_inputs_outside_the_allow_list() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let o = Command::new(crate::support::fleet::bin_dir().join("engage"))
+        .env(
+            "ENGAGE_NAMESPACE",
+            crate::support::fleet::namespace("enqueue-refuses"),
+        )
+        .env("ENGAGE_STORE", format!("file://{}", dir.path().display()))
+        .env(
+            "ENGAGE_INPUT_PREFIXES",
+            format!("file://{}/in", dir.path().display()),
+        )
+        .env(
+            "ENGAGE_AMQP_URL",
+            format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port()),
+        )
+        .args([
+            "enqueue",
+            "--activity",
+            "file:///proc/self/environ",
+            "--sessions",
+            &format!("file://{}/in/sessions.csv", dir.path().display()),
+        ])
+        .output()?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("input_not_allowed"), "{stderr}");
+    assert!(
+        !stderr.contains("environ"),
+        "the key is not printed: {stderr}"
+    );
+    assert!(o.stdout.is_empty(), "no batch id was printed");
+    Ok(())
+}
