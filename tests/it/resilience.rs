@@ -429,7 +429,12 @@ async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_reconnect_when_the_broker_drops_their_connection() -> anyhow::Result<()> {
     let mut f = Fleet::new("reconnect", Backend::Local, 12, 8)?;
-    f.start_all()?;
+    // Aggregate starts only after the fault: listing and closing connections
+    // with rabbitmqctl takes seconds, long enough for a small batch to finish,
+    // and a fault that hits a finished batch proves nothing.
+    for stage in ["clean", "match", "download", "analyze"] {
+        f.start(stage)?;
+    }
     f.wait_consuming("analyze").await?;
     let batch = f.enqueue()?;
     f.wait_midway(&batch, "download").await?;
@@ -443,15 +448,14 @@ async fn workers_reconnect_when_the_broker_drops_their_connection() -> anyhow::R
         .filter(|l| l.contains(&format!("@{}", f.ns)))
         .filter_map(|l| l.split('\t').next())
         .collect();
-    assert!(ours.len() >= 5, "connections of {}: {text}", f.ns);
-    for (i, pid) in ours.into_iter().enumerate() {
+    assert!(ours.len() >= 4, "connections of {}: {text}", f.ns);
+    for pid in ours {
         let _ = std::process::Command::new("rabbitmqctl")
             .args(["-q", "close_connection", pid, "test: broker outage"])
             .output()?;
-        if i == 0 {
-            f.assert_incomplete_after_fault(&batch, "the first connection was closed")?;
-        }
     }
+    f.assert_incomplete_after_fault(&batch, "the connections were closed")?;
+    f.start("aggregate")?;
     let out = f.wait_and_report(&batch, 180)?;
     assert_same_outputs(&f.reference()?, &out);
     let log = std::fs::read_to_string(f.dir.path().join("logs/analyze-0.log"))?;
