@@ -24,12 +24,14 @@ use engage_clean::domain::{
     clean_piece, is_splittable, split_ranges,
 };
 use engage_clean::plan::{activity_counts, partition_sessions, session_counts};
-use engage_download::domain::{AUDIO_MISSING, validate};
+use engage_download::domain::{AUDIO_MISSING, memory_need, validate};
 use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
 use engage_model::selection::SelectedLearners;
 use engage_model::session::read_sessions;
 use engage_model::summary::Summary;
 use engage_model::{ActivityRecord, AnalysisOutcome, AudioRef, MatchedRecord};
+use engage_runtime::audio_budget::{AudioBudget, Held, HoldError};
+use engage_runtime::config::DEFAULT_AUDIO_MEMORY_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -392,10 +394,14 @@ fn analyze_all(
         .collect();
     let pb = progress(items.len() as u64, "analyze");
     let cache: Mutex<HashMap<String, AnalysisOutcome>> = Mutex::new(HashMap::new());
+    // The workers' default audio memory budget: the same audio fails as
+    // `audio_too_large` here and in the fleet, and memory stays bounded
+    // whatever the files.
+    let budget = AudioBudget::new(DEFAULT_AUDIO_MEMORY_BYTES);
     let out: BTreeMap<String, AnalysisOutcome> = items
         .par_iter()
         .map(|(rid, url)| {
-            let o = analyze_one(url, s3_root, buckets, &cache);
+            let o = analyze_one(url, s3_root, buckets, &cache, &budget);
             pb.inc(1);
             (rid.to_string(), o)
         })
@@ -409,6 +415,7 @@ fn analyze_one(
     s3_root: &Path,
     buckets: &[String],
     cache: &Mutex<HashMap<String, AnalysisOutcome>>,
+    budget: &AudioBudget,
 ) -> AnalysisOutcome {
     let failed = |reason: &str, detail: String| AnalysisOutcome::Failed {
         reason: reason.to_string(),
@@ -427,21 +434,34 @@ fn analyze_one(
     // The fleet's local-store read: regular files only, no symlink below
     // the root, no FIFO or device, the fleet's default size limit; refusals
     // get the same reasons as the download stage gives them.
-    let read = engage_model::uri::ObjectUri::s3(bucket, key)
-        .map_err(engage_runtime::storage::StorageError::from)
-        .and_then(|uri| {
-            engage_runtime::storage::read_local(
-                s3_root,
-                &uri,
-                engage_runtime::storage::DEFAULT_MAX_OBJECT_BYTES,
-            )
-        });
-    let bytes = match read {
-        Ok(b) => b,
-        Err(e) if e.is_not_found() => {
+    let uri = match engage_model::uri::ObjectUri::s3(bucket, key) {
+        Ok(u) => u,
+        Err(e) => {
+            let e = engage_runtime::storage::StorageError::from(e);
+            return failed(e.class(), e.to_string());
+        }
+    };
+    let read = || async {
+        engage_runtime::storage::read_local(
+            s3_root,
+            &uri,
+            engage_runtime::storage::DEFAULT_MAX_OBJECT_BYTES,
+        )
+    };
+    // Held within the audio budget like a download job's audio (this runs
+    // on a rayon thread, never on an async runtime).
+    let held = futures::executor::block_on(budget.hold(0, read, memory_need));
+    let Held {
+        permit: _permit,
+        bytes,
+    } = match held {
+        Ok(h) => h,
+        Err(HoldError::Budget(e)) => return failed(e.name(), e.to_string()),
+        Err(HoldError::Fetch(e)) if e.is_not_found() => {
             return failed(AUDIO_MISSING, "no object at the audio link".into());
         }
-        Err(e) => return failed(e.class(), e.to_string()),
+        Err(HoldError::Fetch(e)) => return failed(e.class(), e.to_string()),
+        Err(e @ HoldError::Changing(_)) => return failed("io", e.to_string()),
     };
     let probe = match validate(&bytes, key) {
         Ok(p) => p,

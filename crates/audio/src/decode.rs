@@ -32,7 +32,11 @@
 //! - **Too many samples** (declared or decoded mono samples above
 //!   [`DecodeOptions::max_samples`], default [`DEFAULT_MAX_SAMPLES`] = 600 s at
 //!   48 kHz, about 110 MiB of `f32`) → [`AudioError::TooLarge`], so a high sample
-//!   rate cannot buy more memory than the duration limit intends.
+//!   rate cannot buy more memory than the duration limit intends; nor may a
+//!   stream decode to more than [`MAX_SAMPLES_PER_BYTE`] samples per input
+//!   byte (a decompression bomb), so [`decode_memory_bound`] bounds a decode's
+//!   memory by the object's size and the workers' audio budget can reserve it
+//!   before fetching.
 //! - A panic inside a third-party decoder on hostile input is caught and reported as
 //!   [`AudioError::Corrupt`] (defence in depth; symphonia is fuzzed, but the
 //!   worker must never crash on a learner's upload).
@@ -64,6 +68,109 @@ pub const MAX_FRAMES_PER_PACKET: u64 = 1 << 20;
 /// about 110 MiB of `f32`).
 pub const DEFAULT_MAX_SAMPLES: u64 = 48_000 * 600;
 
+/// Most decoded mono samples per byte of input. Real speech codecs stay far
+/// below it (16-bit PCM: 0.5; 8-bit PCM: 1; MP3 at 8 kbps and 8 kHz: 8; AAC or
+/// Vorbis at low bitrates: under 30); a stream that decodes to more is a
+/// decompression bomb and is refused with [`AudioError::TooLarge`]. It is what
+/// lets [`decode_memory_bound`] bound a decode's memory by the object's size.
+pub const MAX_SAMPLES_PER_BYTE: u64 = 64;
+
+/// Peak bytes of memory per decoded mono sample while decoding and measuring
+/// features: 12 for the `f32` sample buffer while it grows (old and new
+/// capacity side by side), then at most 4 (the samples) + 8 (the `f64` copy
+/// the pitch tracker filters) + 16 (its downsampled copy and prefix sums, at
+/// 8 kHz where nothing is downsampled) = 28, rounded up.
+pub const PEAK_BYTES_PER_SAMPLE: u64 = 32;
+
+/// Fixed allowance for a decoder's own buffers (packets, interleaved frames).
+const DECODER_STATE: u64 = 4 << 20;
+
+/// Most bytes of working memory that decoding `bytes` and measuring its
+/// features can take (besides the input bytes themselves): the most samples
+/// the decode may produce times [`PEAK_BYTES_PER_SAMPLE`], plus a fixed
+/// allowance for the decoder's own buffers. The most samples is the decode
+/// cap ([`DecodeOptions::max_samples`]), or less when the bytes prove it: a
+/// PCM WAV holds at most one frame per block of its `fmt ` chunk and at most
+/// [`DecodeOptions::max_duration_s`] of them; any other stream at most
+/// [`DecodeOptions::max_samples_per_byte`] per byte. The decode enforces the
+/// same caps, so the bound holds whatever the header claims.
+pub fn decode_memory_bound(bytes: &[u8], opts: &DecodeOptions) -> u64 {
+    let mut samples = sample_cap(bytes, opts);
+    if let Some(fmt) = wav_pcm_format(bytes) {
+        // More than this is refused as too long while decoding.
+        let by_duration = (opts.max_duration_s.max(0.0) * f64::from(fmt.sample_rate)) as u64 + 1;
+        samples = samples.min(by_duration);
+    }
+    samples
+        .saturating_mul(PEAK_BYTES_PER_SAMPLE)
+        .saturating_add(DECODER_STATE)
+}
+
+/// [`decode_memory_bound`] for an object known only by its size (before it is
+/// fetched): the most any `len` bytes could need.
+pub fn decode_memory_bound_of_len(len: u64, opts: &DecodeOptions) -> u64 {
+    opts.max_samples
+        .min(len.saturating_mul(opts.max_samples_per_byte))
+        .saturating_mul(PEAK_BYTES_PER_SAMPLE)
+        .saturating_add(DECODER_STATE)
+}
+
+/// The most mono samples `bytes` may decode to.
+fn sample_cap(bytes: &[u8], opts: &DecodeOptions) -> u64 {
+    let len = bytes.len() as u64;
+    let by_content = match wav_pcm_format(bytes) {
+        Some(fmt) => len / u64::from(fmt.block_align) + 1,
+        None => len.saturating_mul(opts.max_samples_per_byte),
+    };
+    opts.max_samples.min(by_content)
+}
+
+/// The facts of a PCM WAV's `fmt ` chunk that bound its frames.
+struct WavPcm {
+    block_align: u16,
+    sample_rate: u32,
+}
+
+/// Reads the `fmt ` chunk of a RIFF/WAVE object when its codec stores every
+/// frame in `block_align` bytes (integer or float PCM, A-law, µ-law,
+/// extensible); `None` for anything else (ADPCM and other compressed WAV
+/// payloads, other containers, malformed headers), which gets the generic
+/// per-byte bound instead.
+fn wav_pcm_format(bytes: &[u8]) -> Option<WavPcm> {
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return None;
+    }
+    let u16_at = |i: usize| {
+        bytes
+            .get(i..i + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |i: usize| {
+        bytes
+            .get(i..i + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let mut at = 12usize;
+    // A handful of chunks precede `fmt ` in real files; stop looking after 16.
+    for _ in 0..16 {
+        let id = bytes.get(at..at + 4)?;
+        let size = u32_at(at + 4)? as usize;
+        let body = at + 8;
+        if id == b"fmt " {
+            let tag = u16_at(body)?;
+            let sample_rate = u32_at(body + 4)?;
+            let block_align = u16_at(body + 12)?;
+            let pcm = matches!(tag, 1 | 3 | 6 | 7 | 0xFFFE);
+            return (pcm && block_align > 0 && sample_rate > 0).then_some(WavPcm {
+                block_align,
+                sample_rate,
+            });
+        }
+        at = body.checked_add(size)?.checked_add(size & 1)?;
+    }
+    None
+}
+
 /// Limits and tolerances applied while decoding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecodeOptions {
@@ -80,6 +187,9 @@ pub struct DecodeOptions {
     /// Most mono samples a decode may produce (declared or decoded) before it is
     /// refused with [`AudioError::TooLarge`] (default [`DEFAULT_MAX_SAMPLES`]).
     pub max_samples: u64,
+    /// Most mono samples per input byte before the stream is refused with
+    /// [`AudioError::TooLarge`] (default [`MAX_SAMPLES_PER_BYTE`]).
+    pub max_samples_per_byte: u64,
 }
 
 impl Default for DecodeOptions {
@@ -89,6 +199,7 @@ impl Default for DecodeOptions {
             max_bad_packet_ratio: 0.1,
             truncation_tolerance: 0.05,
             max_samples: DEFAULT_MAX_SAMPLES,
+            max_samples_per_byte: MAX_SAMPLES_PER_BYTE,
         }
     }
 }
@@ -163,7 +274,13 @@ fn decode_inner(
         )
         .map_err(probe_error)?;
     let format = format_name(reader.format_info().short_name);
-    decode_track(reader.as_mut(), format, bytes.len(), opts)
+    decode_track(
+        reader.as_mut(),
+        format,
+        bytes.len(),
+        sample_cap(bytes, opts),
+        opts,
+    )
 }
 
 /// Maps an error from format detection. Anything symphonia cannot place is
@@ -197,6 +314,7 @@ fn decode_track(
     reader: &mut dyn FormatReader,
     format: String,
     byte_len: usize,
+    max_samples: u64,
     opts: &DecodeOptions,
 ) -> Result<DecodedAudio, AudioError> {
     let track = reader
@@ -230,6 +348,9 @@ fn decode_track(
             });
         }
     }
+    // The declared length meets the plain cap only: a declared length the
+    // bytes cannot hold is a truncated file (found while decoding), not a
+    // large one. The byte-aware cap bounds what decoding actually produces.
     if let Some(n) = declared_frames
         && n > opts.max_samples
     {
@@ -246,11 +367,8 @@ fn decode_track(
         })?;
     let codec = decoder.codec_info().short_name.to_string();
 
-    let mut samples: Vec<f32> = Vec::with_capacity(initial_reservation(
-        declared_frames,
-        byte_len,
-        opts.max_samples,
-    ));
+    let mut samples: Vec<f32> =
+        Vec::with_capacity(initial_reservation(declared_frames, byte_len, max_samples));
     let mut interleaved: Vec<f32> = Vec::new();
     let mut packets = 0usize;
     let mut bad_packets = 0usize;
@@ -293,10 +411,10 @@ fn decode_track(
                 }
                 buf.copy_to_vec_interleaved(&mut interleaved);
                 mix_down(&interleaved, n_ch, &mut samples);
-                if samples.len() as u64 > opts.max_samples {
+                if samples.len() as u64 > max_samples {
                     return Err(AudioError::TooLarge {
                         samples: samples.len() as u64,
-                        max_samples: opts.max_samples,
+                        max_samples,
                     });
                 }
                 if sample_rate > 0

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use decode::{
     DEFAULT_MAX_SAMPLES, DecodeOptions, DecodedAudio, MAX_CHANNELS, MAX_FRAMES_PER_PACKET,
-    MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, decode, decode_with, initial_reservation,
+    MAX_SAMPLE_RATE, MAX_SAMPLES_PER_BYTE, MIN_SAMPLE_RATE, PEAK_BYTES_PER_SAMPLE, decode,
+    decode_memory_bound, decode_memory_bound_of_len, decode_with, initial_reservation,
 };
 pub use features::{
     ACTIVE_MARGIN_DB, ACTIVE_MIN_DBFS, AcousticFeatures, CLIP_LEVEL, FRAME_S, HOP_S,
@@ -85,7 +86,10 @@ pub enum AudioError {
     },
     /// The decoded (or declared) stream holds more samples than the decode cap
     /// ([`DecodeOptions::max_samples`], default [`DEFAULT_MAX_SAMPLES`]: 600 s at
-    /// 48 kHz), whatever its duration: a high sample rate must not buy more memory.
+    /// 48 kHz, or [`MAX_SAMPLES_PER_BYTE`] per input byte when that is smaller),
+    /// whatever its duration: a high sample rate or a decompression bomb must
+    /// not buy more memory. The workers' audio memory budget refuses an object
+    /// too big to fit it with the same name.
     #[error(
         "audio is too large: {samples} samples exceed the decode cap of {max_samples} samples \
          ({:.1} MiB of decoded audio)",

@@ -415,3 +415,73 @@ proptest! {
         prop_assert!(r <= byte_len as u64 && r <= cap && r <= declared.unwrap_or(0));
     }
 }
+
+#[test]
+fn a_stream_decoding_to_more_samples_per_byte_than_allowed_is_too_large() {
+    // The MP3 fixture decodes to several samples per byte; with the ratio
+    // capped at 1 it is a "decompression bomb" and is refused by name
+    // instead of being decoded to the end.
+    let bytes = fixture("speech.mp3");
+    let strict = DecodeOptions {
+        max_samples_per_byte: 1,
+        ..DecodeOptions::default()
+    };
+    match decode_with(&bytes, Some("mp3"), &strict) {
+        Err(AudioError::TooLarge { max_samples, .. }) => {
+            assert_eq!(max_samples, bytes.len() as u64);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // The default ratio leaves real speech codecs alone.
+    let a = decode(&bytes, Some("mp3")).expect("speech.mp3 decodes");
+    assert!(a.samples.len() as u64 > bytes.len() as u64);
+}
+
+#[test]
+fn the_memory_bound_covers_what_a_decode_can_hold() {
+    let opts = DecodeOptions::default();
+    // Before fetching, only the size is known: the per-byte ratio bounds
+    // small objects, the decode cap large ones.
+    assert_eq!(
+        decode_memory_bound_of_len(100_000, &opts),
+        100_000 * MAX_SAMPLES_PER_BYTE * PEAK_BYTES_PER_SAMPLE + (4 << 20)
+    );
+    assert_eq!(
+        decode_memory_bound_of_len(200 << 20, &opts),
+        decode_memory_bound_of_len(u64::MAX / 2, &opts)
+    );
+    // Every fixture's decoded samples fit the bound of its bytes, and the
+    // bound of the bytes is never above the bound of the size alone.
+    for name in [
+        "speech_en_us.wav",
+        "speech.flac",
+        "speech.mp3",
+        "speech.ogg",
+        "speech.m4a",
+    ] {
+        let bytes = fixture(name);
+        let a = decode_fixture(name).unwrap();
+        let bound = decode_memory_bound(&bytes, &opts);
+        assert!(
+            a.samples.len() as u64 * PEAK_BYTES_PER_SAMPLE <= bound,
+            "{name}"
+        );
+        assert!(
+            bound <= decode_memory_bound_of_len(bytes.len() as u64, &opts),
+            "{name}"
+        );
+    }
+    // A 16-bit mono PCM WAV is bounded by its frames (two bytes each), far
+    // below the generic per-byte ratio.
+    let wav = fixture("speech_en_us.wav");
+    assert!(
+        decode_memory_bound(&wav, &opts)
+            <= (wav.len() as u64 / 2 + 1) * PEAK_BYTES_PER_SAMPLE + (4 << 20)
+    );
+    // A WAV header claiming a huge sample rate buys at most the decode cap.
+    let mut hostile = wav.clone();
+    hostile[24..28].copy_from_slice(&384_000u32.to_le_bytes());
+    assert!(
+        decode_memory_bound(&hostile, &opts) <= decode_memory_bound_of_len(wav.len() as u64, &opts)
+    );
+}

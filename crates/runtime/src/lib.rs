@@ -19,6 +19,7 @@
 
 pub mod acks;
 pub mod app;
+pub mod audio_budget;
 pub mod broker;
 pub mod config;
 pub mod events;

@@ -5,8 +5,8 @@
 //! `deploy/metrics.txt` and used by `deploy/prometheus/rules.yml`.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Every metric family of the fleet runtime, registered in one registry.
@@ -44,6 +44,12 @@ pub struct Metrics {
     /// every finished delivery up to a tag; `single`; `requeue`). Fewer frames
     /// than jobs means acks are batching.
     pub ack_frames: IntCounterVec,
+    /// Bytes of the audio memory budget reserved now (download and analyze).
+    pub audio_memory_reserved: IntGauge,
+    /// The audio memory budget (`[limits] audio_memory_bytes`).
+    pub audio_memory_budget: IntGauge,
+    /// Jobs that waited for audio memory to be given back.
+    pub audio_memory_waits: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +99,31 @@ impl Metrics {
         .expect("static metric definition");
         r.register(Box::new(item_log_chunk_states.clone()))
             .expect("metric registered once");
+        let audio_memory_reserved = IntGauge::new(
+            "engage_audio_memory_reserved_bytes",
+            "Bytes of the audio memory budget reserved now.",
+        )
+        .expect("static metric definition");
+        let audio_memory_budget = IntGauge::new(
+            "engage_audio_memory_budget_bytes",
+            "The worker's audio memory budget.",
+        )
+        .expect("static metric definition");
+        let audio_memory_waits = IntCounter::new(
+            "engage_audio_memory_waits_total",
+            "Jobs that waited for audio memory.",
+        )
+        .expect("static metric definition");
+        for m in [&audio_memory_reserved, &audio_memory_budget] {
+            r.register(Box::new(m.clone()))
+                .expect("metric registered once");
+        }
+        r.register(Box::new(audio_memory_waits.clone()))
+            .expect("metric registered once");
         Self {
+            audio_memory_reserved,
+            audio_memory_budget,
+            audio_memory_waits,
             item_log_chunk_states,
             jobs: counter(
                 &r,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::audio_budget::{AudioBudget, BudgetMetrics};
 use crate::broker::Topology;
 use crate::config::FleetConfig;
 use crate::health::Health;
@@ -40,6 +41,8 @@ pub struct Services {
     pub item_log: ItemLog,
     /// Readiness facts.
     pub health: Arc<Health>,
+    /// Bytes of audio this worker may hold at once.
+    pub audio_budget: AudioBudget,
 }
 
 impl Services {
@@ -61,7 +64,16 @@ impl Services {
             .with_context(|| format!("invalid store URI {:?}", cfg.store.root))?;
         let topology = topology(&cfg);
         let metrics = Metrics::new();
+        metrics
+            .audio_memory_budget
+            .set(i64::try_from(cfg.limits.audio_memory_bytes).unwrap_or(i64::MAX));
+        let audio_budget =
+            AudioBudget::new(cfg.limits.audio_memory_bytes).with_metrics(BudgetMetrics {
+                reserved: metrics.audio_memory_reserved.clone(),
+                waits: metrics.audio_memory_waits.clone(),
+            });
         Ok(Arc::new(Self {
+            audio_budget,
             idempotency: Idempotency::new(redis.clone(), cfg.fleet.namespace.clone()),
             ledger: Ledger::new(redis.clone(), cfg.fleet.namespace.clone()),
             topology,

@@ -124,6 +124,13 @@ pub fn analyze_bytes(bytes: &[u8], hint: Option<&str>) -> AnalysisOutcome {
     }
 }
 
+/// Bytes of memory [`analyze_bytes`] can hold at its peak on `bytes`: the
+/// bytes plus the decode's bound (what an analyze job reserves in the
+/// worker's audio budget).
+pub fn acoustic_memory_need(bytes: &[u8]) -> u64 {
+    bytes.len() as u64 + audio::decode_memory_bound(bytes, &audio::DecodeOptions::default())
+}
+
 /// The failed outcome for an audio error.
 pub fn failed(e: &AudioError) -> AnalysisOutcome {
     AnalysisOutcome::Failed {

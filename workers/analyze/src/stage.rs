@@ -8,12 +8,14 @@ use engage_model::AnalysisOutcome;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, ItemCost};
 use engage_model::layout::Layout;
+use engage_runtime::audio_budget::{Held, HoldError};
 use engage_runtime::items::{failed, finalize};
 use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_json, put_json};
 
-use crate::acoustic::{ACOUSTIC_VERSION, analyze_bytes};
+use crate::acoustic::{ACOUSTIC_VERSION, acoustic_memory_need, analyze_bytes};
+use crate::gemini::gemini_memory_need;
 use crate::paid::{Analyzed, LEASED_RECHECK, Paid};
 
 /// Which analyzer a stage runs.
@@ -66,16 +68,61 @@ impl Stage for AnalyzeStage {
             cost.cache_hit = true;
             return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost).await;
         }
-        let bytes = match svc.storage.get(&layout.audio(&job.content_hash)?).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => {
-                let out = failed(
-                    "stored_audio_missing",
-                    "validated audio is gone from the store",
-                );
+        let audio_uri = layout.audio(&job.content_hash)?;
+        let gone = || {
+            failed(
+                "stored_audio_missing",
+                "validated audio is gone from the store",
+            )
+        };
+        let size = match svc.storage.size(&audio_uri).await? {
+            Some(n) => n,
+            None => {
+                return finalize(
+                    ctx,
+                    Self::NAME,
+                    &job.user_id,
+                    &job.response_id,
+                    gone(),
+                    cost,
+                )
+                .await;
+            }
+        };
+        // Every byte of audio this job holds (the object, then its decode or
+        // request body) is reserved in the worker's audio budget first.
+        let need = match &self.analyzer {
+            Analyzer::Acoustic => acoustic_memory_need,
+            Analyzer::Gemini(_) => gemini_memory_need,
+        };
+        let held = svc
+            .audio_budget
+            .hold(size, || svc.storage.get(&audio_uri), need)
+            .await;
+        let Held {
+            permit: _permit,
+            bytes,
+        } = match held {
+            Ok(h) => h,
+            Err(HoldError::Budget(e)) => {
+                let out = failed(e.name(), e.to_string());
                 return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, out, cost).await;
             }
-            Err(e) => return Err(e.into()),
+            Err(HoldError::Fetch(e)) if e.is_not_found() => {
+                return finalize(
+                    ctx,
+                    Self::NAME,
+                    &job.user_id,
+                    &job.response_id,
+                    gone(),
+                    cost,
+                )
+                .await;
+            }
+            Err(HoldError::Fetch(e)) => return Err(e.into()),
+            Err(e @ HoldError::Changing(_)) => {
+                return Err(JobError::transient(ErrorClass::Storage, e));
+            }
         };
         svc.metrics
             .bytes_read

@@ -3,7 +3,7 @@
 //! applies the same rules, so both paths fail the same items for the same
 //! reasons.
 
-use engage_audio::{AudioError, AudioProbe, probe};
+use engage_audio::{AudioError, AudioProbe, DecodeOptions, decode_memory_bound, probe};
 use engage_model::AudioRef;
 use engage_runtime::storage::{ObjectUri, UriError};
 
@@ -14,6 +14,13 @@ pub const AUDIO_MISSING: &str = "audio_missing";
 /// extension as the decoder hint. Nothing is stored or analyzed before it passes.
 pub fn validate(bytes: &[u8], key: &str) -> Result<AudioProbe, AudioError> {
     probe(bytes, format_hint(key).as_deref())
+}
+
+/// Bytes of memory validating `bytes` can hold at its peak: the bytes
+/// themselves plus the decode's bound (what the job reserves in the worker's
+/// audio budget).
+pub fn memory_need(bytes: &[u8]) -> u64 {
+    bytes.len() as u64 + decode_memory_bound(bytes, &DecodeOptions::default())
 }
 
 /// The object URI of a parsed audio reference: source buckets are S3 URIs

@@ -11,13 +11,14 @@ use engage_model::AudioRef;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_model::layout::Layout;
+use engage_runtime::audio_budget::{Held, HoldError};
 use engage_runtime::items::{failed, finalize};
 use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::{ObjectUri, content_key};
 use engage_runtime::store_io::{get_json, put_json};
 
-use crate::domain::{AUDIO_MISSING, source_uri, validate};
+use crate::domain::{AUDIO_MISSING, memory_need, source_uri, validate};
 
 /// The download stage (stateless; everything it needs is in the services).
 #[derive(Debug, Default)]
@@ -45,14 +46,36 @@ impl Stage for DownloadStage {
             Err(e) => return fail(e.name(), e.to_string()).await,
         };
         let uri: ObjectUri = source_uri(&src, &svc.store_root)?;
-        let bytes: Bytes = match svc.storage.get(&uri).await {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => {
-                return fail(AUDIO_MISSING, "no object at the audio link".into()).await;
-            }
+        let size = match svc.storage.size(&uri).await {
+            Ok(Some(n)) => n,
+            Ok(None) => return fail(AUDIO_MISSING, "no object at the audio link".into()).await,
             Err(e) if e.is_transient() => return Err(JobError::transient(ErrorClass::Storage, e)),
             Err(e) => return fail(e.class(), e.to_string()).await,
         };
+        // Every byte of audio this job holds (the object, then its decode)
+        // is reserved in the worker's audio budget first.
+        let held = svc
+            .audio_budget
+            .hold(size, || svc.storage.get(&uri), memory_need)
+            .await;
+        let Held {
+            permit: _permit,
+            bytes,
+        } = match held {
+            Ok(h) => h,
+            Err(HoldError::Budget(e)) => return fail(e.name(), e.to_string()).await,
+            Err(HoldError::Fetch(e)) if e.is_not_found() => {
+                return fail(AUDIO_MISSING, "no object at the audio link".into()).await;
+            }
+            Err(HoldError::Fetch(e)) if e.is_transient() => {
+                return Err(JobError::transient(ErrorClass::Storage, e));
+            }
+            Err(HoldError::Fetch(e)) => return fail(e.class(), e.to_string()).await,
+            Err(e @ HoldError::Changing(_)) => {
+                return Err(JobError::transient(ErrorClass::Storage, e));
+            }
+        };
+        let bytes: Bytes = bytes;
         svc.metrics
             .bytes_read
             .with_label_values(&[Self::NAME.as_str()])

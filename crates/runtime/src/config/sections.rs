@@ -150,6 +150,10 @@ pub struct RedisSection {
     pub url: Secret<String>,
     /// Treat `url` as the seed nodes of a Redis Cluster.
     pub cluster: bool,
+    /// Seconds a finished batch's ledger keys live after its report is
+    /// written (`engage status` answers for it that long; its outputs stay
+    /// in the store). Completion markers and leases expire on their own.
+    pub finished_batch_ttl_s: u64,
 }
 
 impl Default for RedisSection {
@@ -157,7 +161,15 @@ impl Default for RedisSection {
         Self {
             url: Secret::new("redis://127.0.0.1:6379".into()),
             cluster: false,
+            finished_batch_ttl_s: 7 * 24 * 3600,
         }
+    }
+}
+
+impl RedisSection {
+    /// [`finished_batch_ttl_s`](Self::finished_batch_ttl_s) as a duration.
+    pub fn finished_batch_ttl(&self) -> Duration {
+        Duration::from_secs(self.finished_batch_ttl_s)
     }
 }
 
@@ -166,6 +178,9 @@ impl SectionSpec for RedisSection {
     fn validate(&self) -> Result<(), Invalid> {
         if self.url.expose().is_empty() {
             return bad("url", "must not be empty");
+        }
+        if self.finished_batch_ttl_s == 0 {
+            return bad("finished_batch_ttl_s", "must be at least 1");
         }
         Ok(())
     }
@@ -247,7 +262,16 @@ pub struct LimitsSection {
     pub max_attempts: u32,
     /// Seconds SIGTERM waits for in-flight jobs before exiting.
     pub drain_timeout_s: u64,
+    /// Bytes of audio (fetched objects plus decoding and feature working
+    /// memory) one download or analyze worker may hold at once, whatever its
+    /// concurrency: jobs wait for bytes, not slots. Audio needing more than
+    /// the whole budget fails as `audio_too_large`. The default fits the
+    /// largest object the store reads (256 MiB) with its worst-case decode.
+    pub audio_memory_bytes: u64,
 }
+
+/// The default audio memory budget per worker: 1.5 GiB.
+pub const DEFAULT_AUDIO_MEMORY_BYTES: u64 = 1536 << 20;
 
 impl Default for LimitsSection {
     fn default() -> Self {
@@ -255,6 +279,7 @@ impl Default for LimitsSection {
             concurrency: 32,
             max_attempts: 5,
             drain_timeout_s: 30,
+            audio_memory_bytes: DEFAULT_AUDIO_MEMORY_BYTES,
         }
     }
 }
@@ -274,6 +299,12 @@ impl SectionSpec for LimitsSection {
         }
         if self.max_attempts == 0 {
             return bad("max_attempts", "must be at least 1");
+        }
+        if self.audio_memory_bytes < 16 << 20 {
+            return bad("audio_memory_bytes", "must be at least 16 MiB (16777216)");
+        }
+        if self.audio_memory_bytes > 1 << 42 {
+            return bad("audio_memory_bytes", "must be at most 4 TiB");
         }
         Ok(())
     }
@@ -332,8 +363,8 @@ impl Default for CleanSection {
 impl SectionSpec for CleanSection {
     const NAME: &'static str = "clean";
     fn validate(&self) -> Result<(), Invalid> {
-        if self.partitions == 0 {
-            return bad("partitions", "must be at least 1");
+        if self.partitions == 0 || self.partitions > engage_model::job_ids::MAX_PARTITIONS {
+            return bad("partitions", "must be within 1..=4096");
         }
         if self.piece_bytes == 0 {
             return bad("piece_bytes", "must be at least 1");

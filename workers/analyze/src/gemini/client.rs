@@ -30,6 +30,15 @@ use tracing::{debug, warn};
 /// Bytes of a request besides the base64 audio: prompt, schema and framing.
 const REQUEST_OVERHEAD_BYTES: usize = PROMPT.len() + 4096;
 
+/// Bytes of memory a Gemini call on `audio` can hold at its peak: the audio,
+/// its base64 text (4/3 of it) and the serialised JSON request carrying that
+/// text (another 4/3) for inline requests, or the audio and its upload body
+/// copy for the Files API, plus the answer; rounded up to four times the
+/// audio plus 1 MiB. What an analyze job reserves in the audio budget.
+pub fn gemini_memory_need(audio: &[u8]) -> u64 {
+    (audio.len() as u64).saturating_mul(4) + (1 << 20)
+}
+
 /// Longest pause between file state polls.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(2);
 

@@ -20,7 +20,7 @@ mod reset;
 pub mod wire;
 
 pub use answer::{parse_answer, parse_generate_response};
-pub use client::{AudioTransport, GeminiAnswer, GeminiClient};
+pub use client::{AudioTransport, GeminiAnswer, GeminiClient, gemini_memory_need};
 pub use config::GeminiConfig;
 pub use error::{Disposition, GeminiError, classify_http_error, quota_kind_of};
 pub use prompt::{
