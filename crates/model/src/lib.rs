@@ -18,6 +18,7 @@ pub mod audio_ref;
 pub mod csv_safe;
 pub mod envelope;
 pub mod input_policy;
+pub mod job_ids;
 pub mod jobs;
 pub mod layout;
 pub mod record;

@@ -9,6 +9,7 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::job_error::JobError;
 use crate::services::Services;
 use engage_model::envelope::StageName;
+use engage_model::job_ids::CheckIds;
 
 /// A follow-up message produced by a job.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub struct JobCtx {
 #[async_trait::async_trait]
 pub trait Stage: Send + Sync + 'static {
     /// The job body this stage consumes.
-    type Job: DeserializeOwned + Send;
+    type Job: DeserializeOwned + Send + CheckIds;
     /// The stage's name (its queue).
     const NAME: StageName;
     /// Runs one job: write effects under deterministic keys, return follow-ups.
