@@ -465,3 +465,56 @@ async fn workers_reconnect_when_the_broker_drops_their_connection() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_publishing_channel_is_rebuilt_not_turned_into_dead_letters() -> anyhow::Result<()> {
+    use engage_model::envelope::Envelope;
+    use engage_model::jobs::{BatchSpec, CleanJob, ids};
+    let mut f = Fleet::new("pubdead", Backend::Local, 6, 4)?;
+    f.start_all()?;
+    f.wait_consuming("clean").await?;
+    let topo = Topology {
+        namespace: f.ns.clone(),
+        retry_delays_ms: vec![200],
+        delivery_limit: 20,
+    };
+    let conn = amqp().await?;
+    let ch = conn.create_channel().await?;
+    // The jobs exchange disappears: the clean worker's next publish to it
+    // is a channel error (404) that closes its publishing channel.
+    ch.exchange_delete(topo.exchange().as_str().into(), Default::default())
+        .await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let (a, s) = f.inputs();
+    let mut batches = Vec::new();
+    for i in 0..3 {
+        let b = format!("b-{}-{i}", f.ns);
+        let spec = BatchSpec {
+            activity: vec![format!("file://{a}")],
+            sessions: format!("file://{s}"),
+            selection: Default::default(),
+        };
+        let env = Envelope::new(&b, ids::plan(&b), "pubdead", CleanJob::Batch(spec));
+        // Straight into the clean queue (the exchange is gone).
+        publish_persistent(
+            &ch,
+            "",
+            &topo.work_queue(StageName::Clean),
+            &serde_json::to_vec(&env)?,
+        )
+        .await?;
+        batches.push(b);
+    }
+    // The worker rebuilds its connection (declaring the exchange again) and
+    // every batch completes; before, each job was requeued on the dead
+    // channel until the delivery limit dead-lettered it.
+    let reference = f.reference()?;
+    for b in &batches {
+        let out = f.wait_and_report(b, 180)?;
+        assert_same_outputs(&reference, &out);
+    }
+    assert_eq!(queue_len(&conn, &topo.dlq(StageName::Clean)).await?, 0);
+    let log = std::fs::read_to_string(f.dir.path().join("logs/clean-0.log"))?;
+    assert!(log.contains("the publishing channel closed"), "{log}");
+    Ok(())
+}

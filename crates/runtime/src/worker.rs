@@ -44,6 +44,7 @@ use crate::job_error::{ErrorClass, JobError};
 use crate::services::Services;
 use crate::stage::{JobCtx, Stage};
 use engage_model::envelope::{Envelope, StageName};
+use engage_model::job_ids::CheckIds;
 
 /// Why a delivery did not complete, before [`Worker::route`] decides where
 /// the message goes.
@@ -56,6 +57,10 @@ enum Failure {
     /// The handler failed: its variant decides.
     Job(JobError),
 }
+
+/// How often an idle worker checks that its publishing channel is alive (a
+/// dead one turns `/readyz` false and rebuilds the connection).
+const PUBLISHER_CHECK: Duration = Duration::from_secs(1);
 
 /// What to do with a delivery once processed (the ack rule).
 #[derive(Debug, PartialEq, Eq)]
@@ -149,10 +154,21 @@ impl<S: Stage> Worker<S> {
         svc.health.set_amqp(true);
         info!(stage = name, queue = %svc.topology.work_queue(S::NAME), concurrency = svc.cfg.limits.concurrency, "consuming");
 
+        // Cancelled when this connection's publishing channel is found dead:
+        // every job would fail to publish, so the connection is rebuilt
+        // instead of cycling messages toward the dead-letter queue.
+        let broken = CancellationToken::new();
+        let mut watch = tokio::time::interval(PUBLISHER_CHECK);
         let mut tasks = JoinSet::new();
         let result = loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break Ok(()),
+                _ = broken.cancelled() => break Err(anyhow::anyhow!(
+                    "the publishing channel closed (a publish failed on it)"
+                )),
+                _ = watch.tick() => if !publisher.channel().status().connected() {
+                    break Err(anyhow::anyhow!("the publishing channel closed"));
+                },
                 _ = self.fatal.cancelled() => {
                     // Stop consuming but stay up (not ready) until SIGTERM, so the
                     // operator sees the cause on /readyz and in the logs.
@@ -170,8 +186,9 @@ impl<S: Stage> Worker<S> {
                         let me = self.clone();
                         let p = publisher.clone();
                         let a = acks.clone();
+                        let b = broken.clone();
                         tasks.spawn(async move {
-                            me.process(delivery, &p, &a).await;
+                            me.process(delivery, &p, &a, &b).await;
                             drop(slot);
                         });
                     }
@@ -218,13 +235,31 @@ impl<S: Stage> Worker<S> {
     }
 
     /// Handles one delivery end to end and applies the ack rule.
-    async fn process(&self, delivery: Delivery, publisher: &Publisher, acks: &Acks) {
+    async fn process(
+        &self,
+        delivery: Delivery,
+        publisher: &Publisher,
+        acks: &Acks,
+        broken: &CancellationToken,
+    ) {
         let name = S::NAME.as_str();
         let m = &self.svc.metrics;
         m.in_flight.with_label_values(&[name]).inc();
         let started = Instant::now();
         let (disposition, outcome) = self.decide(&delivery, publisher).await;
         m.in_flight.with_label_values(&[name]).dec();
+        if disposition == Disposition::Requeue
+            && outcome != JobOutcome::Fatal
+            && !publisher.channel().status().connected()
+        {
+            // Our own publishing channel died, not the job: rebuild the
+            // connection instead of nacking it round and round toward the
+            // delivery limit. The delivery stays unsettled and returns when
+            // the old channel closes (one delivery of the limit, not one per
+            // requeue on a dead channel).
+            broken.cancel();
+            return;
+        }
         JobFinished {
             stage: S::NAME,
             outcome,
@@ -265,6 +300,10 @@ impl<S: Stage> Worker<S> {
     /// The job body, or `None` if the job already completed (a redelivery).
     async fn decode(&self, env: &Envelope<serde_json::Value>) -> Result<Option<S::Job>, Failure> {
         let svc = &self.svc;
+        // Ids are checked before they name a key: a forged job is poison.
+        let job: S::Job = env.job_as().map_err(|e| Failure::Body(e.to_string()))?;
+        job.check_ids(&env.batch_id, &env.job_id)
+            .map_err(|e| Failure::Body(e.to_string()))?;
         match svc.idempotency.is_done(S::NAME, &env.job_id).await {
             Ok(true) => {
                 DuplicateSkipped { stage: S::NAME }.emit(&svc.metrics);
@@ -273,9 +312,7 @@ impl<S: Stage> Worker<S> {
             Ok(false) => {}
             Err(e) => return Err(Failure::Infra(ErrorClass::Redis, e.into())),
         }
-        env.job_as()
-            .map(Some)
-            .map_err(|e| Failure::Body(e.to_string()))
+        Ok(Some(job))
     }
 
     /// Runs the handler (a panic is a transient failure), publishes its
