@@ -198,6 +198,40 @@ async fn gemini_429s_pause_the_fleet_and_transient_faults_are_retried() -> anyho
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_never_cached_as_the_answer() -> anyhow::Result<()> {
+    // Every call answers 503 until the model "recovers".
+    let behaviour = Behaviour {
+        fault_probabilities: vec![(1.0, Fault::Status(503))],
+        ..Behaviour::default()
+    };
+    let fake = FakeGemini::start(FakeConfig {
+        behaviour,
+        ..FakeConfig::default()
+    })
+    .await?;
+    let mut f = gemini_fleet("gem-nocache", &fake, fake.api_key()).await?;
+    f.env.insert("ENGAGE_MAX_ATTEMPTS".into(), "2".into());
+    f.start_all()?;
+    let first = summary(&f.wait_and_report(&f.enqueue()?, 180)?)?;
+    let failed = first["failed"].as_object().cloned().unwrap_or_default();
+    assert!(failed.keys().any(|k| k.starts_with("gemini_")), "{first}");
+    assert_eq!(first["analyzed"].as_u64(), Some(0), "{first}");
+    // The model is back: the same audio in a new batch is asked again and
+    // analyzed, not failed from a cached 503.
+    fake.set_behaviour(|b| b.fault_probabilities.clear());
+    let calls_before = fake.stats().generate_calls;
+    let second = summary(&f.wait_and_report(&f.enqueue()?, 180)?)?;
+    let failed = second["failed"].as_object().cloned().unwrap_or_default();
+    assert!(
+        failed.keys().all(|k| !k.starts_with("gemini_")),
+        "a transient failure was served from the cache: {second}"
+    );
+    assert!(second["analyzed"].as_u64() > Some(0), "{second}");
+    assert!(fake.stats().generate_calls > calls_before);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_that_stay_invalid_become_failed_items_and_the_batch_completes()
 -> anyhow::Result<()> {
     let behaviour = Behaviour {

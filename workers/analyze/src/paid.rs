@@ -160,8 +160,13 @@ impl Paid {
             cost.cache_hit = true;
             return Ok(hit);
         }
-        let outcome = self.call(bytes, probe, last_attempt, cost).await?;
-        put_json(storage, cache_uri, &outcome).await?;
+        let (outcome, lasting) = self.call(bytes, probe, last_attempt, cost).await?;
+        // Only answers and permanent failures are cached: a transient fault
+        // on the last attempt fails this batch's item, but the same audio in
+        // a later batch is asked again.
+        if lasting == Lasting::Yes {
+            put_json(storage, cache_uri, &outcome).await?;
+        }
         Ok(outcome)
     }
 
@@ -171,7 +176,7 @@ impl Paid {
         probe: Option<&AudioProbe>,
         last_attempt: bool,
         cost: &mut ItemCost,
-    ) -> Result<AnalysisOutcome, JobError> {
+    ) -> Result<(AnalysisOutcome, Lasting), JobError> {
         let tokens = estimate_tokens(probe.map_or(60.0, |p| p.duration_s));
         match self
             .limiter
@@ -196,7 +201,7 @@ impl Paid {
                 cost.output_tokens = answer.usage.candidates_token_count;
                 self.limiter
                     .record_actual_tokens(answer.usage.prompt_token_count);
-                Ok(AnalysisOutcome::Ok(answer.result))
+                Ok((AnalysisOutcome::Ok(answer.result), Lasting::Yes))
             }
             Err(e) => {
                 cost.called = true;
@@ -209,7 +214,7 @@ impl Paid {
         &self,
         e: GeminiError,
         last_attempt: bool,
-    ) -> Result<AnalysisOutcome, JobError> {
+    ) -> Result<(AnalysisOutcome, Lasting), JobError> {
         if let Some(q) = e.quota_kind() {
             self.limiter.record_429(q);
         }
@@ -237,8 +242,8 @@ impl Paid {
                 "Gemini refuses every call ({}): {e}",
                 e.class()
             ))),
-            Disposition::FailItem => Ok(failed(&e)),
-            Disposition::Retry { .. } if last_attempt => Ok(failed(&e)),
+            Disposition::FailItem => Ok((failed(&e), Lasting::Yes)),
+            Disposition::Retry { .. } if last_attempt => Ok((failed(&e), Lasting::No)),
             Disposition::Retry { after: Some(after) } => Err(JobError::Delay {
                 after,
                 reason: DelayReason::ServerRetryAfter,
@@ -249,6 +254,16 @@ impl Paid {
             }),
         }
     }
+}
+
+/// Whether an outcome holds for the same audio in any later batch (and so
+/// goes into the durable result cache).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lasting {
+    /// An answer, or a permanent failure (the model refuses this audio).
+    Yes,
+    /// A transient fault that outlived this job's attempts.
+    No,
 }
 
 #[cfg(test)]
