@@ -92,7 +92,7 @@ async fn a_learner_is_complete_only_after_every_piece_and_item() -> anyhow::Resu
         ]
     );
     // Once the report is written the states are dropped (the learner files hold them).
-    l.complete(&b).await?;
+    l.complete(&b, std::time::Duration::from_secs(60)).await?;
     assert!(l.item_states(&b, "u").await?.is_empty());
     assert!(l.progress(&b).await?.expect("ledger exists").complete);
     Ok(())
@@ -140,5 +140,49 @@ async fn a_missing_ledger_is_reported_as_lost() -> anyhow::Result<()> {
         l.item_states(&b, "u").await,
         Err(engage_runtime::ledger::LedgerError::Lost)
     ));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_finished_batch_leaves_no_key_without_a_time_to_live() -> anyhow::Result<()> {
+    let (l, b) = ledger().await?;
+    l.open_batch(&b, 1).await?;
+    assert_eq!(
+        l.piece_done(&b, "p1", &["p1:0".into()], "clean:p1").await?,
+        FanIn::Wait
+    );
+    l.register_items(&b, &items("u", &["r1"], &[])).await?;
+    assert_eq!(l.match_done(&b, "p1:0", "match:p1:0").await?, FanIn::Emit);
+    l.finalize_item(&b, "u", "r1", Some("audio_missing"), "{}", "download:r1")
+        .await?;
+    let _ = l.scan(&b, "download:r1").await?;
+    let prefix = l.prefix(&b);
+    let mut c = redis::Client::open("redis://127.0.0.1:6379")?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys = |c: &mut redis::aio::MultiplexedConnection| {
+        let mut c = c.clone();
+        let pattern = format!("{prefix}:*");
+        async move {
+            let mut keys: Vec<String> =
+                redis::cmd("KEYS").arg(&pattern).query_async(&mut c).await?;
+            keys.sort();
+            anyhow::Ok(keys)
+        }
+    };
+    let before = keys(&mut c).await?;
+    assert!(before.len() >= 8, "{before:?}");
+    l.complete(&b, std::time::Duration::from_secs(3600)).await?;
+    let after = keys(&mut c).await?;
+    assert!(!after.is_empty());
+    for k in &after {
+        let ttl: i64 = redis::cmd("TTL").arg(k).query_async(&mut c).await?;
+        assert!(
+            (1..=3600).contains(&ttl),
+            "{k} has no time to live after the batch finished (TTL {ttl})"
+        );
+    }
+    // Nothing finished lives forever: delete what this test made.
+    let _: () = redis::cmd("DEL").arg(&after).query_async(&mut c).await?;
     Ok(())
 }

@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
@@ -124,6 +125,25 @@ end
 fn with_prelude(body: &str) -> Script {
     Script::new(&format!("{REGISTERED}\n{body}"))
 }
+
+/// Every per-batch key but the per-learner ones and `learners` (suffixes of
+/// the batch prefix): what [`Ledger::complete`] gives a time to live.
+const BATCH_KEYS: [&str; 11] = [
+    "meta",
+    "pieces_done",
+    "match_expected",
+    "match_done",
+    "all_items",
+    "downloaded",
+    "all_final",
+    "agg_done",
+    "failed",
+    "report_claim",
+    "lock:rebuild",
+];
+
+/// Per-learner keys (`PREFIX:KIND:LEARNER`).
+const LEARNER_KEYS: [&str; 3] = ["items", "final", "agg_claim"];
 
 /// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2] = the piece, ARGV[3..] = the match parts it produced.
 static PIECE_DONE: LazyLock<Script> = LazyLock::new(|| {
@@ -408,19 +428,52 @@ impl Ledger {
             .await
     }
 
-    /// Marks the batch complete (its outputs are written) and drops the item
+    /// Marks the batch complete (its outputs are written), drops the item
     /// states it kept for the aggregate jobs (the learner files hold them
-    /// now), so Redis does not keep ~0.3 KiB per item of every finished batch.
-    pub async fn complete(&self, batch: &str) -> Result<(), LedgerError> {
+    /// now), so Redis does not keep ~0.3 KiB per item of every finished
+    /// batch, and gives every other key of the batch `retention` to live:
+    /// `engage status` answers for a finished batch that long, then its
+    /// keys are gone (the outputs stay in the store). Batch-index entries
+    /// whose ledger has expired are pruned on the way.
+    pub async fn complete(&self, batch: &str, retention: Duration) -> Result<(), LedgerError> {
         let p = self.prefix(batch);
         let mut c = self.conn.clone();
         let _: () = c.hset(format!("{p}:meta"), "complete", 1).await?;
+        let ttl = i64::try_from(retention.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        for k in BATCH_KEYS {
+            pipe.expire(format!("{p}:{k}"), ttl).ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await?;
         for chunk in self.learners(batch).await?.chunks(STATE_DROP_CHUNK) {
             let mut pipe = redis::pipe();
             for u in chunk {
                 pipe.unlink(format!("{p}:state:{u}")).ignore();
+                for k in LEARNER_KEYS {
+                    pipe.expire(format!("{p}:{k}:{u}"), ttl).ignore();
+                }
             }
             let _: () = pipe.query_async(&mut c).await?;
+        }
+        // The learner set goes last: it names the per-learner keys above.
+        let _: () = c.expire(format!("{p}:learners"), ttl).await?;
+        self.prune_index(retention).await
+    }
+
+    /// Removes batch-index entries older than `retention` whose ledger is gone.
+    async fn prune_index(&self, retention: Duration) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let index = format!("{}:batches", self.ns);
+        let cutoff = chrono::Utc::now().timestamp_millis()
+            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let old: Vec<String> = c
+            .zrangebyscore_limit(&index, "-inf", cutoff, 0, 100)
+            .await?;
+        for b in old {
+            let alive: bool = c.exists(format!("{}:meta", self.prefix(&b))).await?;
+            if !alive {
+                let _: () = c.zrem(&index, &b).await?;
+            }
         }
         Ok(())
     }

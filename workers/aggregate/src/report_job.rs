@@ -83,7 +83,9 @@ pub(crate) async fn report(ctx: &JobCtx) -> Result<Vec<Emit>, JobError> {
     svc.storage
         .put(&out.join("rejects.jsonl")?, Bytes::from(rejects))
         .await?;
-    svc.ledger.complete(b).await?;
+    svc.ledger
+        .complete(b, svc.cfg.redis.finished_batch_ttl())
+        .await?;
     if let Err(e) = svc.storage.delete(&layout.active(b)?).await {
         tracing::warn!(error = %e, "could not remove the active-batch marker");
     }
