@@ -263,7 +263,6 @@ c.extra = {
     "outcome": "input_error",
     "run_error": "reading",
     "fleet_dlq": {"stage": "clean", "reason": "poison", "error_contains": "gzip"},
-    "pending": {"fleet": "truncated gzip classified as poison (today a read error of the input is transient: retried ENGAGE_MAX_ATTEMPTS times, then DLQ `max_attempts`)"},
 }
 
 c = case("truncated_json_array", "A JSON-array activity log cut inside its third element (no closing `]`): the two whole elements are kept; the cut element is one invalid_json item and the missing `]` another (the reader reports every structural fault as an item, README: Data contracts).")
@@ -579,6 +578,12 @@ envelope_case("envelope_wrong_job_schema", "A valid envelope whose job is not th
 envelope_case("input_uri_not_allowed", "A batch published straight to the broker (bypassing `engage enqueue`, which refuses it) whose activity URI names a local file outside every allowed input prefix (file:///proc/self/environ): the clean worker dead-letters it as poison with reason `input_not_allowed` and never reads it, so no environment variable can leak into rejects.jsonl excerpts.",
               "clean", json.dumps({"v": 1, "batch_id": "b-corpus-environ", "job_id": "plan:b-corpus-environ", "attempt": 0, "trace_id": "t", "job": {"kind": "batch", "activity": ["file:///proc/self/environ"], "sessions": "s3://inputs/x.csv", "selection": {"kind": "all"}}}).encode(),
               "poison", "input_not_allowed")
+envelope_case("envelope_forged_path", "A forged analyze job whose content hash is a path (`../../batches/…/batch.json`) and whose job id names another job: dead-lettered as poison naming `forged_job` before any key or path is built from it.",
+              "analyze", json.dumps({"v": 1, "batch_id": "b-corpus-fp", "job_id": "analyze:b-corpus-fp:r1", "attempt": 0, "trace_id": "t", "job": {"response_id": "r1", "user_id": "u1", "content_hash": "../../batches/b-corpus-fp/batch.json", "format": "wav"}}).encode(),
+              "poison", "forged_job")
+envelope_case("envelope_forged_batch_id", "A forged match job whose batch id climbs out of its directory (`../other`): dead-lettered as poison naming `forged_job`.",
+              "match", json.dumps({"v": 1, "batch_id": "../other", "job_id": "match:../other:f000-r0000:0", "attempt": 0, "trace_id": "t", "job": {"piece": "f000-r0000", "partition": 0}}).encode(),
+              "poison", "forged_job")
 c = case("envelope_forged_report", "A forged aggregate job {\"kind\":\"report\"} for this case's batch, published while the batch is still running: refused (dead-lettered as poison naming `forged_job`) instead of writing the batch's outputs early; the batch then completes with its true outputs.")
 c.envelope = b'{"v":1,"batch_id":"{{BATCH}}","job_id":"report:{{BATCH}}","attempt":0,"trace_id":"forged","job":{"kind":"report"}}'
 c.extra = {

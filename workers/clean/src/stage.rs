@@ -22,7 +22,8 @@ use engage_runtime::store_io::put_json;
 use crate::domain::CleanOptions;
 use crate::plan::activity_counts;
 use crate::spool::clean_to_spool;
-use crate::store::{blocking, poison, sync_reader, uri};
+use crate::store::{Counting, bad_input_data, blocking, poison, sync_reader, uri};
+use std::sync::atomic::Ordering;
 
 /// The clean stage.
 #[derive(Debug, Default)]
@@ -42,13 +43,27 @@ impl CleanStage {
             SelectedLearners::All
         };
         let from = piece.range.map_or(0, |(s, _)| s.saturating_sub(1));
-        let input = sync_reader(&svc.storage, &uri(&piece.activity)?, from).await?;
+        let activity = uri(&piece.activity)?;
+        let size = svc.storage.size(&activity).await?;
+        let (input, delivered) = Counting::new(sync_reader(&svc.storage, &activity, from).await?);
         let (opts, range, parts) = (self.options, piece.range, piece.partitions);
         let cleaned =
             blocking(move || clean_to_spool(input, from, range, parts, &selection, &opts)).await?;
-        // Read failures of the input are storage trouble (retry); the domain
-        // never fails on bad records.
-        let spooled = cleaned.map_err(|e| JobError::transient(ErrorClass::Read, e))?;
+        // The domain never fails on bad records. A read failure is storage
+        // trouble (retried) unless the whole object arrived and still could
+        // not be read (a truncated gzip stream) or the decompressor found
+        // corrupt data: retrying the same bytes cannot help, so it is poison.
+        let spooled = cleaned.map_err(|e| {
+            let read_all = size.is_some_and(|n| from + delivered.load(Ordering::Relaxed) >= n);
+            if bad_input_data(&e, read_all) {
+                JobError::Poison(e.context(
+                    "the activity file is truncated or corrupt (its gzip or JSON data \
+                     cannot be read to the end)",
+                ))
+            } else {
+                JobError::transient(ErrorClass::Read, e)
+            }
+        })?;
         for (reason, n) in &spooled.stats.rejected {
             svc.metrics
                 .rejected_records
