@@ -85,21 +85,29 @@ pub const PEAK_BYTES_PER_SAMPLE: u64 = 32;
 /// Fixed allowance for a decoder's own buffers (packets, interleaved frames).
 const DECODER_STATE: u64 = 4 << 20;
 
+/// Samples one decoded packet may add past a cap before the check after it
+/// fires (the largest real packets: FLAC blocks of 65 535 frames).
+const PACKET_MARGIN: u64 = 65_536;
+
 /// Most bytes of working memory that decoding `bytes` and measuring its
 /// features can take (besides the input bytes themselves): the most samples
-/// the decode may produce times [`PEAK_BYTES_PER_SAMPLE`], plus a fixed
+/// the decode may hold times [`PEAK_BYTES_PER_SAMPLE`], plus a fixed
 /// allowance for the decoder's own buffers. The most samples is the decode
 /// cap ([`DecodeOptions::max_samples`]), or less when the bytes prove it: a
-/// PCM WAV holds at most one frame per block of its `fmt ` chunk and at most
-/// [`DecodeOptions::max_duration_s`] of them; any other stream at most
+/// PCM WAV holds at most the frames its `data` chunk (and the object) has
+/// room for and at most [`DecodeOptions::max_duration_s`] of them (and none
+/// when its header declares more than either limit: it is refused before
+/// decoding); any other stream at most
 /// [`DecodeOptions::max_samples_per_byte`] per byte. The decode enforces the
-/// same caps, so the bound holds whatever the header claims.
+/// same caps after every packet, so the bound holds whatever the header
+/// claims.
 pub fn decode_memory_bound(bytes: &[u8], opts: &DecodeOptions) -> u64 {
-    let mut samples = sample_cap(bytes, opts);
+    let cap = sample_cap(bytes, opts);
+    let mut samples = if cap == 0 { 0 } else { cap + PACKET_MARGIN };
     if let Some(fmt) = wav_pcm_format(bytes) {
-        // More than this is refused as too long while decoding.
-        let by_duration = (opts.max_duration_s.max(0.0) * f64::from(fmt.sample_rate)) as u64 + 1;
-        samples = samples.min(by_duration);
+        // Past this the decode stops as too long.
+        let by_duration = (opts.max_duration_s.max(0.0) * f64::from(fmt.sample_rate)) as u64;
+        samples = samples.min(by_duration + PACKET_MARGIN);
     }
     samples
         .saturating_mul(PEAK_BYTES_PER_SAMPLE)
@@ -109,17 +117,29 @@ pub fn decode_memory_bound(bytes: &[u8], opts: &DecodeOptions) -> u64 {
 /// [`decode_memory_bound`] for an object known only by its size (before it is
 /// fetched): the most any `len` bytes could need.
 pub fn decode_memory_bound_of_len(len: u64, opts: &DecodeOptions) -> u64 {
-    opts.max_samples
+    (opts
+        .max_samples
         .min(len.saturating_mul(opts.max_samples_per_byte))
+        + PACKET_MARGIN)
         .saturating_mul(PEAK_BYTES_PER_SAMPLE)
         .saturating_add(DECODER_STATE)
 }
 
-/// The most mono samples `bytes` may decode to.
+/// The most mono samples `bytes` may decode to: 0 for a PCM WAV whose header
+/// declares more than the limits (refused before decoding).
 fn sample_cap(bytes: &[u8], opts: &DecodeOptions) -> u64 {
     let len = bytes.len() as u64;
     let by_content = match wav_pcm_format(bytes) {
-        Some(fmt) => len / u64::from(fmt.block_align) + 1,
+        Some(fmt) => {
+            if let Some(declared) = fmt.data_frames
+                && (declared > opts.max_samples
+                    || declared as f64 / f64::from(fmt.sample_rate) > opts.max_duration_s)
+            {
+                return 0;
+            }
+            let frames = len / u64::from(fmt.block_align) + 1;
+            fmt.data_frames.map_or(frames, |d| frames.min(d + 1))
+        }
         None => len.saturating_mul(opts.max_samples_per_byte),
     };
     opts.max_samples.min(by_content)
@@ -129,6 +149,9 @@ fn sample_cap(bytes: &[u8], opts: &DecodeOptions) -> u64 {
 struct WavPcm {
     block_align: u16,
     sample_rate: u32,
+    /// Frames the `data` chunk declares, when it declares a real length
+    /// (streaming writers leave 0 or 0xFFFFFFFF: unknown).
+    data_frames: Option<u64>,
 }
 
 /// Reads the `fmt ` chunk of a RIFF/WAVE object when its codec stores every
@@ -151,24 +174,48 @@ fn wav_pcm_format(bytes: &[u8]) -> Option<WavPcm> {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
     let mut at = 12usize;
-    // A handful of chunks precede `fmt ` in real files; stop looking after 16.
+    let mut fmt: Option<WavPcm> = None;
+    // A handful of chunks precede `fmt ` and `data` in real files; stop
+    // looking after 16.
     for _ in 0..16 {
-        let id = bytes.get(at..at + 4)?;
-        let size = u32_at(at + 4)? as usize;
+        let Some(id) = bytes.get(at..at + 4) else {
+            break;
+        };
+        let Some(size) = u32_at(at + 4) else {
+            break;
+        };
         let body = at + 8;
         if id == b"fmt " {
             let tag = u16_at(body)?;
             let sample_rate = u32_at(body + 4)?;
             let block_align = u16_at(body + 12)?;
             let pcm = matches!(tag, 1 | 3 | 6 | 7 | 0xFFFE);
-            return (pcm && block_align > 0 && sample_rate > 0).then_some(WavPcm {
+            if !(pcm && block_align > 0 && sample_rate > 0) {
+                return None;
+            }
+            fmt = Some(WavPcm {
                 block_align,
                 sample_rate,
+                data_frames: None,
             });
+        } else if id == b"data" {
+            if let Some(f) = fmt.as_mut()
+                && size != 0
+                && size != u32::MAX
+            {
+                f.data_frames = Some(u64::from(size) / u64::from(f.block_align));
+            }
+            break;
         }
-        at = body.checked_add(size)?.checked_add(size & 1)?;
+        let Some(next) = body
+            .checked_add(size as usize)
+            .and_then(|n| n.checked_add(size as usize & 1))
+        else {
+            break;
+        };
+        at = next;
     }
-    None
+    fmt
 }
 
 /// Limits and tolerances applied while decoding.

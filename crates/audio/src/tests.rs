@@ -444,7 +444,7 @@ fn the_memory_bound_covers_what_a_decode_can_hold() {
     // small objects, the decode cap large ones.
     assert_eq!(
         decode_memory_bound_of_len(100_000, &opts),
-        100_000 * MAX_SAMPLES_PER_BYTE * PEAK_BYTES_PER_SAMPLE + (4 << 20)
+        (100_000 * MAX_SAMPLES_PER_BYTE + 65_536) * PEAK_BYTES_PER_SAMPLE + (4 << 20)
     );
     assert_eq!(
         decode_memory_bound_of_len(200 << 20, &opts),
@@ -476,8 +476,18 @@ fn the_memory_bound_covers_what_a_decode_can_hold() {
     let wav = fixture("speech_en_us.wav");
     assert!(
         decode_memory_bound(&wav, &opts)
-            <= (wav.len() as u64 / 2 + 1) * PEAK_BYTES_PER_SAMPLE + (4 << 20)
+            <= (wav.len() as u64 / 2 + 1 + 65_536) * PEAK_BYTES_PER_SAMPLE + (4 << 20)
     );
+    // A WAV whose data chunk declares more than the duration limit is refused
+    // from its header: it needs no sample memory at all.
+    let mut long = wav.clone();
+    let data_at = long.windows(4).position(|w| w == b"data").unwrap();
+    let declared = 16_000u32 * 2 * 700;
+    long[data_at + 4..data_at + 8].copy_from_slice(&declared.to_le_bytes());
+    long[4..8].copy_from_slice(&(data_at as u32 + declared).to_le_bytes());
+    assert_eq!(decode_memory_bound(&long, &opts), 4 << 20);
+    let got = decode(&long, Some("wav"));
+    assert!(matches!(got, Err(AudioError::TooLong { .. })), "{got:?}");
     // A WAV header claiming a huge sample rate buys at most the decode cap.
     let mut hostile = wav.clone();
     hostile[24..28].copy_from_slice(&384_000u32.to_le_bytes());
