@@ -518,3 +518,46 @@ async fn a_dead_publishing_channel_is_rebuilt_not_turned_into_dead_letters() -> 
     assert!(log.contains("the publishing channel closed"), "{log}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_dead_lettered_after_their_attempts_make_their_items_final_and_the_batch_ends()
+-> anyhow::Result<()> {
+    let mut f = Fleet::new("dlfinal", Backend::Local, 4, 3)?;
+    // Audio comes from an S3 endpoint where nothing listens: every download
+    // fails transiently until its attempts run out (an S3 outage longer than
+    // the retry tiers).
+    f.env.remove("ENGAGE_S3_ROOT");
+    let endpoint = format!("http://127.0.0.1:{}", crate::support::fleet::free_port());
+    for (k, v) in [
+        ("ENGAGE_S3_ENDPOINT", endpoint.as_str()),
+        ("ENGAGE_S3_FORCE_PATH_STYLE", "true"),
+        ("ENGAGE_S3_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("ENGAGE_MAX_ATTEMPTS", "2"),
+    ] {
+        f.env.insert(k.into(), v.into());
+    }
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    // Before, the batch waited forever for items whose jobs sat in the DLQ.
+    let out = f.wait_and_report(&batch, 180)?;
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
+    let dead = s["failed"]["dead_lettered:max_attempts"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(dead > 0, "{s}");
+    assert_eq!(s["analyzed"].as_u64(), Some(0), "{s}");
+    // Every one of them is explained by a dead letter that replay can run again.
+    let conn = amqp().await?;
+    let dlq = format!("{}.download.dlq", f.ns);
+    assert_eq!(u64::from(queue_len(&conn, &dlq).await?), dead);
+    let analysis = std::fs::read_to_string(out.join("analysis.csv"))?;
+    assert!(
+        analysis.contains("dead_lettered:max_attempts"),
+        "{analysis}"
+    );
+    Ok(())
+}
+

@@ -62,6 +62,9 @@ pub enum DeadLetterReason {
     Poison,
     /// Transient failures used up every attempt.
     MaxAttempts,
+    /// The message was delivered as often as the broker allows (it keeps
+    /// crashing or stalling its consumer).
+    DeliveryLimit,
 }
 
 impl DeadLetterReason {
@@ -71,6 +74,7 @@ impl DeadLetterReason {
             Self::Undecodable => "undecodable",
             Self::Poison => "poison",
             Self::MaxAttempts => "max_attempts",
+            Self::DeliveryLimit => "delivery_limit",
         }
     }
 }

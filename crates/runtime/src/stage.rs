@@ -62,4 +62,18 @@ pub trait Stage: Send + Sync + 'static {
     const NAME: StageName;
     /// Runs one job: write effects under deterministic keys, return follow-ups.
     async fn handle(&self, ctx: &JobCtx, job: Self::Job) -> Result<Vec<Emit>, JobError>;
+
+    /// The job is being dead-lettered after its attempts or deliveries ran
+    /// out (`reason`: `max_attempts`, `delivery_limit`): makes the items it
+    /// stood for final as `dead_lettered:<reason>` so their batch still
+    /// ends, and returns the follow-ups that finality triggers. The default
+    /// (stages whose jobs stand for no single item) does nothing.
+    async fn dead_lettered(
+        &self,
+        _ctx: &JobCtx,
+        _job: Self::Job,
+        _reason: &str,
+    ) -> Result<Vec<Emit>, JobError> {
+        Ok(Vec::new())
+    }
 }

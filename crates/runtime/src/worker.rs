@@ -286,6 +286,19 @@ impl<S: Stage> Worker<S> {
         };
         let span = info_span!("job", stage = S::NAME.as_str(), batch_id = %env.batch_id, job_id = %env.job_id, trace_id = %env.trace_id, attempt = env.attempt);
         async {
+            // The broker dead-letters a message returned more often than the
+            // delivery limit, where nothing can make its items final; on its
+            // last allowed delivery the worker gives up on it itself.
+            let deliveries = broker::header_str(&delivery.properties, "x-delivery-count")
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0);
+            if deliveries >= self.svc.cfg.broker.delivery_limit {
+                let reason = DeadLetterReason::DeliveryLimit;
+                let why = format!("delivered {} times without finishing", deliveries + 1);
+                return self
+                    .give_up(publisher, &env, reason, env.attempt, &why)
+                    .await;
+            }
             let ran = match self.decode(&env).await {
                 Ok(Some(job)) => self.run(&env, job, publisher).await,
                 Ok(None) => Ok(JobOutcome::Duplicate),
@@ -324,13 +337,7 @@ impl<S: Stage> Worker<S> {
         publisher: &Publisher,
     ) -> Result<JobOutcome, Failure> {
         let svc = &self.svc;
-        let ctx = JobCtx {
-            svc: svc.clone(),
-            batch_id: env.batch_id.clone(),
-            job_id: env.job_id.clone(),
-            attempt: env.attempt,
-            trace_id: env.trace_id.clone(),
-        };
+        let ctx = self.ctx(env);
         let result = AssertUnwindSafe(self.stage.handle(&ctx, job))
             .catch_unwind()
             .await
@@ -344,11 +351,7 @@ impl<S: Stage> Worker<S> {
                 Err(JobError::transient(ErrorClass::Panic, err))
             });
         let emits = result.map_err(Failure::Job)?;
-        let publishes = emits.into_iter().map(|e| {
-            let env = Envelope::new(env.batch_id.clone(), e.job_id, env.trace_id.clone(), e.job);
-            async move { publisher.publish_job(e.stage, &env).await }
-        });
-        if let Err(e) = futures::future::try_join_all(publishes).await {
+        if let Err(e) = publish_all(publisher, env, emits).await {
             return Err(Failure::Infra(ErrorClass::Amqp, e.into()));
         }
         if let Err(e) = svc.idempotency.mark_done(S::NAME, &env.job_id).await {
@@ -356,6 +359,60 @@ impl<S: Stage> Worker<S> {
             warn!(error = %e, "could not record completion");
         }
         Ok(JobOutcome::Ok)
+    }
+
+    fn ctx(&self, env: &Envelope<serde_json::Value>) -> JobCtx {
+        JobCtx {
+            svc: self.svc.clone(),
+            batch_id: env.batch_id.clone(),
+            job_id: env.job_id.clone(),
+            attempt: env.attempt,
+            trace_id: env.trace_id.clone(),
+        }
+    }
+
+    /// Dead-letters a job whose attempts or deliveries ran out, after making
+    /// the items it stood for final (`dead_lettered:<reason>`, see
+    /// [`Stage::dead_lettered`]) so that its batch still ends. If that
+    /// cannot be recorded now (Redis or the broker is down), the message is
+    /// requeued and given up on again later.
+    async fn give_up(
+        &self,
+        publisher: &Publisher,
+        env: &Envelope<serde_json::Value>,
+        reason: DeadLetterReason,
+        attempts: u32,
+        error: &str,
+    ) -> (Disposition, JobOutcome) {
+        if let Err(e) = self.finish_items(publisher, env, reason).await {
+            warn!(error = %format!("{e:#}"), "cannot record the dead-lettered job's items; requeueing");
+            return (Disposition::Requeue, JobOutcome::DeadLetter);
+        }
+        let body = serde_json::to_vec(env).unwrap_or_default();
+        self.dead_letter(publisher, &body, &env.job_id, reason, attempts, error)
+            .await
+    }
+
+    async fn finish_items(
+        &self,
+        publisher: &Publisher,
+        env: &Envelope<serde_json::Value>,
+        reason: DeadLetterReason,
+    ) -> anyhow::Result<()> {
+        // A job that does not decode or has forged ids stands for nothing.
+        let Ok(job) = env.job_as::<S::Job>() else {
+            return Ok(());
+        };
+        if job.check_ids(&env.batch_id, &env.job_id).is_err() {
+            return Ok(());
+        }
+        let emits = self
+            .stage
+            .dead_lettered(&self.ctx(env), job, reason.as_str())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        publish_all(publisher, env, emits).await?;
+        Ok(())
     }
 
     /// Moves the message where its result says: acked, retried, delayed,
@@ -450,17 +507,9 @@ impl<S: Stage> Worker<S> {
         err: &JobError,
     ) -> (Disposition, JobOutcome) {
         if next >= self.svc.cfg.limits.max_attempts {
-            let body = serde_json::to_vec(env).unwrap_or_default();
             let reason = DeadLetterReason::MaxAttempts;
             return self
-                .dead_letter(
-                    publisher,
-                    &body,
-                    &env.job_id,
-                    reason,
-                    next,
-                    &err.to_string(),
-                )
+                .give_up(publisher, env, reason, next, &err.to_string())
                 .await;
         }
         let tier = self.svc.topology.tier_for_attempt(env.attempt);
@@ -535,4 +584,17 @@ impl<S: Stage> Worker<S> {
             }
         }
     }
+}
+
+/// Publishes a job's follow-ups (same batch and trace) with confirms.
+async fn publish_all(
+    publisher: &Publisher,
+    env: &Envelope<serde_json::Value>,
+    emits: Vec<crate::stage::Emit>,
+) -> Result<(), broker::BrokerError> {
+    let publishes = emits.into_iter().map(|e| {
+        let env = Envelope::new(env.batch_id.clone(), e.job_id, env.trace_id.clone(), e.job);
+        async move { publisher.publish_job(e.stage, &env).await }
+    });
+    futures::future::try_join_all(publishes).await.map(|_| ())
 }

@@ -59,6 +59,20 @@ impl Stage for AnalyzeStage {
     type Job = AnalyzeJob;
     const NAME: StageName = StageName::Analyze;
 
+    async fn dead_lettered(
+        &self,
+        ctx: &JobCtx,
+        job: AnalyzeJob,
+        reason: &str,
+    ) -> Result<Vec<Emit>, JobError> {
+        let out = failed(
+            &format!("dead_lettered:{reason}"),
+            "the analyze job was dead-lettered; `engage dlq replay` runs it again",
+        );
+        let cost = ItemCost::default();
+        finalize(ctx, Self::NAME, &job.user_id, &job.response_id, out, cost).await
+    }
+
     async fn handle(&self, ctx: &JobCtx, job: AnalyzeJob) -> Result<Vec<Emit>, JobError> {
         let svc = &ctx.svc;
         let layout = Layout::new(svc.store_root.clone());

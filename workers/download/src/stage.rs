@@ -29,6 +29,27 @@ impl Stage for DownloadStage {
     type Job = DownloadJob;
     const NAME: StageName = StageName::Download;
 
+    async fn dead_lettered(
+        &self,
+        ctx: &JobCtx,
+        job: DownloadJob,
+        reason: &str,
+    ) -> Result<Vec<Emit>, JobError> {
+        let out = failed(
+            &format!("dead_lettered:{reason}"),
+            "the download job was dead-lettered; `engage dlq replay` runs it again",
+        );
+        finalize(
+            ctx,
+            Self::NAME,
+            &job.user_id,
+            &job.response_id,
+            out,
+            Default::default(),
+        )
+        .await
+    }
+
     async fn handle(&self, ctx: &JobCtx, job: DownloadJob) -> Result<Vec<Emit>, JobError> {
         let svc = &ctx.svc;
         let fail = |reason: &str, detail: String| {
