@@ -263,6 +263,9 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
                 if !p.failed.is_empty() {
                     t += &format!("failed: {:?}", p.failed);
                 }
+                if !p.repaired.is_empty() {
+                    t += &format!("  repaired: {:?}", p.repaired);
+                }
                 t
             }
             None if complete => "complete (ledger expired; outputs in the store)".to_string(),

@@ -186,3 +186,23 @@ async fn a_finished_batch_leaves_no_key_without_a_time_to_live() -> anyhow::Resu
     let _: () = redis::cmd("DEL").arg(&after).query_async(&mut c).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_it_keeps_the_lead() -> anyhow::Result<()> {
+    let (l, _) = ledger().await?;
+    assert!(l.lead("reconciler", "a", 60_000).await?);
+    assert!(!l.lead("reconciler", "b", 60_000).await?, "two leaders");
+    assert!(
+        l.lead("reconciler", "a", 60_000).await?,
+        "the leader lost its lead"
+    );
+    // A leader that stops renewing loses the lead when its time runs out.
+    assert!(l.lead("reconciler", "a", 1).await?);
+    crate::support::fleet::poll(
+        "the lead to expire",
+        std::time::Duration::from_secs(5),
+        || async { Ok(l.lead("reconciler", "b", 60_000).await?.then_some(())) },
+    )
+    .await?;
+    Ok(())
+}

@@ -561,3 +561,40 @@ async fn jobs_dead_lettered_after_their_attempts_make_their_items_final_and_the_
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciler_republishes_work_that_no_queue_holds() -> anyhow::Result<()> {
+    let mut f = Fleet::new("reconcile", Backend::Local, 6, 4)?;
+    f.env.insert("ENGAGE_RECONCILE_EVERY_S".into(), "1".into());
+    f.env.insert("ENGAGE_RECONCILE_STALL_S".into(), "2".into());
+    for s in ["clean", "match"] {
+        f.start(s)?;
+    }
+    f.wait_consuming("match").await?;
+    let batch = f.enqueue()?;
+    // Every match job is done: every download job is queued.
+    poll("match to finish", Duration::from_secs(60), || async {
+        let text = f.status(&batch)?;
+        Ok(crate::support::fleet::stage_progress(&text, "match")
+            .filter(|(d, t)| *t > 0 && d == t)
+            .map(|_| ()))
+    })
+    .await?;
+    let conn = amqp().await?;
+    let q = format!("{}.download", f.ns);
+    assert!(queue_len(&conn, &q).await? > 0);
+    // Lose them all (a broker that lost its queue contents).
+    let ch = conn.create_channel().await?;
+    ch.queue_purge(q.as_str().into(), Default::default())
+        .await?;
+    assert_eq!(queue_len(&conn, &q).await?, 0);
+    for s in ["download", "analyze", "aggregate"] {
+        f.start(s)?;
+    }
+    // Before, the batch waited forever; the reconciler finds it stalled,
+    // compares it with the store and publishes the lost jobs again.
+    let out = f.wait_and_report(&batch, 120)?;
+    assert_same_outputs(&f.reference()?, &out);
+    let status = f.status(&batch)?;
+    assert!(status.contains("download_job"), "{status}");
+    Ok(())
+}

@@ -107,6 +107,10 @@ impl Layout {
     pub fn output(&self, b: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/output"))
     }
+    /// Prefix of the running batches' markers.
+    pub fn active_prefix(&self) -> Result<ObjectUri, UriError> {
+        self.at("active".to_string())
+    }
     /// Marker of a running batch.
     pub fn active(&self, b: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("active/{b}"))

@@ -13,6 +13,7 @@ use crate::config::FleetConfig;
 use crate::services::Services;
 use crate::stage::Stage;
 use crate::worker;
+use engage_model::envelope::StageName;
 
 /// Builds the stage from the loaded services, then runs it as a worker process.
 pub async fn main<S, F, Fut>(build: F) -> anyhow::Result<()>
@@ -56,7 +57,15 @@ where
     .with_context(|| format!("cannot serve metrics on {}", svc.cfg.telemetry.metrics_addr))?;
     info!(stage = S::NAME.as_str(), metrics = %addr, namespace = %svc.cfg.fleet.namespace, "worker started");
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    // The reconciler lives beside the last stage, whose workers are always
+    // deployed (one leader among them sweeps at a time).
+    let reconciler = (S::NAME == StageName::Aggregate)
+        .then(|| tokio::spawn(crate::reconciler::run(svc.clone(), shutdown.clone())));
     worker::run(stage, svc, shutdown.clone()).await?;
+    shutdown.cancel();
+    if let Some(r) = reconciler {
+        let _ = r.await;
+    }
     shutdown.cancel();
     info!(stage = S::NAME.as_str(), "worker stopped");
     Ok(())

@@ -57,7 +57,15 @@ impl Idempotency {
         Ok(c.exists(self.done_key(stage, job_id)).await?)
     }
 
-    /// Records that the job completed (after its follow-ups were confirmed).
+    /// Forgets that a job completed, so that a re-published copy runs again
+    /// (the reconciler re-drives work whose follow-ups were lost).
+    pub async fn forget(&self, stage: StageName, job_id: &str) -> Result<(), IdempotencyError> {
+        let mut c = self.conn.clone();
+        let _: () = c.del(self.done_key(stage, job_id)).await?;
+        Ok(())
+    }
+
+    /// Records that a job completed (its effects and follow-ups are durable).
     pub async fn mark_done(&self, stage: StageName, job_id: &str) -> Result<(), IdempotencyError> {
         let mut c = self.conn.clone();
         let _: () = c

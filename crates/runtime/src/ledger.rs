@@ -91,7 +91,12 @@ pub struct Progress {
     pub complete: bool,
     /// Failed items by reason.
     pub failed: BTreeMap<String, u64>,
+    /// What the reconciler repaired in this batch, by kind.
+    pub repaired: BTreeMap<String, u64>,
 }
+
+/// Prefix of the `meta` fields counting reconciler repairs.
+const REPAIRED: &str = "repaired:";
 
 /// Learners whose item states one pipeline drops at batch completion.
 const STATE_DROP_CHUNK: usize = 500;
@@ -405,15 +410,39 @@ impl Ledger {
 
     /// All learners of a batch (SSCAN, so a big batch does not block Redis).
     pub async fn learners(&self, batch: &str) -> Result<Vec<String>, LedgerError> {
+        Ok(self.members(batch, "learners").await?.into_iter().collect())
+    }
+
+    /// The members of one of the batch's sets (SSCAN, so a big batch does not
+    /// block Redis): `learners`, `agg_done`, `all_final`, `pieces_done`,
+    /// `match_done`, `match_expected`.
+    pub async fn members(
+        &self,
+        batch: &str,
+        set: &str,
+    ) -> Result<std::collections::BTreeSet<String>, LedgerError> {
         let mut c = self.conn.clone();
-        let mut out = Vec::new();
+        let mut out = std::collections::BTreeSet::new();
         let mut it: redis::AsyncIter<String> =
-            c.sscan(format!("{}:learners", self.prefix(batch))).await?;
+            c.sscan(format!("{}:{set}", self.prefix(batch))).await?;
         while let Some(u) = futures::StreamExt::next(&mut it).await {
-            out.push(u?);
+            out.insert(u?);
         }
-        out.sort();
         Ok(out)
+    }
+
+    /// Adds `n` to the batch's count of reconciler repairs of `kind` (shown
+    /// by `engage status`).
+    pub async fn record_repairs(&self, batch: &str, kind: &str, n: u64) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .hincr(
+                format!("{}:meta", self.prefix(batch)),
+                format!("{REPAIRED}{kind}"),
+                n,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Records a learner's aggregate as written; `Emit` means every learner is
@@ -504,6 +533,10 @@ impl Ledger {
                 .scard(format!("{p}:agg_done"))
                 .query_async(&mut c)
                 .await?;
+        let repaired = meta
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(REPAIRED)?.to_string(), v.parse().ok()?)))
+            .collect();
         let failed_by_item: BTreeMap<String, String> = c.hgetall(format!("{p}:failed")).await?;
         let mut failed = BTreeMap::new();
         for reason in failed_by_item.into_values() {
@@ -522,6 +555,7 @@ impl Ledger {
             learners_aggregated: ag,
             complete: meta.get("complete").is_some_and(|v| v == "1"),
             failed,
+            repaired,
         }))
     }
 
@@ -549,6 +583,36 @@ impl Ledger {
         let mut c = self.conn.clone();
         let _: () = c.del(format!("{}:lock:{what}", self.prefix(batch))).await?;
         Ok(())
+    }
+
+    /// Takes or keeps the fleet-wide lead of `role` for `owner` for `ttl_ms`:
+    /// true if `owner` holds it now (taken free, or renewed). One leader at a
+    /// time; a leader that dies loses it when the time runs out.
+    pub async fn lead(&self, role: &str, owner: &str, ttl_ms: u64) -> Result<bool, LedgerError> {
+        static LEAD: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r#"
+local cur = redis.call('GET', KEYS[1])
+if cur == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#,
+            )
+        });
+        let mut c = self.conn.clone();
+        let got: i64 = LEAD
+            .key(format!("{}:lead:{role}", self.ns))
+            .arg(owner)
+            .arg(ttl_ms)
+            .invoke_async(&mut c)
+            .await?;
+        Ok(got == 1)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod items;
 pub mod job_error;
 pub mod ledger;
 pub mod metrics;
+pub mod reconciler;
 pub mod recovery;
 pub mod redact;
 pub mod redis_conn;

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub audio_memory_budget: IntGauge,
     /// Jobs that waited for audio memory to be given back.
     pub audio_memory_waits: IntCounter,
+    /// Repairs the reconciler made to stalled batches, by kind.
+    pub reconciler_repairs: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +123,12 @@ impl Metrics {
         r.register(Box::new(audio_memory_waits.clone()))
             .expect("metric registered once");
         Self {
+            reconciler_repairs: counter(
+                &r,
+                "engage_reconciler_repairs_total",
+                "Repairs the reconciler made to stalled batches.",
+                &["kind"],
+            ),
             audio_memory_reserved,
             audio_memory_budget,
             audio_memory_waits,

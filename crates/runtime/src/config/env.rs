@@ -63,6 +63,8 @@ pub const FLAT: &[(&str, &str, &str)] = &[
     ("ENGAGE_GEMINI_TPM", "gemini", "tpm"),
     ("ENGAGE_GEMINI_RPD", "gemini", "rpd"),
     ("ENGAGE_WEIGHTS", "aggregate", "weights"),
+    ("ENGAGE_RECONCILE_EVERY_S", "aggregate", "reconcile_every_s"),
+    ("ENGAGE_RECONCILE_STALL_S", "aggregate", "reconcile_stall_s"),
 ];
 
 /// Fields whose environment value is a comma-separated list.

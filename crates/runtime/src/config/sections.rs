@@ -418,13 +418,33 @@ pub struct AggregateSection {
     /// Weights of the combined score (engagement, emotional, accuracy).
     /// Comma-separated in the environment.
     pub weights: [f64; 3],
+    /// Seconds between the reconciler's sweeps of open batches (the
+    /// reconciler runs in aggregate workers, one leader at a time).
+    pub reconcile_every_s: u64,
+    /// Seconds an open batch must make no progress before the reconciler
+    /// repairs it (restores lost ledger entries from the store, re-publishes
+    /// work no queue holds). Longer than a normal pause between progress.
+    pub reconcile_stall_s: u64,
 }
 
 impl Default for AggregateSection {
     fn default() -> Self {
         Self {
             weights: [0.4, 0.2, 0.4],
+            reconcile_every_s: 15,
+            reconcile_stall_s: 120,
         }
+    }
+}
+
+impl AggregateSection {
+    /// The sweep interval.
+    pub fn reconcile_every(&self) -> Duration {
+        Duration::from_secs(self.reconcile_every_s)
+    }
+    /// How long a batch must stall before it is repaired.
+    pub fn reconcile_stall(&self) -> Duration {
+        Duration::from_secs(self.reconcile_stall_s)
     }
 }
 
@@ -435,6 +455,9 @@ impl SectionSpec for AggregateSection {
             || self.weights.iter().sum::<f64>() <= 0.0
         {
             return bad("weights", "must be non-negative and not all zero");
+        }
+        if self.reconcile_every_s == 0 {
+            return bad("reconcile_every_s", "must be at least 1");
         }
         Ok(())
     }
