@@ -206,3 +206,29 @@ async fn one_leader_at_a_time_and_it_keeps_the_lead() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_lock_is_released_only_by_its_holder() -> anyhow::Result<()> {
+    let (l, b) = ledger().await?;
+    assert!(l.try_lock(&b, "rebuild", "job-a", 1).await?);
+    // job-a's lock expires and job-b takes it; job-a finishing late must not
+    // release job-b's lock (before, unlock was an unconditional DEL).
+    crate::support::fleet::poll(
+        "the lock to expire",
+        std::time::Duration::from_secs(5),
+        || async {
+            Ok(l.try_lock(&b, "rebuild", "job-b", 60_000)
+                .await?
+                .then_some(()))
+        },
+    )
+    .await?;
+    l.unlock(&b, "rebuild", "job-a").await?;
+    assert!(
+        !l.try_lock(&b, "rebuild", "job-c", 60_000).await?,
+        "job-a released job-b's lock"
+    );
+    l.unlock(&b, "rebuild", "job-b").await?;
+    assert!(l.try_lock(&b, "rebuild", "job-c", 60_000).await?);
+    Ok(())
+}

@@ -559,17 +559,18 @@ impl Ledger {
         }))
     }
 
-    /// A short lock (SET NX PX) for rebuilds and reconciliation.
+    /// A short lock (SET NX PX) for rebuilds, held by `owner`.
     pub async fn try_lock(
         &self,
         batch: &str,
         what: &str,
+        owner: &str,
         ttl_ms: u64,
     ) -> Result<bool, LedgerError> {
         let mut c = self.conn.clone();
         let ok: Option<String> = redis::cmd("SET")
             .arg(format!("{}:lock:{what}", self.prefix(batch)))
-            .arg(1)
+            .arg(owner)
             .arg("NX")
             .arg("PX")
             .arg(ttl_ms)
@@ -578,10 +579,21 @@ impl Ledger {
         Ok(ok.is_some())
     }
 
-    /// Releases a lock taken with [`Ledger::try_lock`].
-    pub async fn unlock(&self, batch: &str, what: &str) -> Result<(), LedgerError> {
+    /// Releases a lock taken with [`Ledger::try_lock`] if `owner` still holds
+    /// it: a holder whose lock expired (and was taken by another) must not
+    /// release the other's.
+    pub async fn unlock(&self, batch: &str, what: &str, owner: &str) -> Result<(), LedgerError> {
+        static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            )
+        });
         let mut c = self.conn.clone();
-        let _: () = c.del(format!("{}:lock:{what}", self.prefix(batch))).await?;
+        let _: i64 = UNLOCK
+            .key(format!("{}:lock:{what}", self.prefix(batch)))
+            .arg(owner)
+            .invoke_async(&mut c)
+            .await?;
         Ok(())
     }
 

@@ -52,7 +52,7 @@ pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<ScanResul
     if svc.ledger.exists(batch).await? {
         return Ok(ScanResult::default());
     }
-    if !svc.ledger.try_lock(batch, "rebuild", 120_000).await? {
+    if !svc.ledger.try_lock(batch, "rebuild", job, 120_000).await? {
         return Err(JobError::Delay {
             after: std::time::Duration::from_secs(1),
             reason: DelayReason::LedgerRebuild,
@@ -63,7 +63,7 @@ pub async fn rebuild(svc: &Services, batch: &str, job: &str) -> Result<ScanResul
         "batch ledger missing in Redis; rebuilding it from the store"
     );
     let res = rebuild_locked(svc, batch, job).await;
-    let _ = svc.ledger.unlock(batch, "rebuild").await;
+    let _ = svc.ledger.unlock(batch, "rebuild", job).await;
     res
 }
 
