@@ -4,15 +4,15 @@
 Runs the shipped fleet (release binaries: one worker per stage) on a batch
 whose audio links point at WAV files of 100 KB to 200 MB (48 kHz stereo
 16-bit noise, every file distinct so nothing is deduplicated), at each
-concurrency asked for, once with the audio memory budget at its default and
-once with it effectively off (`ENGAGE_AUDIO_MEMORY_BYTES` = 4 TiB: what the
-workers did before the budget existed), and reads each worker's peak resident
+concurrency asked for, with the audio memory budget at its default, at a
+smaller setting, and effectively off (`ENGAGE_AUDIO_MEMORY_BYTES` = 4 TiB:
+what the workers did before the budget existed), and reads each worker's peak resident
 set (`VmHWM` in /proc/PID/status, tracked by the kernel) when the batch is
 complete. Prints a table with the ratio off/on and rewrites the generated
 block of RESULTS.md.
 
     rss_bench.py --bins target/release --work DIR [--concurrency 32,200]
-                 [--budget 1610612736] [--results RESULTS.md]
+                 [--budgets 1610612736,536870912] [--results RESULTS.md]
 
 Uses the RabbitMQ and Redis on 127.0.0.1 (unique namespace per run, deleted
 afterwards).
@@ -131,7 +131,7 @@ def run(bins: Path, data: Path, work: Path, concurrency: int, budget: int, timeo
             while "consuming" not in (logs / f"{s}.log").read_text(errors="replace"):
                 if procs[s].poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"engage-{s} did not start: "
-                                       f"{(logs / f'{s}.log').read_text()[-2000:]}")
+                                       f"{(logs / f'{s}.log').read_text()[:3000]}")
                 time.sleep(0.1)
         base = {s: hwm_kib(procs[s].pid) for s in ("download", "analyze")}
         t0 = time.monotonic()
@@ -144,10 +144,9 @@ def run(bins: Path, data: Path, work: Path, concurrency: int, budget: int, timeo
         wall = time.monotonic() - t0
         if st.returncode != 0:
             raise RuntimeError(f"batch did not complete: {st.stdout[-2000:]}")
-        failed = {}
-        m = re.search(r"failed: (\{[^}]*\})", st.stdout)
-        if m:
-            failed = json.loads(m.group(1))
+        # The last progress line holds the final counts.
+        found = re.findall(r"failed: (\{[^}]*\})", st.stdout)
+        failed = json.loads(found[-1]) if found else {}
         peak = {s: hwm_kib(procs[s].pid) for s in ("download", "analyze")}
         for s, p in procs.items():
             if p.poll() is not None:
@@ -183,33 +182,41 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:,.0f}"
 
 
-def render(info: dict, rows: list, budget: int, command: str) -> str:
+OFF = 1 << 42
+
+
+def render(info: dict, rows: list, budgets: list, command: str) -> str:
+    name = lambda b: "off" if b == OFF else f"{b / 2**20:,.0f} MiB"
     out = [f"Command: `{command}`", "",
            f"Batch: {info['objects']} distinct WAV objects (48 kHz stereo 16-bit noise), "
            f"{info['bytes'] / 1e9:.2f} GB in all; sizes (bytes: count) "
            + ", ".join(f"{int(s):,}: {n}" for s, n in info["by_size"].items()) + ". "
-           "Files over 600 s (the 200 MB ones) are refused from their header as `audio_too_long` "
-           "after the fetch; the 100 MB ones decode fully (26 M samples).", "",
-           f"Budget on = `ENGAGE_AUDIO_MEMORY_BYTES={budget}` ({budget / 2**30:.2f} GiB, the default "
-           "unless stated); off = 4 TiB (no bound: the behaviour before the budget). Peak RSS is "
-           "the kernel's high-water mark (VmHWM) of each worker process over the whole batch.", "",
-           "| concurrency | worker | peak RSS, budget on (MiB) | peak RSS, budget off (MiB) | off / on | wall on / off (s) |",
-           "|---:|---|---:|---:|---:|---:|"]
-    by = {}
-    for r in rows:
-        by.setdefault(r["concurrency"], {})["on" if r["budget"] == budget else "off"] = r
-    for c, pair in sorted(by.items()):
-        on, off = pair.get("on"), pair.get("off")
+           "The 200 MB files are over the 600 s limit (refused from their header after the "
+           "fetch); the 100 MB ones decode fully (26 M samples each).", "",
+           "Peak RSS is the kernel's high-water mark (VmHWM) of each worker process over the "
+           "whole batch; budget `off` is 4 TiB (no bound: the workers before the budget). "
+           f"The default budget is 1,536 MiB.", "",
+           "| concurrency | worker | " + " | ".join(f"peak RSS, budget {name(b)} (MiB)" for b in budgets)
+           + " | off / default | wall per budget (s) |",
+           "|---:|---|" + "---:|" * len(budgets) + "---:|---|"]
+    by = {(r["concurrency"], r["budget"]): r for r in rows}
+    for c in sorted({r["concurrency"] for r in rows}):
         for w in ("download", "analyze"):
-            a = on["peak_kib"][w] if on else None
-            b = off["peak_kib"][w] if off else None
-            ratio = f"{b / a:.2f}×" if a and b else "–"
-            walls = f"{on['wall_s'] if on else '–'} / {off['wall_s'] if off else '–'}"
-            out.append(f"| {c} | {w} | {mib(a) if a else '–'} | {mib(b) if b else '–'} | {ratio} | {walls} |")
+            cells, walls = [], []
+            for b in budgets:
+                r = by.get((c, b))
+                cells.append(mib(r["peak_kib"][w]) if r else "–")
+                walls.append(str(r["wall_s"]) if r else "–")
+            d, off = by.get((c, budgets[0])), by.get((c, OFF))
+            ratio = f"{off['peak_kib'][w] / d['peak_kib'][w]:.2f}×" if d and off else "–"
+            out.append(f"| {c} | {w} | " + " | ".join(cells) + f" | {ratio} | {' / '.join(walls)} |")
     out.append("")
-    fails = {json.dumps(r["failed"], sort_keys=True) for r in rows}
-    out.append("Failed items per run (identical in every run means the budget changed no outcome): "
-               + "; ".join(sorted(fails)))
+    out.append("Failed items by budget (the same in every run at a budget that fits the largest "
+               "object's need; a smaller budget turns what it cannot hold into `audio_too_large`):")
+    out.append("")
+    for b in budgets:
+        fails = sorted({json.dumps(r["failed"], sort_keys=True) for r in rows if r["budget"] == b})
+        out.append(f"- {name(b)}: " + "; ".join(fails))
     return "\n".join(out) + "\n"
 
 
@@ -225,23 +232,26 @@ def main() -> int:
     ap.add_argument("--bins", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--concurrency", default="32,200")
-    ap.add_argument("--budget", type=int, default=1536 << 20)
+    ap.add_argument("--budgets", default=f"{1536 << 20},{512 << 20}",
+                    help="comma-separated budgets in bytes, the default first; `off` is added")
     ap.add_argument("--learners", type=int, default=8)
     ap.add_argument("--responses", type=int, default=6)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--results", type=Path)
     ap.add_argument("--command", default="bench/memory/run.sh")
     a = ap.parse_args()
+    a.work, a.bins = a.work.resolve(), a.bins.resolve()
     data = a.work / f"data-{a.learners}-{a.responses}"
     info = make_data(a.bins, data, a.learners, a.responses)
     print(json.dumps(info), flush=True)
+    budgets = [int(b) for b in a.budgets.split(",")] + [OFF]
     rows = []
     for c in [int(x) for x in a.concurrency.split(",")]:
-        for budget in (a.budget, 1 << 42):
+        for budget in budgets:
             r = run(a.bins, data, a.work, c, budget, a.timeout)
             print(json.dumps(r), flush=True)
             rows.append(r)
-    body = render(info, rows, a.budget, a.command)
+    body = render(info, rows, budgets, a.command)
     print(body)
     if a.results:
         write_results(a.results, body)

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acks;
+pub mod allocator;
 pub mod app;
 pub mod audio_budget;
 pub mod broker;

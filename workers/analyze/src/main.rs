@@ -18,6 +18,9 @@ use engage_runtime::config::AnalyzerKind;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Freed audio memory must leave the process at once for the audio
+    // budget to bound its RSS (see engage_runtime::allocator).
+    engage_runtime::allocator::purge_freed_memory_at_once();
     engage_runtime::app::main(|svc| async move {
         let c = &svc.cfg;
         let analyzer = match c.analyze.analyzer {

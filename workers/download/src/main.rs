@@ -9,5 +9,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Freed audio memory must leave the process at once for the audio
+    // budget to bound its RSS (see engage_runtime::allocator).
+    engage_runtime::allocator::purge_freed_memory_at_once();
     engage_runtime::app::main(|_svc| async { Ok(engage_download::DownloadStage) }).await
 }
