@@ -21,6 +21,7 @@ pub mod acks;
 pub mod allocator;
 pub mod app;
 pub mod audio_budget;
+pub mod audio_fetch;
 pub mod broker;
 pub mod config;
 pub mod events;

@@ -8,10 +8,12 @@ use engage_model::AnalysisOutcome;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, ItemCost};
 use engage_model::layout::Layout;
-use engage_runtime::audio_budget::{Held, HoldError};
+use engage_runtime::audio_budget::Held;
+use engage_runtime::audio_fetch::{Fetched, fetch_audio};
 use engage_runtime::items::{failed, finalize};
 use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
+use engage_runtime::storage::ObjectUri;
 use engage_runtime::store_io::{get_json, put_json};
 
 use crate::acoustic::{ACOUSTIC_VERSION, acoustic_memory_need, analyze_bytes};
@@ -83,61 +85,53 @@ impl Stage for AnalyzeStage {
             return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, hit, cost).await;
         }
         let audio_uri = layout.audio(&job.content_hash)?;
-        let gone = || {
-            failed(
-                "stored_audio_missing",
-                "validated audio is gone from the store",
-            )
-        };
-        let size = match svc.storage.size(&audio_uri).await? {
-            Some(n) => n,
-            None => {
-                return finalize(
-                    ctx,
-                    Self::NAME,
-                    &job.user_id,
-                    &job.response_id,
-                    gone(),
-                    cost,
-                )
-                .await;
-            }
-        };
         // Every byte of audio this job holds (the object, then its decode or
         // request body) is reserved in the worker's audio budget first.
         let need = match &self.analyzer {
             Analyzer::Acoustic => acoustic_memory_need,
             Analyzer::Gemini(_) => gemini_memory_need,
         };
-        let held = svc
-            .audio_budget
-            .hold(size, || svc.storage.get(&audio_uri), need)
-            .await;
+        let unusable = match fetch_audio(svc, &audio_uri, need).await? {
+            Fetched::Held(held) => {
+                return self
+                    .analyze_held(ctx, &job, &layout, &cache, held, cost)
+                    .await;
+            }
+            Fetched::Missing => failed(
+                "stored_audio_missing",
+                "validated audio is gone from the store",
+            ),
+            Fetched::Refused { reason, detail } => failed(&reason, detail),
+        };
+        finalize(
+            ctx,
+            Self::NAME,
+            &job.user_id,
+            &job.response_id,
+            unusable,
+            cost,
+        )
+        .await
+    }
+}
+
+impl AnalyzeStage {
+    /// Analyzes audio held within the budget (its permit lives until this
+    /// returns) and records the item's final state.
+    async fn analyze_held(
+        &self,
+        ctx: &JobCtx,
+        job: &AnalyzeJob,
+        layout: &Layout,
+        cache: &ObjectUri,
+        held: Held,
+        mut cost: ItemCost,
+    ) -> Result<Vec<Emit>, JobError> {
+        let svc = &ctx.svc;
         let Held {
             permit: _permit,
             bytes,
-        } = match held {
-            Ok(h) => h,
-            Err(HoldError::Budget(e)) => {
-                let out = failed(e.name(), e.to_string());
-                return finalize(ctx, Self::NAME, &job.user_id, &job.response_id, out, cost).await;
-            }
-            Err(HoldError::Fetch(e)) if e.is_not_found() => {
-                return finalize(
-                    ctx,
-                    Self::NAME,
-                    &job.user_id,
-                    &job.response_id,
-                    gone(),
-                    cost,
-                )
-                .await;
-            }
-            Err(HoldError::Fetch(e)) => return Err(e.into()),
-            Err(e @ HoldError::Changing(_)) => {
-                return Err(JobError::transient(ErrorClass::Storage, e));
-            }
-        };
+        } = held;
         svc.metrics
             .bytes_read
             .with_label_values(&[Self::NAME.as_str()])
@@ -150,7 +144,7 @@ impl Stage for AnalyzeStage {
                         .await
                         .map_err(|e| JobError::transient(ErrorClass::Panic, e))?;
                 // Stored before the ack: a redelivery finds it and does not analyze again.
-                put_json(&svc.storage, &cache, &outcome).await?;
+                put_json(&svc.storage, cache, &outcome).await?;
                 outcome
             }
             Analyzer::Gemini(paid) => {
@@ -162,7 +156,7 @@ impl Stage for AnalyzeStage {
                     .analyze(
                         &svc.idempotency,
                         &key,
-                        (&svc.storage, &cache),
+                        (&svc.storage, cache),
                         &bytes,
                         probe.as_ref(),
                         last,
@@ -173,7 +167,7 @@ impl Stage for AnalyzeStage {
                     Analyzed::Outcome(outcome) => outcome,
                     // Leased by a concurrent delivery: its answer may be stored by now.
                     Analyzed::LeasedElsewhere => {
-                        let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, &cache).await?
+                        let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, cache).await?
                         else {
                             return Err(JobError::Delay {
                                 after: LEASED_RECHECK,

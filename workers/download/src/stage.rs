@@ -11,7 +11,8 @@ use engage_model::AudioRef;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_model::layout::Layout;
-use engage_runtime::audio_budget::{Held, HoldError};
+use engage_runtime::audio_budget::Held;
+use engage_runtime::audio_fetch::{Fetched, fetch_audio};
 use engage_runtime::items::{failed, finalize};
 use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
@@ -67,35 +68,19 @@ impl Stage for DownloadStage {
             Err(e) => return fail(e.name(), e.to_string()).await,
         };
         let uri: ObjectUri = source_uri(&src, &svc.store_root)?;
-        let size = match svc.storage.size(&uri).await {
-            Ok(Some(n)) => n,
-            Ok(None) => return fail(AUDIO_MISSING, "no object at the audio link".into()).await,
-            Err(e) if e.is_transient() => return Err(JobError::transient(ErrorClass::Storage, e)),
-            Err(e) => return fail(e.class(), e.to_string()).await,
-        };
         // Every byte of audio this job holds (the object, then its decode)
         // is reserved in the worker's audio budget first.
-        let held = svc
-            .audio_budget
-            .hold(size, || svc.storage.get(&uri), memory_need)
-            .await;
+        let held = match fetch_audio(svc, &uri, memory_need).await? {
+            Fetched::Held(h) => h,
+            Fetched::Missing => {
+                return fail(AUDIO_MISSING, "no object at the audio link".into()).await;
+            }
+            Fetched::Refused { reason, detail } => return fail(&reason, detail).await,
+        };
         let Held {
             permit: _permit,
             bytes,
-        } = match held {
-            Ok(h) => h,
-            Err(HoldError::Budget(e)) => return fail(e.name(), e.to_string()).await,
-            Err(HoldError::Fetch(e)) if e.is_not_found() => {
-                return fail(AUDIO_MISSING, "no object at the audio link".into()).await;
-            }
-            Err(HoldError::Fetch(e)) if e.is_transient() => {
-                return Err(JobError::transient(ErrorClass::Storage, e));
-            }
-            Err(HoldError::Fetch(e)) => return fail(e.class(), e.to_string()).await,
-            Err(e @ HoldError::Changing(_)) => {
-                return Err(JobError::transient(ErrorClass::Storage, e));
-            }
-        };
+        } = held;
         let bytes: Bytes = bytes;
         svc.metrics
             .bytes_read
