@@ -32,7 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "pipeline"))
-from tiny_audio import ALIASES, resolve  # noqa: E402
+from tiny_audio import audio_links  # noqa: E402
 
 STAGES = ["clean", "match", "download", "analyze", "aggregate"]
 # The size mix, cycled over the batch's audio links (bytes).
@@ -70,21 +70,7 @@ def make_data(bins: Path, data: Path, learners: int, responses: int) -> dict:
     subprocess.run([str(bins / "engage"), "gen-data", "--learners", str(learners), "--responses",
                     str(responses), "--seed", "11", "--no-audio", "--out", str(data)],
                    check=True, stdout=subprocess.DEVNULL)
-    targets = []
-    with open(data / "activity.jsonl", "rb") as f:
-        for raw in f:
-            try:
-                rec = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(rec, dict):
-                continue
-            for k in ALIASES:
-                v = rec.get(k)
-                if isinstance(v, str):
-                    r = resolve(v)
-                    if r and r[1] and r[0] == "learner-audio" and r not in targets:
-                        targets.append(r)
+    targets, _, _ = audio_links(str(data / "activity.jsonl"), {"learner-audio"})
     sizes = {}
     for i, (bucket, key) in enumerate(targets):
         size = SIZES[i % len(SIZES)]

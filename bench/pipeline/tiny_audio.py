@@ -88,17 +88,13 @@ def resolve(url: str):
         return None
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("data")
-    ap.add_argument("--buckets", default="learner-audio")
-    a = ap.parse_args()
-    allowed = set(a.buckets.split(","))
-    root = os.path.join(a.data, "s3")
-    body = tiny_wav()
+def audio_links(activity: str, allowed: set) -> tuple[list, int, int]:
+    """The distinct (bucket, key) audio objects an activity log links to in
+    the allowed buckets, in first-seen order; plus how many links it has and
+    how many of them do not resolve."""
     links = unresolved = 0
-    targets = set()
-    with open(os.path.join(a.data, "activity.jsonl"), "rb") as f:
+    targets, seen = [], set()
+    with open(activity, "rb") as f:
         for raw in f:
             try:
                 rec = json.loads(raw.decode("utf-8"))
@@ -113,8 +109,21 @@ def main() -> int:
                     r = resolve(v)
                     if r is None or r[1] is None:
                         unresolved += 1
-                    elif r[0] in allowed:
-                        targets.add(r)
+                    elif r[0] in allowed and r not in seen:
+                        seen.add(r)
+                        targets.append(r)
+    return targets, links, unresolved
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data")
+    ap.add_argument("--buckets", default="learner-audio")
+    a = ap.parse_args()
+    allowed = set(a.buckets.split(","))
+    root = os.path.join(a.data, "s3")
+    body = tiny_wav()
+    targets, links, unresolved = audio_links(os.path.join(a.data, "activity.jsonl"), allowed)
     for bucket, key in targets:
         path = os.path.join(root, bucket, *key.split("/"))
         os.makedirs(os.path.dirname(path), exist_ok=True)

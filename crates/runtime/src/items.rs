@@ -57,3 +57,23 @@ pub fn failed(reason: &str, detail: impl Into<String>) -> AnalysisOutcome {
         detail: detail.into(),
     }
 }
+
+/// Makes an item whose job was dead-lettered final as
+/// `dead_lettered:<reason>` (see [`Stage::dead_lettered`](crate::stage::Stage::dead_lettered)).
+pub async fn finalize_dead_lettered(
+    ctx: &JobCtx,
+    stage: StageName,
+    user_id: &str,
+    response_id: &str,
+    reason: &str,
+) -> Result<Vec<Emit>, JobError> {
+    let out = failed(
+        &format!("dead_lettered:{reason}"),
+        format!(
+            "the {} job was dead-lettered; `engage dlq replay {}` runs it again",
+            stage.as_str(),
+            stage.as_str()
+        ),
+    );
+    finalize(ctx, stage, user_id, response_id, out, ItemCost::default()).await
+}

@@ -10,7 +10,7 @@ use engage_model::jobs::{AnalyzeJob, ItemCost};
 use engage_model::layout::Layout;
 use engage_runtime::audio_budget::Held;
 use engage_runtime::audio_fetch::{Fetched, fetch_audio};
-use engage_runtime::items::{failed, finalize};
+use engage_runtime::items::{failed, finalize, finalize_dead_lettered};
 use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::ObjectUri;
@@ -67,12 +67,7 @@ impl Stage for AnalyzeStage {
         job: AnalyzeJob,
         reason: &str,
     ) -> Result<Vec<Emit>, JobError> {
-        let out = failed(
-            &format!("dead_lettered:{reason}"),
-            "the analyze job was dead-lettered; `engage dlq replay` runs it again",
-        );
-        let cost = ItemCost::default();
-        finalize(ctx, Self::NAME, &job.user_id, &job.response_id, out, cost).await
+        finalize_dead_lettered(ctx, Self::NAME, &job.user_id, &job.response_id, reason).await
     }
 
     async fn handle(&self, ctx: &JobCtx, job: AnalyzeJob) -> Result<Vec<Emit>, JobError> {

@@ -13,7 +13,7 @@ use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_model::layout::Layout;
 use engage_runtime::audio_budget::Held;
 use engage_runtime::audio_fetch::{Fetched, fetch_audio};
-use engage_runtime::items::{failed, finalize};
+use engage_runtime::items::{failed, finalize, finalize_dead_lettered};
 use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::{ObjectUri, content_key};
@@ -36,19 +36,7 @@ impl Stage for DownloadStage {
         job: DownloadJob,
         reason: &str,
     ) -> Result<Vec<Emit>, JobError> {
-        let out = failed(
-            &format!("dead_lettered:{reason}"),
-            "the download job was dead-lettered; `engage dlq replay` runs it again",
-        );
-        finalize(
-            ctx,
-            Self::NAME,
-            &job.user_id,
-            &job.response_id,
-            out,
-            Default::default(),
-        )
-        .await
+        finalize_dead_lettered(ctx, Self::NAME, &job.user_id, &job.response_id, reason).await
     }
 
     async fn handle(&self, ctx: &JobCtx, job: DownloadJob) -> Result<Vec<Emit>, JobError> {
