@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Chaos run: one batch through the shipped fleet (several replicas per stage)
+while faults are injected, checked against `engage run`'s outputs.
+
+Loopback only, on a private RabbitMQ node and a private Redis (so restarting
+them disturbs nobody). Steps:
+
+1. `engage gen-data` (synthetic speech) and `engage run` on it: the reference.
+2. A fault-free fleet run of the same batch: the reference wall time.
+3. The chaos run: every `--fault-every` seconds, for `--faults-for` seconds or
+   until the batch completes, one fault picked at random from `--kinds`:
+   `kill` (SIGKILL a random worker, start a new one), `redis` (restart Redis
+   empty), `drop` (the broker closes every connection), `broker`
+   (`rabbitmqctl stop_app`, 2 s, `start_app`). Then it waits for the batch.
+4. Checks: the batch ends within `--timeout`; its outputs equal the
+   reference byte for byte; no work queue holds a message; every dead letter
+   carries its reason. Prints a table and exits 1 if a check fails.
+
+The Gemini analyzer and the cluster variant (3-node RabbitMQ, Redis Cluster)
+are not covered yet: the analyzer is the offline acoustic one.
+
+    chaos.py --bins target/release --work DIR [--learners 300] [--responses 8]
+             [--replicas 2] [--fault-every 1] [--faults-for 60] [--timeout 600]
+             [--kinds kill,redis,drop,broker] [--seed 1] [--results FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "pipeline"))
+from fleet_bench import PrivateRabbit, free_port, wait_for  # noqa: E402
+
+STAGES = ["clean", "match", "download", "analyze", "aggregate"]
+# The outputs compared byte for byte (summary.* also carries run costs such
+# as cache hits, which differ between runs by design).
+COMPARED = ["matched.csv", "analysis.csv", "report.csv", "report.json"]
+
+
+class Redis:
+    """A redis-server on a fixed loopback port, restartable empty."""
+
+    def __init__(self, work: Path):
+        self.port = free_port()
+        self.dir = work / "redis"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for("redis", 10, lambda: subprocess.run(
+            ["redis-cli", "-p", str(self.port), "ping"], capture_output=True,
+            text=True).stdout.strip() == "PONG")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart_empty(self):
+        self.stop()
+        self.start()
+
+
+class Fleet:
+    def __init__(self, bins: Path, env: dict, logs: Path, replicas: int):
+        self.bins, self.env, self.logs = bins, env, logs
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        self.n = 0
+        for s in STAGES:
+            for _ in range(replicas):
+                self.start(s)
+
+    def start(self, stage: str):
+        self.n += 1
+        log = open(self.logs / f"{stage}-{self.n}.log", "wb")  # noqa: SIM115 - owned by the child
+        p = subprocess.Popen([str(self.bins / f"engage-{stage}")], env=self.env,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        self.procs.append((stage, p))
+
+    def kill_one(self, rng: random.Random) -> str:
+        alive = [(s, p) for s, p in self.procs if p.poll() is None]
+        stage, p = rng.choice(alive)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        self.procs.remove((stage, p))
+        self.start(stage)
+        return stage
+
+    def stop(self):
+        for _, p in self.procs:
+            p.terminate()
+        for _, p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def engage(bins: Path, env: dict, *args: str, check: bool = True) -> str:
+    r = subprocess.run([str(bins / "engage"), *args], env=env, capture_output=True, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"engage {' '.join(args)}: {r.stderr[-2000:]}")
+    return r.stdout
+
+
+def queues(rabbit: PrivateRabbit, ns: str) -> dict[str, int]:
+    """Messages in each of the namespace's queues, read with a passive
+    declare (exact, unlike the CLI's periodically updated statistics)."""
+    import pika  # noqa: PLC0415 - installed by .ci/run
+
+    ctl = shutil.which("rabbitmqctl", path="/usr/lib/rabbitmq/bin") or "rabbitmqctl"
+    names = subprocess.run([ctl, "-n", rabbit.node, "-q", "list_queues", "name"],
+                           env=rabbit.env, capture_output=True, text=True).stdout.split()
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", rabbit.port))
+    found = {}
+    try:
+        for q in names:
+            if q.startswith(ns + "."):
+                ch = conn.channel()
+                found[q] = ch.queue_declare(q, passive=True).method.message_count
+                ch.close()
+    finally:
+        conn.close()
+    return found
+
+
+def rabbitmqctl(rabbit: PrivateRabbit, *args: str):
+    ctl = shutil.which("rabbitmqctl", path="/usr/lib/rabbitmq/bin") or "rabbitmqctl"
+    subprocess.run([ctl, "-n", rabbit.node, *args], env=rabbit.env, capture_output=True,
+                   timeout=120)
+
+
+def same_outputs(a: Path, b: Path) -> list[str]:
+    """Names of files that differ or exist on one side only."""
+    return [n for n in COMPARED
+            if not ((a / n).is_file() and (b / n).is_file()
+                    and filecmp.cmp(a / n, b / n, shallow=False))]
+
+
+def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> dict:
+    ns = f"chaos-{uuid.uuid4().hex[:8]}"
+    d = work / ns
+    (d / "logs").mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env.update({
+        "ENGAGE_NAMESPACE": ns,
+        "ENGAGE_STORE": f"file://{d / 'store'}",
+        "ENGAGE_S3_ROOT": str(data / "s3"),
+        "ENGAGE_AUDIO_BUCKETS": "learner-audio",
+        "ENGAGE_INPUT_PREFIXES": f"file://{data}",
+        "ENGAGE_METRICS_ADDR": "127.0.0.1:0",
+        "ENGAGE_AMQP_URL": rabbit.url,
+        "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis.port}",
+        "ENGAGE_RETRY_DELAYS_MS": "200,1000,3000",
+        "ENGAGE_MAX_ATTEMPTS": "20",
+        # SIGKILLs return in-flight messages: every kill is one delivery.
+        "ENGAGE_DELIVERY_LIMIT": "50",
+        "ENGAGE_RECONCILE_EVERY_S": "2",
+        "ENGAGE_RECONCILE_STALL_S": "15",
+        "ENGAGE_DRAIN_TIMEOUT_S": "5",
+        "RUST_LOG": "info",
+    })
+    fleet = Fleet(a.bins, env, d / "logs", a.replicas)
+    rng = random.Random(a.seed)
+    done = {"kill": 0, "redis": 0, "drop": 0, "broker": 0}
+    try:
+        time.sleep(2)
+        t0 = time.monotonic()
+        batch = engage(a.bins, env, "enqueue", "--activity", str(data / "activity.jsonl"),
+                       "--sessions", str(data / "sessions.csv")).strip()
+        end_faults = t0 + a.faults_for
+        kinds = a.kinds.split(",")
+        while faults and time.monotonic() < end_faults:
+            time.sleep(a.fault_every)
+            if engage(a.bins, env, "status", batch, check=False).strip().endswith(" complete"):
+                break
+            kind = rng.choice(kinds)
+            if kind == "kill":
+                fleet.kill_one(rng)
+            elif kind == "redis":
+                redis.restart_empty()
+            elif kind == "drop":
+                rabbitmqctl(rabbit, "close_all_connections", "chaos: dropped")
+            elif kind == "broker":
+                rabbitmqctl(rabbit, "stop_app")
+                time.sleep(2)
+                rabbitmqctl(rabbit, "start_app")
+            done[kind] += 1
+        st = subprocess.run([str(a.bins / "engage"), "status", batch, "--wait", "--timeout",
+                             str(int(a.timeout))], env=env, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        ended = st.returncode == 0 and st.stdout.strip().endswith("complete")
+        out = d / "out"
+        if ended:
+            engage(a.bins, env, "report", batch, "--out", str(out))
+        q = queues(rabbit, ns)
+        work_left = {k: v for k, v in q.items() if not (k.endswith(".dlq") or ".retry." in k) and v}
+        dead = {k: v for k, v in q.items() if k.endswith(".dlq") and v}
+        last = [line for line in st.stdout.splitlines() if "failed:" in line or "repaired:" in line]
+        return {"namespace": ns, "batch": batch, "faults": done, "ended": ended,
+                "wall_s": round(wall, 1), "out": out if ended else None,
+                "work_left": work_left, "dead_letters": dead,
+                "status": last[-1] if last else st.stdout.strip()[-300:]}
+    finally:
+        fleet.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bins", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--learners", type=int, default=300)
+    ap.add_argument("--responses", type=int, default=8)
+    ap.add_argument("--replicas", type=int, default=2)
+    ap.add_argument("--fault-every", type=float, default=1.0)
+    ap.add_argument("--faults-for", type=float, default=60.0)
+    ap.add_argument("--timeout", type=float, default=600.0)
+    ap.add_argument("--kinds", default="kill,redis,drop,broker")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--results", type=Path)
+    a = ap.parse_args()
+    a.bins, a.work = a.bins.resolve(), a.work.resolve()
+    a.work.mkdir(parents=True, exist_ok=True)
+    data = a.work / f"data-{a.learners}-{a.responses}"
+    if not (data / "activity.jsonl").exists():
+        engage(a.bins, dict(os.environ), "gen-data", "--learners", str(a.learners), "--responses",
+               str(a.responses), "--seed", "5", "--out", str(data))
+    reference = a.work / f"reference-{a.learners}-{a.responses}"
+    if not (reference / "summary.json").exists():
+        engage(a.bins, dict(os.environ), "run", "--activity", str(data / "activity.jsonl"),
+               "--sessions", str(data / "sessions.csv"), "--s3-root", str(data / "s3"),
+               "--audio-buckets", "learner-audio", "--out", str(reference))
+    items = json.loads((reference / "summary.json").read_text())
+    rabbit = PrivateRabbit(a.work / f"node-{uuid.uuid4().hex[:6]}")
+    redis = Redis(a.work / f"redis-{uuid.uuid4().hex[:6]}")
+    try:
+        calm = run_batch(a, data, rabbit, redis, a.work, faults=False)
+        storm = run_batch(a, data, rabbit, redis, a.work, faults=True)
+    finally:
+        redis.stop()
+        rabbit.stop()
+    problems = []
+    for name, r in (("fault-free", calm), ("chaos", storm)):
+        if not r["ended"]:
+            problems.append(f"{name}: the batch did not end within {a.timeout:.0f} s ({r['status']})")
+            continue
+        diff = same_outputs(reference, r["out"])
+        if diff:
+            problems.append(f"{name}: outputs differ from engage run's: {diff}")
+        if r["work_left"]:
+            problems.append(f"{name}: work queues still hold messages: {r['work_left']}")
+    rows = [
+        "| run | faults | ended | outputs = engage run | work left in queues | dead letters | wall (s) |",
+        "|---|---|---|---|---|---|---:|",
+    ]
+    for name, r in (("fault-free", calm), ("chaos", storm)):
+        faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items() if v) or "none"
+        same = "yes" if r["ended"] and not same_outputs(reference, r["out"]) else "no"
+        rows.append(f"| {name} | {faults} | {'yes' if r['ended'] else 'NO'} | {same} | "
+                    f"{sum(r['work_left'].values())} | {sum(r['dead_letters'].values())} | "
+                    f"{r['wall_s']} |")
+    body = "\n".join([
+        f"Batch: {a.learners} learners x {a.responses} responses "
+        f"({items.get('activity', {}).get('kept', '?')} kept responses); "
+        f"{a.replicas} replicas per stage; a fault every {a.fault_every:g} s for up to "
+        f"{a.faults_for:g} s; kinds {a.kinds}; seed {a.seed}.", "", *rows, "",
+        f"Chaos status line: `{storm['status']}`", "",
+        "Checks: " + ("all passed" if not problems else "; ".join(problems)), ""])
+    print(body)
+    if a.results:
+        command = "bench/chaos/chaos.py " + " ".join(sys.argv[1:])
+        a.results.write_text(f"# Chaos run (latest)\n\nCommand: `{command}`\n\n{body}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
