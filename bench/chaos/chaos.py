@@ -16,12 +16,17 @@ them disturbs nobody). Steps:
    reference byte for byte; no work queue holds a message; every dead letter
    carries its reason. Prints a table and exits 1 if a check fails.
 
-The Gemini analyzer and the cluster variant (3-node RabbitMQ, Redis Cluster)
-are not covered yet: the analyzer is the offline acoustic one.
+With `--analyzer gemini` the analyze workers call the Gemini-wire fake
+(`fake-gemini`, 1-3 s per call, occasional 503s and 429s); the reference is
+then the fault-free run's outputs, and the table adds the fake's count of
+calls per distinct audio (more than one is a paid call repeated, possible
+only for an answer lost with a killed worker). The cluster variant (3-node
+RabbitMQ, Redis Cluster) is not covered yet.
 
     chaos.py --bins target/release --work DIR [--learners 300] [--responses 8]
              [--replicas 2] [--fault-every 1] [--faults-for 60] [--timeout 600]
-             [--kinds kill,redis,drop,broker] [--seed 1] [--results FILE]
+             [--kinds kill,redis,drop,broker] [--seed 1] [--analyzer acoustic|gemini]
+             [--results FILE]
 """
 from __future__ import annotations
 
@@ -74,6 +79,29 @@ class Redis:
     def restart_empty(self):
         self.stop()
         self.start()
+
+
+class FakeGemini:
+    """The Gemini-wire fake as a process: slow answers, a few faults."""
+
+    def __init__(self, bins: Path, log: Path):
+        self.proc = subprocess.Popen(
+            [str(bins / "fake-gemini"), "--latency-ms", "1000", "--latency-max-ms", "3000",
+             "--p503", "0.02", "--p429", "0.01", "--seed", "3"],
+            stdout=subprocess.PIPE, stderr=open(log, "wb"), text=True)  # noqa: SIM115
+        line = self.proc.stdout.readline()
+        if "listening on " not in line:
+            raise RuntimeError(f"fake-gemini did not start: {line!r}")
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def stop(self) -> dict:
+        """Stops the fake; its statistics (calls, calls per audio)."""
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=30)
+        for line in out.splitlines():
+            if line.startswith("{"):
+                return json.loads(line)
+        return {}
 
 
 class Fleet:
@@ -175,6 +203,18 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         "ENGAGE_DRAIN_TIMEOUT_S": "5",
         "RUST_LOG": "info",
     })
+    fake = None
+    if a.analyzer == "gemini":
+        fake = FakeGemini(a.bins, d / "logs" / "fake-gemini.log")
+        env.update({
+            "ENGAGE_ANALYZER": "gemini",
+            "GEMINI_API_KEY": "fake-gemini-key",
+            "ENGAGE_GEMINI__BASE_URL": fake.url,
+            "ENGAGE_GEMINI__MODEL": "gemini-2.5-flash",
+            "ENGAGE_GEMINI_RPM": "100000",
+            "ENGAGE_GEMINI_TPM": "1000000000",
+            "ENGAGE_GEMINI_RPD": "10000000",
+        })
     fleet = Fleet(a.bins, env, d / "logs", a.replicas)
     rng = random.Random(a.seed)
     done = {"kill": 0, "redis": 0, "drop": 0, "broker": 0}
@@ -212,12 +252,23 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         work_left = {k: v for k, v in q.items() if not (k.endswith(".dlq") or ".retry." in k) and v}
         dead = {k: v for k, v in q.items() if k.endswith(".dlq") and v}
         last = [line for line in st.stdout.splitlines() if "failed:" in line or "repaired:" in line]
-        return {"namespace": ns, "batch": batch, "faults": done, "ended": ended,
+        gemini = fake.stop() if fake else {}
+        fake = None
+        return {"namespace": ns, "batch": batch, "faults": done, "ended": ended, "gemini": gemini,
                 "wall_s": round(wall, 1), "out": out if ended else None,
                 "work_left": work_left, "dead_letters": dead,
                 "status": last[-1] if last else st.stdout.strip()[-300:]}
     finally:
         fleet.stop()
+        if fake:
+            fake.stop()
+
+
+def gemini_cell(g: dict) -> str:
+    if not g:
+        return "–"
+    return (f"{g['generate_calls']} calls, {g['successes']} answers for {g['distinct_audio']} "
+            f"audio; most answers per audio {g.get('max_successes_per_audio', '?')}")
 
 
 def main() -> int:
@@ -232,6 +283,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--kinds", default="kill,redis,drop,broker")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--analyzer", choices=["acoustic", "gemini"], default="acoustic")
     ap.add_argument("--results", type=Path)
     a = ap.parse_args()
     a.bins, a.work = a.bins.resolve(), a.work.resolve()
@@ -254,6 +306,9 @@ def main() -> int:
     finally:
         redis.stop()
         rabbit.stop()
+    if a.analyzer == "gemini":
+        # engage run analyzes acoustically: the fault-free fleet run is the reference.
+        reference = calm["out"] if calm["ended"] else reference
     problems = []
     for name, r in (("fault-free", calm), ("chaos", storm)):
         if not r["ended"]:
@@ -265,26 +320,30 @@ def main() -> int:
         if r["work_left"]:
             problems.append(f"{name}: work queues still hold messages: {r['work_left']}")
     rows = [
-        "| run | faults | ended | outputs = engage run | work left in queues | dead letters | wall (s) |",
-        "|---|---|---|---|---|---|---:|",
+        "| run | faults | ended | outputs = reference | work left in queues | dead letters "
+        "| Gemini | wall (s) |",
+        "|---|---|---|---|---|---|---|---:|",
     ]
     for name, r in (("fault-free", calm), ("chaos", storm)):
         faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items() if v) or "none"
         same = "yes" if r["ended"] and not same_outputs(reference, r["out"]) else "no"
         rows.append(f"| {name} | {faults} | {'yes' if r['ended'] else 'NO'} | {same} | "
                     f"{sum(r['work_left'].values())} | {sum(r['dead_letters'].values())} | "
-                    f"{r['wall_s']} |")
+                    f"{gemini_cell(r['gemini'])} | {r['wall_s']} |")
     body = "\n".join([
         f"Batch: {a.learners} learners x {a.responses} responses "
         f"({items.get('activity', {}).get('kept', '?')} kept responses); "
         f"{a.replicas} replicas per stage; a fault every {a.fault_every:g} s for up to "
-        f"{a.faults_for:g} s; kinds {a.kinds}; seed {a.seed}.", "", *rows, "",
+        f"{a.faults_for:g} s; kinds {a.kinds}; seed {a.seed}; analyzer {a.analyzer} "
+        f"(reference: {'the fault-free run' if a.analyzer == 'gemini' else 'engage run'}).",
+        "", *rows, "",
         f"Chaos status line: `{storm['status']}`", "",
         "Checks: " + ("all passed" if not problems else "; ".join(problems)), ""])
     print(body)
     if a.results:
         command = "bench/chaos/chaos.py " + " ".join(sys.argv[1:])
         a.results.write_text(f"# Chaos run (latest)\n\nCommand: `{command}`\n\n{body}")
+        # (RESULTS.md keeps one section per analyzer; paste a run into its section.)
     return 1 if problems else 0
 
 

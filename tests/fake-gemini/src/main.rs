@@ -115,12 +115,13 @@ async fn main() -> std::io::Result<()> {
     let stats = fake.stats();
     fake.shutdown().await;
     println!(
-        "{{\"generate_calls\":{},\"successes\":{},\"rate_limited\":{},\"max_concurrent\":{},\"max_calls_per_audio\":{},\"distinct_audio\":{}}}",
+        "{{\"generate_calls\":{},\"successes\":{},\"rate_limited\":{},\"max_concurrent\":{},\"max_calls_per_audio\":{},\"max_successes_per_audio\":{},\"distinct_audio\":{}}}",
         stats.generate_calls,
         stats.successes,
         stats.rate_limited,
         stats.max_concurrent,
         stats.max_calls_per_audio(),
+        stats.successes_by_hash.values().max().copied().unwrap_or(0),
         stats.calls_by_hash.len()
     );
     Ok(())
