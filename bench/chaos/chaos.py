@@ -12,7 +12,9 @@ them disturbs nobody). Steps:
    `kill` (SIGKILL a random worker, start a new one), `redis` (restart Redis
    empty), `drop` (the broker closes every connection), `broker`
    (`rabbitmqctl stop_app`, 2 s, `start_app`). Then it waits for the batch.
-4. Checks: the batch ends within `--timeout`; its outputs equal the
+   With `--soak`, a batch that completes is followed by the next one until
+   the fault period is over, so faults keep hitting work for all of it.
+4. Checks: every batch ends (the last within `--timeout`); its outputs equal the
    reference byte for byte; no work queue holds a message; every dead letter
    carries its reason. Prints a table and exits 1 if a check fails.
 
@@ -25,7 +27,7 @@ RabbitMQ, Redis Cluster) is not covered yet.
 
     chaos.py --bins target/release --work DIR [--learners 300] [--responses 8]
              [--replicas 2] [--fault-every 1] [--faults-for 60] [--timeout 600]
-             [--kinds kill,redis,drop,broker] [--seed 1] [--analyzer acoustic|gemini]
+             [--kinds kill,redis,drop,broker] [--seed 1] [--analyzer acoustic|gemini] [--soak]
              [--results FILE]
 """
 from __future__ import annotations
@@ -221,14 +223,22 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
     try:
         time.sleep(2)
         t0 = time.monotonic()
-        batch = engage(a.bins, env, "enqueue", "--activity", str(data / "activity.jsonl"),
-                       "--sessions", str(data / "sessions.csv")).strip()
+        def enqueue() -> str:
+            return engage(a.bins, env, "enqueue", "--activity", str(data / "activity.jsonl"),
+                          "--sessions", str(data / "sessions.csv")).strip()
+
+        batch = enqueue()
+        finished: list[str] = []
         end_faults = t0 + a.faults_for
         kinds = a.kinds.split(",")
         while faults and time.monotonic() < end_faults:
             time.sleep(a.fault_every)
             if engage(a.bins, env, "status", batch, check=False).strip().endswith(" complete"):
-                break
+                if not a.soak:
+                    break
+                # Soak: the next batch, so that faults keep hitting work.
+                finished.append(batch)
+                batch = enqueue()
             kind = rng.choice(kinds)
             if kind == "kill":
                 fleet.kill_one(rng)
@@ -248,6 +258,11 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         out = d / "out"
         if ended:
             engage(a.bins, env, "report", batch, "--out", str(out))
+        earlier = []
+        for i, b in enumerate(finished):
+            o = d / f"out-{i}"
+            engage(a.bins, env, "report", b, "--out", str(o))
+            earlier.append(o)
         q = queues(rabbit, ns)
         work_left = {k: v for k, v in q.items() if not (k.endswith(".dlq") or ".retry." in k) and v}
         dead = {k: v for k, v in q.items() if k.endswith(".dlq") and v}
@@ -255,6 +270,7 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         gemini = fake.stop() if fake else {}
         fake = None
         return {"namespace": ns, "batch": batch, "faults": done, "ended": ended, "gemini": gemini,
+                "earlier": earlier,
                 "wall_s": round(wall, 1), "out": out if ended else None,
                 "work_left": work_left, "dead_letters": dead,
                 "status": last[-1] if last else st.stdout.strip()[-300:]}
@@ -284,6 +300,8 @@ def main() -> int:
     ap.add_argument("--kinds", default="kill,redis,drop,broker")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--analyzer", choices=["acoustic", "gemini"], default="acoustic")
+    ap.add_argument("--soak", action="store_true",
+                    help="keep enqueueing batches until the fault period is over")
     ap.add_argument("--results", type=Path)
     a = ap.parse_args()
     a.bins, a.work = a.bins.resolve(), a.work.resolve()
@@ -314,20 +332,22 @@ def main() -> int:
         if not r["ended"]:
             problems.append(f"{name}: the batch did not end within {a.timeout:.0f} s ({r['status']})")
             continue
-        diff = same_outputs(reference, r["out"])
-        if diff:
-            problems.append(f"{name}: outputs differ from engage run's: {diff}")
+        for out in [*r["earlier"], r["out"]]:
+            diff = same_outputs(reference, out)
+            if diff:
+                problems.append(f"{name}: {out.name} differs from the reference: {diff}")
         if r["work_left"]:
             problems.append(f"{name}: work queues still hold messages: {r['work_left']}")
     rows = [
-        "| run | faults | ended | outputs = reference | work left in queues | dead letters "
+        "| run | batches | faults | ended | outputs = reference | work left in queues | dead letters "
         "| Gemini | wall (s) |",
-        "|---|---|---|---|---|---|---|---:|",
+        "|---|---:|---|---|---|---|---|---|---:|",
     ]
     for name, r in (("fault-free", calm), ("chaos", storm)):
         faults = ", ".join(f"{k} {v}" for k, v in r["faults"].items() if v) or "none"
-        same = "yes" if r["ended"] and not same_outputs(reference, r["out"]) else "no"
-        rows.append(f"| {name} | {faults} | {'yes' if r['ended'] else 'NO'} | {same} | "
+        same = "yes" if r["ended"] and not any(
+            same_outputs(reference, o) for o in [*r["earlier"], r["out"]]) else "no"
+        rows.append(f"| {name} | {len(r['earlier']) + 1} | {faults} | {'yes' if r['ended'] else 'NO'} | {same} | "
                     f"{sum(r['work_left'].values())} | {sum(r['dead_letters'].values())} | "
                     f"{gemini_cell(r['gemini'])} | {r['wall_s']} |")
     body = "\n".join([
