@@ -13,8 +13,10 @@ use engage_model::layout::{Layout, valid_batch_id};
 use engage_model::selection::Selection;
 use engage_runtime::broker::{self, Publisher, Topology, header_str};
 use engage_runtime::config::FleetConfig;
+use engage_runtime::idempotency::Idempotency;
 use engage_runtime::ledger::{Ledger, Progress};
 use engage_runtime::redis_conn::RedisConn;
+use engage_runtime::reopen::reopen_for_replay;
 use engage_runtime::secret::redact_url;
 use engage_runtime::services::storage_config;
 use engage_runtime::storage::{ObjectUri, Storage};
@@ -266,6 +268,9 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
                 if !p.repaired.is_empty() {
                     t += &format!("  repaired: {:?}", p.repaired);
                 }
+                if p.reopened > 0 {
+                    t += &format!("  reopened: {}", p.reopened);
+                }
                 t
             }
             None if complete => "complete (ledger expired; outputs in the store)".to_string(),
@@ -393,9 +398,15 @@ pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
         DlqCmd::Replay { stage, limit } => {
             let s = stages(Some(stage))?[0];
             let q = topo.dlq(s);
-            let mut replayed = 0usize;
+            let redis = redis(cfg).await?;
+            let ledger = Ledger::new(redis.clone(), cfg.fleet.namespace.clone());
+            let markers = Idempotency::new(redis, cfg.fleet.namespace.clone());
+            let storage = Storage::new(&storage_config(cfg)).await?;
+            let layout = Layout::new(ObjectUri::parse(&cfg.store.root)?);
+            let mut reopened = 0usize;
+            let mut taken = Vec::new();
             let mut skipped = Vec::new();
-            while replayed < *limit {
+            while taken.len() < *limit {
                 let Some(m) = ch
                     .basic_get(q.as_str().into(), BasicGetOptions::default())
                     .await?
@@ -403,14 +414,25 @@ pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
                     break;
                 };
                 match Envelope::decode(&m.delivery.data) {
-                    Ok(mut env) => {
-                        env.attempt = 0;
-                        p.publish_job(s, &env).await?;
-                        m.delivery.ack(BasicAckOptions::default()).await?;
-                        replayed += 1;
-                    }
+                    Ok(env) => taken.push((m, env)),
                     Err(_) => skipped.push(m),
                 }
+            }
+            // Every item first, then every job: a replayed job that finished
+            // before another item of its learner was reopened would let the
+            // batch complete in between.
+            for (_, env) in &taken {
+                // Made final as dead-lettered: reopen it, so that the batch's
+                // report is rewritten when the job finishes.
+                if reopen_for_replay(&ledger, &markers, &storage, &layout, s, env).await? {
+                    reopened += 1;
+                }
+            }
+            let replayed = taken.len();
+            for (m, mut env) in taken {
+                env.attempt = 0;
+                p.publish_job(s, &env).await?;
+                m.delivery.ack(BasicAckOptions::default()).await?;
             }
             let undecodable = skipped.len();
             for m in skipped {
@@ -422,7 +444,8 @@ pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
                     .await?;
             }
             println!(
-                "{s}: replayed {replayed}; {undecodable} undecodable left in the dead-letter queue"
+                "{s}: replayed {replayed} (reopened {reopened} dead-lettered items of finished \
+                 or running batches); {undecodable} undecodable left in the dead-letter queue"
             );
         }
     }

@@ -558,6 +558,29 @@ async fn jobs_dead_lettered_after_their_attempts_make_their_items_final_and_the_
         analysis.contains("dead_lettered:max_attempts"),
         "{analysis}"
     );
+
+    // The outage is over: replaying the dead letters reopens their items and
+    // the finished batch's report is rewritten, now equal to engage run's.
+    f.signal("download", "TERM");
+    for k in [
+        "ENGAGE_S3_ENDPOINT",
+        "ENGAGE_S3_FORCE_PATH_STYLE",
+        "ENGAGE_S3_REGION",
+    ] {
+        f.env.remove(k);
+    }
+    let s3_root = f.data.s3_root.display().to_string();
+    f.env.insert("ENGAGE_S3_ROOT".into(), s3_root);
+    f.start("download")?;
+    let replay = f.engage(&["dlq", "replay", "download", "--limit", "100000"])?;
+    let said = String::from_utf8_lossy(&replay.stdout).into_owned();
+    assert!(replay.status.success(), "{said}");
+    assert!(said.contains(&format!("reopened {dead} ")), "{said}");
+    let again = f.wait_and_report(&batch, 180)?;
+    assert_same_outputs(&f.reference()?, &again);
+    let status = f.status(&batch)?;
+    assert!(status.contains(&format!("reopened: {dead}")), "{status}");
+    assert_eq!(queue_len(&conn, &dlq).await?, 0);
     Ok(())
 }
 

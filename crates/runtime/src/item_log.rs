@@ -183,20 +183,32 @@ async fn write_chunk(
         })
 }
 
-/// One state per response id from the chunks' states, in any order: a state
-/// whose paid call was made wins over a later cache hit, otherwise the first.
+/// One state per response id from the chunks' states, in any order: a
+/// `dead_lettered:*` state loses to any other (its job was replayed and
+/// finished), then a state whose paid call was made wins over a later cache
+/// hit, otherwise the first.
 pub fn one_per_item(states: impl IntoIterator<Item = ItemState>) -> BTreeMap<String, ItemState> {
     let mut out: BTreeMap<String, ItemState> = BTreeMap::new();
     for s in states {
-        match out.get(&s.response_id) {
-            Some(have) if have.cost.called || !s.cost.called => {}
-            _ => {
-                out.insert(s.response_id.clone(), s);
-            }
+        let replace = match out.get(&s.response_id) {
+            None => true,
+            Some(have) if dead_lettered(have) != dead_lettered(&s) => dead_lettered(have),
+            Some(have) => !have.cost.called && s.cost.called,
+        };
+        if replace {
+            out.insert(s.response_id.clone(), s);
         }
     }
     out
 }
+
+/// Whether a state records that its job was dead-lettered.
+pub fn dead_lettered(s: &ItemState) -> bool {
+    matches!(&s.outcome, engage_model::AnalysisOutcome::Failed { reason, .. } if reason.starts_with(DEAD_LETTERED))
+}
+
+/// Prefix of the failure reason of an item whose job was dead-lettered.
+pub const DEAD_LETTERED: &str = "dead_lettered:";
 
 #[cfg(test)]
 mod tests {
@@ -227,6 +239,22 @@ mod tests {
         let m = one_per_item([state("b", false), state("c", true)]);
         assert_eq!(m.len(), 2);
         assert!(!m["b"].cost.called);
+    }
+
+    #[test]
+    fn a_dead_lettered_state_loses_to_the_replayed_job_in_any_order() {
+        let mut dead = state("a", false);
+        dead.outcome = AnalysisOutcome::Failed {
+            reason: "dead_lettered:max_attempts".into(),
+            detail: String::new(),
+        };
+        let again = state("a", false);
+        for order in [[dead.clone(), again.clone()], [again.clone(), dead.clone()]] {
+            let m = one_per_item(order);
+            assert!(!dead_lettered(&m["a"]), "{:?}", m["a"]);
+        }
+        // Alone, it stands.
+        assert!(dead_lettered(&one_per_item([dead])["a"]));
     }
 
     #[tokio::test]

@@ -68,7 +68,7 @@ pub async fn finalize_dead_lettered(
     reason: &str,
 ) -> Result<Vec<Emit>, JobError> {
     let out = failed(
-        &format!("dead_lettered:{reason}"),
+        &format!("{}{reason}", crate::item_log::DEAD_LETTERED),
         format!(
             "the {} job was dead-lettered; `engage dlq replay {}` runs it again",
             stage.as_str(),

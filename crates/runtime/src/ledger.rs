@@ -93,6 +93,8 @@ pub struct Progress {
     pub failed: BTreeMap<String, u64>,
     /// What the reconciler repaired in this batch, by kind.
     pub repaired: BTreeMap<String, u64>,
+    /// Items reopened because their dead-lettered job was replayed.
+    pub reopened: u64,
 }
 
 /// Prefix of the `meta` fields counting reconciler repairs.
@@ -431,6 +433,96 @@ impl Ledger {
         Ok(out)
     }
 
+    /// Reopens an item made final as `dead_lettered:*` whose job is being
+    /// replayed: it is no longer final, its learner is no longer aggregated
+    /// and the batch no longer complete (claims dropped, so the replayed job's
+    /// completion claims them again), and the batch's keys lose the time to
+    /// live completion gave them. `Ok(false)`: the item is not dead-lettered
+    /// (nothing to reopen). [`LedgerError::Lost`]: the ledger is gone.
+    pub async fn reopen_item(
+        &self,
+        batch: &str,
+        user: &str,
+        rid: &str,
+    ) -> Result<bool, LedgerError> {
+        static REOPEN: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r#"
+local p = KEYS[1]
+local u = ARGV[1]
+local r = ARGV[2]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+local reason = redis.call('HGET', p .. ':failed', r)
+if not reason or string.sub(reason, 1, 14) ~= 'dead_lettered:' then return 0 end
+redis.call('SREM', p .. ':final:' .. u, r)
+redis.call('SREM', p .. ':all_final', r)
+redis.call('HDEL', p .. ':failed', r)
+redis.call('HDEL', p .. ':state:' .. u, r)
+redis.call('SREM', p .. ':agg_done', u)
+redis.call('DEL', p .. ':agg_claim:' .. u, p .. ':report_claim')
+redis.call('HDEL', p .. ':meta', 'complete')
+redis.call('HINCRBY', p .. ':meta', 'reopened', 1)
+for _, k in ipairs({'meta', 'pieces_done', 'match_expected', 'match_done', 'all_items',
+    'downloaded', 'all_final', 'agg_done', 'failed', 'learners'}) do
+  redis.call('PERSIST', p .. ':' .. k)
+end
+local learners = redis.call('SMEMBERS', p .. ':learners')
+for _, l in ipairs(learners) do
+  redis.call('PERSIST', p .. ':items:' .. l)
+  redis.call('PERSIST', p .. ':final:' .. l)
+end
+return 1
+"#,
+            )
+        });
+        let mut c = self.conn.clone();
+        let got: i64 = REOPEN
+            .key(self.prefix(batch))
+            .arg(user)
+            .arg(rid)
+            .invoke_async(&mut c)
+            .await?;
+        match got {
+            -1 => Err(LedgerError::Lost),
+            n => Ok(n == 1),
+        }
+    }
+
+    /// Puts back a learner's recorded item states (dropped when its batch
+    /// completed) so that it can be aggregated again: only for items that are
+    /// final, and never over a state recorded since.
+    pub async fn put_states(
+        &self,
+        batch: &str,
+        user: &str,
+        states: &BTreeMap<String, String>,
+    ) -> Result<(), LedgerError> {
+        static PUT: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(
+                r#"
+local p = KEYS[1]
+local u = ARGV[1]
+for i = 2, #ARGV, 2 do
+  if redis.call('SISMEMBER', p .. ':final:' .. u, ARGV[i]) == 1 then
+    redis.call('HSETNX', p .. ':state:' .. u, ARGV[i], ARGV[i + 1])
+  end
+end
+return 0
+"#,
+            )
+        });
+        let mut c = self.conn.clone();
+        for chunk in states.iter().collect::<Vec<_>>().chunks(STATE_DROP_CHUNK) {
+            let mut inv = PUT.key(self.prefix(batch));
+            inv.arg(user);
+            for (rid, state) in chunk {
+                inv.arg(rid.as_str()).arg(state.as_str());
+            }
+            let _: i64 = inv.invoke_async(&mut c).await?;
+        }
+        Ok(())
+    }
+
     /// Adds `n` to the batch's count of reconciler repairs of `kind` (shown
     /// by `engage status`).
     pub async fn record_repairs(&self, batch: &str, kind: &str, n: u64) -> Result<(), LedgerError> {
@@ -556,6 +648,10 @@ impl Ledger {
             complete: meta.get("complete").is_some_and(|v| v == "1"),
             failed,
             repaired,
+            reopened: meta
+                .get("reopened")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
         }))
     }
 

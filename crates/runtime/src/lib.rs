@@ -37,6 +37,7 @@ pub mod reconciler;
 pub mod recovery;
 pub mod redact;
 pub mod redis_conn;
+pub mod reopen;
 pub mod secret;
 pub mod services;
 pub mod stage;

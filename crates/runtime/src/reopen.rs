@@ -1,0 +1,91 @@
+//! Reopening a finished item when its dead-lettered job is replayed.
+//!
+//! A download or analyze job that ran out of attempts made its item final as
+//! `dead_lettered:<reason>` (see [`Stage::dead_lettered`](crate::stage::Stage::dead_lettered)),
+//! so its batch could end. `engage dlq replay` calls [`reopen_for_replay`]
+//! before it publishes such a job again: the item is no longer final, its
+//! learner no longer aggregated, the batch no longer complete; the learner's
+//! recorded states come back from the item log (completion dropped them),
+//! the completion markers of its aggregate and report jobs are forgotten, and
+//! the batch's `active/` marker is back. When the replayed job finishes, the
+//! usual fan-in aggregates the learner again and rewrites the report (the
+//! item log's newer state wins over the dead-lettered one).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::idempotency::Idempotency;
+use crate::item_log::one_per_item;
+use crate::ledger::{Ledger, LedgerError};
+use crate::storage::Storage;
+use crate::store_io::get_jsonl;
+use engage_model::envelope::{Envelope, StageName};
+use engage_model::job_ids::CheckIds;
+use engage_model::jobs::{AnalyzeJob, DownloadJob, ItemState, ids};
+use engage_model::layout::Layout;
+
+/// Reopens the item of a dead-lettered job about to be replayed; `true` if
+/// one was reopened (`false`: not an item job, forged ids, the item is not
+/// dead-lettered, or its batch's ledger is gone).
+pub async fn reopen_for_replay(
+    ledger: &Ledger,
+    markers: &Idempotency,
+    storage: &Storage,
+    layout: &Layout,
+    stage: StageName,
+    env: &Envelope<serde_json::Value>,
+) -> anyhow::Result<bool> {
+    let b = env.batch_id.as_str();
+    let (user, rid) = match stage {
+        StageName::Download => {
+            let Ok(j) = env.job_as::<DownloadJob>() else {
+                return Ok(false);
+            };
+            if j.check_ids(b, &env.job_id).is_err() {
+                return Ok(false);
+            }
+            (j.user_id, j.response_id)
+        }
+        StageName::Analyze => {
+            let Ok(j) = env.job_as::<AnalyzeJob>() else {
+                return Ok(false);
+            };
+            if j.check_ids(b, &env.job_id).is_err() {
+                return Ok(false);
+            }
+            (j.user_id, j.response_id)
+        }
+        _ => return Ok(false),
+    };
+    match ledger.reopen_item(b, &user, &rid).await {
+        Ok(true) => {}
+        Ok(false) | Err(LedgerError::Lost) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    let mut logged = Vec::new();
+    for uri in storage.list(&layout.items_prefix(b)?).await? {
+        logged.extend(
+            get_jsonl::<ItemState>(storage, &uri)
+                .await?
+                .unwrap_or_default(),
+        );
+    }
+    let mut states = BTreeMap::new();
+    for (id, s) in one_per_item(logged) {
+        if s.user_id == user && id != rid {
+            states.insert(id, serde_json::to_string(&s)?);
+        }
+    }
+    ledger.put_states(b, &user, &states).await?;
+    markers
+        .forget(StageName::Aggregate, &ids::aggregate(b, &user))
+        .await?;
+    markers
+        .forget(StageName::Aggregate, &ids::report(b))
+        .await?;
+    storage
+        .put(&layout.active(b)?, Bytes::from_static(b"running\n"))
+        .await?;
+    Ok(true)
+}
