@@ -47,7 +47,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "pipeline"))
-from fleet_bench import PrivateRabbit, free_port, wait_for  # noqa: E402
+from fleet_bench import PrivateRabbit, fleet_env, free_port, wait_for  # noqa: E402
 
 STAGES = ["clean", "match", "download", "analyze", "aggregate"]
 # The outputs compared byte for byte (summary.* also carries run costs such
@@ -186,14 +186,8 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
     ns = f"chaos-{uuid.uuid4().hex[:8]}"
     d = work / ns
     (d / "logs").mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env = fleet_env(ns, d / "store", data)
     env.update({
-        "ENGAGE_NAMESPACE": ns,
-        "ENGAGE_STORE": f"file://{d / 'store'}",
-        "ENGAGE_S3_ROOT": str(data / "s3"),
-        "ENGAGE_AUDIO_BUCKETS": "learner-audio",
-        "ENGAGE_INPUT_PREFIXES": f"file://{data}",
-        "ENGAGE_METRICS_ADDR": "127.0.0.1:0",
         "ENGAGE_AMQP_URL": rabbit.url,
         "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis.port}",
         "ENGAGE_RETRY_DELAYS_MS": "200,1000,3000",
@@ -203,7 +197,6 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         "ENGAGE_RECONCILE_EVERY_S": "2",
         "ENGAGE_RECONCILE_STALL_S": "15",
         "ENGAGE_DRAIN_TIMEOUT_S": "5",
-        "RUST_LOG": "info",
     })
     fake = None
     if a.analyzer == "gemini":

@@ -32,6 +32,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "pipeline"))
+from fleet_bench import fleet_env  # noqa: E402
 from tiny_audio import audio_links  # noqa: E402
 
 STAGES = ["clean", "match", "download", "analyze", "aggregate"]
@@ -94,17 +95,10 @@ def run(bins: Path, data: Path, work: Path, concurrency: int, budget: int, timeo
     d = work / ns
     logs = d / "logs"
     logs.mkdir(parents=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env = fleet_env(ns, d / "store", data)
     env.update({
-        "ENGAGE_NAMESPACE": ns,
-        "ENGAGE_STORE": f"file://{d / 'store'}",
-        "ENGAGE_S3_ROOT": str(data / "s3"),
-        "ENGAGE_AUDIO_BUCKETS": "learner-audio",
-        "ENGAGE_INPUT_PREFIXES": f"file://{data}",
-        "ENGAGE_METRICS_ADDR": "127.0.0.1:0",
         "ENGAGE_CONCURRENCY": str(concurrency),
         "ENGAGE_AUDIO_MEMORY_BYTES": str(budget),
-        "RUST_LOG": "info",
     })
     procs = {}
     try:

@@ -420,6 +420,23 @@ def active_span(samples, stage: str, t0: float) -> tuple[float, float] | None:
     return first - t0, last - t0
 
 
+def fleet_env(ns: str, store: Path, data: Path) -> dict:
+    """The environment of a benchmark fleet: this process's, minus any ENGAGE_*
+    setting, plus a namespace, a file:// store, the generated data as the S3
+    root and the only allowed inputs, and metrics on a free loopback port."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ENGAGE_")}
+    env.update({
+        "ENGAGE_NAMESPACE": ns,
+        "ENGAGE_STORE": f"file://{store}",
+        "ENGAGE_S3_ROOT": str(data / "s3"),
+        "ENGAGE_AUDIO_BUCKETS": "learner-audio",
+        "ENGAGE_INPUT_PREFIXES": f"file://{data}",
+        "ENGAGE_METRICS_ADDR": "127.0.0.1:0",
+        "RUST_LOG": "info",
+    })
+    return env
+
+
 def run_fleet(cfg: dict, a, bins: Path, data: Path, workdir: Path, broker, redis_port: int,
               redis_pid: int | None, perf: bool) -> dict:
     ns = f"bench-pl-{uuid.uuid4().hex[:8]}"
@@ -428,20 +445,10 @@ def run_fleet(cfg: dict, a, bins: Path, data: Path, workdir: Path, broker, redis
     if cfg.get("shm"):
         store = Path("/dev/shm") / workdir.name / ns / "store"
     logs.mkdir(parents=True)
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith("ENGAGE_"):
-            del env[k]
+    env = fleet_env(ns, store, data)
     env.update({
-        "ENGAGE_NAMESPACE": ns,
-        "ENGAGE_STORE": f"file://{store}",
-        "ENGAGE_S3_ROOT": str(data / "s3"),
-        "ENGAGE_AUDIO_BUCKETS": "learner-audio",
-        "ENGAGE_INPUT_PREFIXES": f"file://{data}",
-        "ENGAGE_METRICS_ADDR": "127.0.0.1:0",
         "ENGAGE_AMQP_URL": broker.url,
         "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis_port}",
-        "RUST_LOG": "info",
     })
     if cfg.get("concurrency"):
         env["ENGAGE_CONCURRENCY"] = str(cfg["concurrency"])

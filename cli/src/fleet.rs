@@ -444,9 +444,14 @@ pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
                     .await?;
             }
             println!(
-                "{s}: replayed {replayed} (reopened {reopened} dead-lettered items of finished \
-                 or running batches); {undecodable} undecodable left in the dead-letter queue"
+                "{s}: replayed {replayed}; {undecodable} undecodable left in the dead-letter queue"
             );
+            if reopened > 0 {
+                println!(
+                    "{s}: reopened {reopened} dead-lettered items; their batches' reports are \
+                     rewritten when the replayed jobs finish"
+                );
+            }
         }
     }
     let _ = conn.close(200, "bye".into()).await;

@@ -575,7 +575,10 @@ async fn jobs_dead_lettered_after_their_attempts_make_their_items_final_and_the_
     let replay = f.engage(&["dlq", "replay", "download", "--limit", "100000"])?;
     let said = String::from_utf8_lossy(&replay.stdout).into_owned();
     assert!(replay.status.success(), "{said}");
-    assert!(said.contains(&format!("reopened {dead} ")), "{said}");
+    assert!(
+        said.contains(&format!("reopened {dead} dead-lettered items")),
+        "{said}"
+    );
     let again = f.wait_and_report(&batch, 180)?;
     assert_same_outputs(&f.reference()?, &again);
     let status = f.status(&batch)?;
