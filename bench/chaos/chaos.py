@@ -28,6 +28,7 @@ RabbitMQ, Redis Cluster) is not covered yet.
     chaos.py --bins target/release --work DIR [--learners 300] [--responses 8]
              [--replicas 2] [--fault-every 1] [--faults-for 60] [--timeout 600]
              [--kinds kill,redis,drop,broker] [--seed 1] [--analyzer acoustic|gemini] [--soak]
+             [--delivery-limit 5]
              [--results FILE]
 """
 from __future__ import annotations
@@ -192,8 +193,9 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis.port}",
         "ENGAGE_RETRY_DELAYS_MS": "200,1000,3000",
         "ENGAGE_MAX_ATTEMPTS": "20",
-        # SIGKILLs return in-flight messages: every kill is one delivery.
-        "ENGAGE_DELIVERY_LIMIT": "50",
+        # SIGKILLs return every prefetched message: each kill is one delivery
+        # of the limit for all of them (the product's default is 5).
+        "ENGAGE_DELIVERY_LIMIT": str(a.delivery_limit),
         "ENGAGE_RECONCILE_EVERY_S": "2",
         "ENGAGE_RECONCILE_STALL_S": "15",
         "ENGAGE_DRAIN_TIMEOUT_S": "5",
@@ -293,6 +295,8 @@ def main() -> int:
     ap.add_argument("--kinds", default="kill,redis,drop,broker")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--analyzer", choices=["acoustic", "gemini"], default="acoustic")
+    ap.add_argument("--delivery-limit", type=int, default=5,
+                    help="ENGAGE_DELIVERY_LIMIT of the fleet (the product's default: 5)")
     ap.add_argument("--soak", action="store_true",
                     help="keep enqueueing batches until the fault period is over")
     ap.add_argument("--results", type=Path)
@@ -347,7 +351,8 @@ def main() -> int:
         f"Batch: {a.learners} learners x {a.responses} responses "
         f"({items.get('activity', {}).get('kept', '?')} kept responses); "
         f"{a.replicas} replicas per stage; a fault every {a.fault_every:g} s for up to "
-        f"{a.faults_for:g} s; kinds {a.kinds}; seed {a.seed}; analyzer {a.analyzer} "
+        f"{a.faults_for:g} s; kinds {a.kinds}; seed {a.seed}; delivery limit {a.delivery_limit}; "
+        f"analyzer {a.analyzer} "
         f"(reference: {'the fault-free run' if a.analyzer == 'gemini' else 'engage run'}).",
         "", *rows, "",
         f"Chaos status line: `{storm['status']}`", "",
