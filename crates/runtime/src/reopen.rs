@@ -37,26 +37,13 @@ pub async fn reopen_for_replay(
     env: &Envelope<serde_json::Value>,
 ) -> anyhow::Result<bool> {
     let b = env.batch_id.as_str();
-    let (user, rid) = match stage {
-        StageName::Download => {
-            let Ok(j) = env.job_as::<DownloadJob>() else {
-                return Ok(false);
-            };
-            if j.check_ids(b, &env.job_id).is_err() {
-                return Ok(false);
-            }
-            (j.user_id, j.response_id)
-        }
-        StageName::Analyze => {
-            let Ok(j) = env.job_as::<AnalyzeJob>() else {
-                return Ok(false);
-            };
-            if j.check_ids(b, &env.job_id).is_err() {
-                return Ok(false);
-            }
-            (j.user_id, j.response_id)
-        }
-        _ => return Ok(false),
+    let item = match stage {
+        StageName::Download => item_of::<DownloadJob>(env, |j| (j.user_id, j.response_id)),
+        StageName::Analyze => item_of::<AnalyzeJob>(env, |j| (j.user_id, j.response_id)),
+        _ => None,
+    };
+    let Some((user, rid)) = item else {
+        return Ok(false);
     };
     match ledger.reopen_item(b, &user, &rid).await {
         Ok(true) => {}
@@ -88,4 +75,15 @@ pub async fn reopen_for_replay(
         .put(&layout.active(b)?, Bytes::from_static(b"running\n"))
         .await?;
     Ok(true)
+}
+
+/// The (learner, response) of an item job whose body decodes and whose ids
+/// pass the worker's checks (a forged job reopens nothing).
+fn item_of<J: serde::de::DeserializeOwned + CheckIds>(
+    env: &Envelope<serde_json::Value>,
+    ids_of: impl FnOnce(J) -> (String, String),
+) -> Option<(String, String)> {
+    let job: J = env.job_as().ok()?;
+    job.check_ids(&env.batch_id, &env.job_id).ok()?;
+    Some(ids_of(job))
 }
