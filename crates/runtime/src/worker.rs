@@ -288,18 +288,19 @@ impl<S: Stage> Worker<S> {
         async {
             // The broker dead-letters a message returned more often than the
             // delivery limit, where nothing can make its items final; on its
-            // last allowed delivery the worker gives up on it itself.
+            // last allowed delivery the worker gives up on it itself (unless
+            // the job is done already: then it is an ordinary duplicate).
             let deliveries = broker::header_str(&delivery.properties, "x-delivery-count")
                 .and_then(|n| n.parse::<u32>().ok())
                 .unwrap_or(0);
-            if deliveries >= self.svc.cfg.broker.delivery_limit {
-                let reason = DeadLetterReason::DeliveryLimit;
-                let why = format!("delivered {} times without finishing", deliveries + 1);
-                return self
-                    .give_up(publisher, &env, reason, env.attempt, &why)
-                    .await;
-            }
             let ran = match self.decode(&env).await {
+                Ok(Some(_)) if deliveries >= self.svc.cfg.broker.delivery_limit => {
+                    let reason = DeadLetterReason::DeliveryLimit;
+                    let why = format!("delivered {} times without finishing", deliveries + 1);
+                    return self
+                        .give_up(publisher, &env, reason, env.attempt, &why)
+                        .await;
+                }
                 Ok(Some(job)) => self.run(&env, job, publisher).await,
                 Ok(None) => Ok(JobOutcome::Duplicate),
                 Err(failure) => Err(failure),
@@ -404,6 +405,10 @@ impl<S: Stage> Worker<S> {
             return Ok(());
         };
         if job.check_ids(&env.batch_id, &env.job_id).is_err() {
+            return Ok(());
+        }
+        // A job that completed already made its items final with its result.
+        if self.svc.idempotency.is_done(S::NAME, &env.job_id).await? {
             return Ok(());
         }
         let emits = self
