@@ -126,6 +126,14 @@ impl AnalysisOutcome {
             Self::Failed { .. } => None,
         }
     }
+
+    /// The failure reason, if the item failed.
+    pub fn failure_reason(&self) -> Option<&str> {
+        match self {
+            Self::Ok(_) => None,
+            Self::Failed { reason, .. } => Some(reason),
+        }
+    }
 }
 
 #[cfg(test)]

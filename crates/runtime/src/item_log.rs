@@ -204,7 +204,28 @@ pub fn one_per_item(states: impl IntoIterator<Item = ItemState>) -> BTreeMap<Str
 
 /// Whether a state records that its job was dead-lettered.
 pub fn dead_lettered(s: &ItemState) -> bool {
-    matches!(&s.outcome, engage_model::AnalysisOutcome::Failed { reason, .. } if reason.starts_with(DEAD_LETTERED))
+    s.outcome
+        .failure_reason()
+        .is_some_and(|r| r.starts_with(DEAD_LETTERED))
+}
+
+/// Every item state a batch's log holds, one per response id
+/// ([`one_per_item`]): what the ledger rebuild, the reconciler and a replay's
+/// reopening read back.
+pub async fn read_batch(
+    storage: &Storage,
+    layout: &Layout,
+    batch: &str,
+) -> Result<BTreeMap<String, ItemState>, JobError> {
+    let mut logged = Vec::new();
+    for uri in storage.list(&layout.items_prefix(batch)?).await? {
+        logged.extend(
+            crate::store_io::get_jsonl::<ItemState>(storage, &uri)
+                .await?
+                .unwrap_or_default(),
+        );
+    }
+    Ok(one_per_item(logged))
 }
 
 /// Prefix of the failure reason of an item whose job was dead-lettered.

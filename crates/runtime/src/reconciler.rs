@@ -34,18 +34,18 @@ use tracing::{info, warn};
 
 use crate::broker::{self, Publisher};
 use crate::fan_in::emits_for;
-use crate::item_log::one_per_item;
+use crate::item_log::read_batch;
 use crate::ledger::{FanIn, Progress, ScanResult};
 use crate::recovery::rebuild;
 use crate::services::Services;
 use crate::stage::Emit;
 use crate::store_io::{get_json, get_jsonl};
+use engage_model::MatchedRecord;
 use engage_model::envelope::{Envelope, StageName};
 use engage_model::jobs::{
-    AggregateJob, BatchPlan, CleanDone, CleanJob, DownloadJob, ItemState, MatchJob, ids,
+    AggregateJob, BatchPlan, CleanDone, CleanJob, DownloadJob, MatchJob, ids,
 };
 use engage_model::layout::{Layout, valid_batch_id};
-use engage_model::{AnalysisOutcome, MatchedRecord};
 
 /// Most open batches looked at per sweep (newest first).
 const MAX_BATCHES: usize = 1000;
@@ -230,22 +230,15 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
 
     // Item finals the item log holds but the ledger lost.
     let mut finals = svc.ledger.members(b, "all_final").await?;
-    let mut logged = Vec::new();
-    for uri in st.list(&layout.items_prefix(b)?).await? {
-        logged.extend(get_jsonl::<ItemState>(st, &uri).await?.unwrap_or_default());
-    }
-    for (rid, item) in one_per_item(logged) {
+    for (rid, item) in read_batch(st, &layout, b).await? {
         if finals.contains(&rid) {
             continue;
         }
-        let reason = match &item.outcome {
-            AnalysisOutcome::Failed { reason, .. } => Some(reason.clone()),
-            AnalysisOutcome::Ok(_) => None,
-        };
+        let reason = item.outcome.failure_reason();
         let state = serde_json::to_string(&item)?;
         let fan = svc
             .ledger
-            .finalize_item(b, &item.user_id, &rid, reason.as_deref(), &state, &job)
+            .finalize_item(b, &item.user_id, &rid, reason, &state, &job)
             .await?;
         if fan == FanIn::Emit {
             emits.extend(emits_for(

@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use tracing::warn;
 
-use crate::item_log::one_per_item;
+use crate::item_log::read_batch;
 use crate::job_error::{DelayReason, JobError};
 use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
 use crate::services::Services;
 use crate::store_io::{get_json, get_jsonl};
-use engage_model::jobs::{BatchPlan, CleanDone, ItemState, ids};
+use engage_model::MatchedRecord;
+use engage_model::jobs::{BatchPlan, CleanDone, ids};
 use engage_model::layout::Layout;
-use engage_model::{AnalysisOutcome, MatchedRecord};
 
 #[derive(Deserialize)]
 struct LearnerFile {
@@ -100,15 +100,8 @@ async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<ScanRe
             }
         }
     }
-    let mut logged = Vec::new();
-    for uri in st.list(&layout.items_prefix(batch)?).await? {
-        logged.extend(get_jsonl::<ItemState>(st, &uri).await?.unwrap_or_default());
-    }
-    for (rid, item) in one_per_item(logged) {
-        let failed_reason = match &item.outcome {
-            AnalysisOutcome::Failed { reason, .. } => Some(reason.clone()),
-            AnalysisOutcome::Ok(_) => None,
-        };
+    for (rid, item) in read_batch(st, &layout, batch).await? {
+        let failed_reason = item.outcome.failure_reason().map(str::to_string);
         let state = serde_json::to_string(&item).map_err(|e| JobError::Poison(e.into()))?;
         facts.final_items.insert(
             rid,

@@ -16,13 +16,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::idempotency::Idempotency;
-use crate::item_log::one_per_item;
+use crate::item_log::read_batch;
 use crate::ledger::{Ledger, LedgerError};
 use crate::storage::Storage;
-use crate::store_io::get_jsonl;
 use engage_model::envelope::{Envelope, StageName};
 use engage_model::job_ids::CheckIds;
-use engage_model::jobs::{AnalyzeJob, DownloadJob, ItemState, ids};
+use engage_model::jobs::{AnalyzeJob, DownloadJob, ids};
 use engage_model::layout::Layout;
 
 /// Reopens the item of a dead-lettered job about to be replayed; `true` if
@@ -50,16 +49,8 @@ pub async fn reopen_for_replay(
         Ok(false) | Err(LedgerError::Lost) => return Ok(false),
         Err(e) => return Err(e.into()),
     }
-    let mut logged = Vec::new();
-    for uri in storage.list(&layout.items_prefix(b)?).await? {
-        logged.extend(
-            get_jsonl::<ItemState>(storage, &uri)
-                .await?
-                .unwrap_or_default(),
-        );
-    }
     let mut states = BTreeMap::new();
-    for (id, s) in one_per_item(logged) {
+    for (id, s) in read_batch(storage, layout, b).await? {
         if s.user_id == user && id != rid {
             states.insert(id, serde_json::to_string(&s)?);
         }
