@@ -6,9 +6,11 @@
 //! deterministic key in the durable store, so a lost marker costs a repeated,
 //! harmless re-run, never a wrong result.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::AsyncCommands;
+use redis::{AsyncCommands, Script};
 
 use crate::redis_conn::RedisConn;
 use engage_model::envelope::StageName;
@@ -32,7 +34,7 @@ pub struct Idempotency {
 }
 
 /// A held lease; release it with [`Idempotency::release`].
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lease {
     key: String,
     token: String,
@@ -88,7 +90,7 @@ impl Idempotency {
             .arg(&token)
             .arg("NX")
             .arg("PX")
-            .arg(ttl.as_millis() as u64)
+            .arg(millis(ttl))
             .query_async(&mut c)
             .await?;
         Ok(ok.map(|_| Lease { key, token }))
@@ -96,15 +98,116 @@ impl Idempotency {
 
     /// Releases a lease if it is still ours (compare-and-delete).
     pub async fn release(&self, lease: Lease) -> Result<(), IdempotencyError> {
-        let script = redis::Script::new(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
-        );
         let mut c = self.conn.clone();
-        let _: i64 = script
+        let _: i64 = RELEASE
             .key(&lease.key)
             .arg(&lease.token)
             .invoke_async(&mut c)
             .await?;
         Ok(())
     }
+
+    /// Extends a lease to `ttl` from now if it is still ours. `false`: it
+    /// expired and may be someone else's now.
+    pub async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, IdempotencyError> {
+        let mut c = self.conn.clone();
+        let kept: i64 = RENEW
+            .key(&lease.key)
+            .arg(&lease.token)
+            .arg(millis(ttl))
+            .invoke_async(&mut c)
+            .await?;
+        Ok(kept == 1)
+    }
+
+    /// Like [`Self::try_lease`], but the lease follows its holder: a task
+    /// renews it every third of `ttl` for as long as the returned
+    /// [`KeptLease`] lives, so a call that takes longer than `ttl` keeps it,
+    /// while a holder that dies (or drops the guard) frees it within `ttl`.
+    pub async fn try_keep_lease(
+        &self,
+        item: &str,
+        ttl: Duration,
+    ) -> Result<Option<KeptLease>, IdempotencyError> {
+        let Some(lease) = self.try_lease(item, ttl).await? else {
+            return Ok(None);
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = {
+            let (me, lease) = (self.clone(), lease.clone());
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(ttl / 3);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    match me.renew(&lease, ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            lost.store(true, Ordering::SeqCst);
+                            tracing::warn!(
+                                "a lease expired while held; another delivery may take it"
+                            );
+                            return;
+                        }
+                        // Redis unreachable for a moment: try again next tick;
+                        // the lease only lapses if that lasts a whole ttl.
+                        Err(e) => tracing::warn!(error = %e, "cannot renew a lease"),
+                    }
+                }
+            })
+        };
+        Ok(Some(KeptLease {
+            lease,
+            renewer,
+            lost,
+        }))
+    }
+
+    /// Stops renewing and releases a kept lease (compare-and-delete).
+    pub async fn release_kept(&self, kept: KeptLease) -> Result<(), IdempotencyError> {
+        kept.renewer.abort();
+        self.release(kept.lease.clone()).await
+    }
 }
+
+/// A lease renewed in the background while this value lives (see
+/// [`Idempotency::try_keep_lease`]); dropping it stops the renewal, so the
+/// lease lapses after its ttl.
+#[derive(Debug)]
+pub struct KeptLease {
+    lease: Lease,
+    renewer: tokio::task::JoinHandle<()>,
+    lost: Arc<AtomicBool>,
+}
+
+impl KeptLease {
+    /// True once a renewal found the lease gone (it expired while held).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for KeptLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Compare-and-delete: only the holder's token releases a lease.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
+
+/// Compare-and-extend: only the holder's token renews a lease.
+static RENEW: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    )
+});
