@@ -332,6 +332,10 @@ class PrivateRabbit:
             self.proc.wait()
 
 
+# Rungs of the wait ladder (engage_runtime::broker::WAIT_RUNGS).
+WAIT_RUNGS = 13
+
+
 def delete_queues(ns: str, port: int, tiers: int = 10):
     try:
         import pika  # noqa: PLC0415
@@ -342,16 +346,18 @@ def delete_queues(ns: str, port: int, tiers: int = 10):
     names = []
     for s in STAGES:
         names += [f"{ns}.{s}", f"{ns}.{s}.dlq"] + [f"{ns}.{s}.retry.{i}" for i in range(tiers)]
+    names += [f"{ns}.wait.{r}" for r in range(WAIT_RUNGS)]
     ch = conn.channel()
     for q in names:
         try:
             ch.queue_delete(q)
         except Exception:  # noqa: BLE001 - a missing queue closes the channel
             ch = conn.channel()
-    try:
-        ch.exchange_delete(f"{ns}.jobs")
-    except Exception:  # noqa: BLE001
-        pass
+    for x in (f"{ns}.jobs", f"{ns}.wait"):
+        try:
+            ch.exchange_delete(x)
+        except Exception:  # noqa: BLE001
+            ch = conn.channel()
     conn.close()
 
 

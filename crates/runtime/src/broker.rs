@@ -8,7 +8,13 @@
 //!   `x-message-ttl` returns messages to `ns.STAGE` through the default exchange
 //!   (delayed retry that survives a broker restart and blocks no consumer);
 //! - `ns.STAGE.dlq` — quorum dead-letter queue; messages carry `x-engage-*`
-//!   headers with the reason, stage, attempts and last error.
+//!   headers with the reason, stage, attempts and last error;
+//! - `ns.wait.R` (R = 0..12) — the wait ladder, shared by every stage: rung R
+//!   holds a message 2^R seconds, then dead-letters it to `ns.jobs` under its
+//!   own routing key (its stage). A job told to wait `d` carries its due time
+//!   (`x-engage-due`, ms since the epoch) and hops down the rungs, largest
+//!   first, until it is due: any wait, to the second, with 13 queues, apart
+//!   from the retry tiers of failing jobs (see [`rung_for`]).
 //!
 //! Every publish is persistent, mandatory and waits for its publisher confirm.
 
@@ -70,7 +76,33 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// Rungs of the wait ladder: rung `r` holds a message `2^r` seconds.
+pub const WAIT_RUNGS: u32 = 13;
+
+/// Header carrying a waiting job's due time (ms since the epoch).
+pub const DUE_HEADER: &str = "x-engage-due";
+
+/// The rung a job with `left` to wait goes to next: the longest rung not
+/// past it (rung 0 for less than a second), or `None` when it is due (less
+/// than half a second left). Hops from a wait `d` land within half a second
+/// of it: 45 s is 32 + 8 + 4 + 1, never a 120 s tier.
+pub fn rung_for(left: Duration) -> Option<u32> {
+    if left < Duration::from_millis(500) {
+        return None;
+    }
+    let secs = left.as_secs().max(1);
+    Some((u64::BITS - 1 - secs.leading_zeros()).min(WAIT_RUNGS - 1))
+}
+
 impl Topology {
+    /// The headers exchange of the wait ladder.
+    pub fn wait_exchange(&self) -> String {
+        format!("{}.wait", self.namespace)
+    }
+    /// The queue of one rung of the wait ladder.
+    pub fn wait_queue(&self, rung: u32) -> String {
+        format!("{}.wait.{}", self.namespace, rung)
+    }
     /// The direct exchange that routes jobs to stage queues.
     pub fn exchange(&self) -> String {
         format!("{}.jobs", self.namespace)
@@ -91,14 +123,6 @@ impl Topology {
     pub fn tier_for_attempt(&self, attempt: u32) -> usize {
         (attempt as usize).min(self.retry_delays_ms.len().saturating_sub(1))
     }
-    /// The smallest tier whose delay is at least `d` (or the last tier).
-    pub fn tier_for_delay(&self, d: Duration) -> usize {
-        let ms = d.as_millis() as u64;
-        self.retry_delays_ms
-            .iter()
-            .position(|t| *t >= ms)
-            .unwrap_or(self.retry_delays_ms.len().saturating_sub(1))
-    }
 
     /// Declares exchange and queues for the given stages. Idempotent: the same
     /// arguments can be declared any number of times by any number of workers.
@@ -118,6 +142,7 @@ impl Topology {
         )
         .await
         .map_err(BrokerError::Unavailable)?;
+        self.declare_wait_ladder(ch).await?;
         for &s in stages {
             let mut work = FieldTable::default();
             put_str(&mut work, "x-queue-type", "quorum");
@@ -155,6 +180,51 @@ impl Topology {
                     .await
                     .map_err(BrokerError::Unavailable)?;
             }
+        }
+        Ok(())
+    }
+
+    /// The wait ladder: a headers exchange routing on `x-engage-rung` to one
+    /// classic queue per rung, each returning its messages to `ns.jobs`
+    /// under their own routing key after `2^rung` seconds.
+    async fn declare_wait_ladder(&self, ch: &Channel) -> Result<(), BrokerError> {
+        ch.exchange_declare(
+            self.wait_exchange().into(),
+            lapin::ExchangeKind::Headers,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(BrokerError::Unavailable)?;
+        for rung in 0..WAIT_RUNGS {
+            let mut q = FieldTable::default();
+            q.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(1_000_i64 << rung),
+            );
+            put_str(&mut q, "x-dead-letter-exchange", &self.exchange());
+            let durable = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare(self.wait_queue(rung).into(), durable, q)
+                .await
+                .map_err(BrokerError::Unavailable)?;
+            let mut bind = FieldTable::default();
+            put_str(&mut bind, "x-match", "all");
+            put_str(&mut bind, "x-engage-rung", &rung.to_string());
+            ch.queue_bind(
+                self.wait_queue(rung).into(),
+                self.wait_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                bind,
+            )
+            .await
+            .map_err(BrokerError::Unavailable)?;
         }
         Ok(())
     }
@@ -264,6 +334,35 @@ impl Publisher {
             .await
     }
 
+    /// Parks a job on rung `rung` of the wait ladder; it comes back to the
+    /// stage's work queue after `2^rung` seconds, still due at `due_ms`
+    /// (the worker sends it down the ladder again until it is due).
+    pub async fn publish_wait(
+        &self,
+        stage: StageName,
+        rung: u32,
+        body: &[u8],
+        job_id: &str,
+        due_ms: i64,
+    ) -> Result<(), BrokerError> {
+        let mut h = FieldTable::default();
+        put_str(
+            &mut h,
+            "x-engage-rung",
+            &rung.min(WAIT_RUNGS - 1).to_string(),
+        );
+        h.insert(DUE_HEADER.into(), AMQPValue::LongLongInt(due_ms));
+        // The ladder's exchange routes by header; the routing key is the
+        // stage's, which the rung's dead-lettering keeps.
+        self.publish_raw(
+            &self.topo.wait_exchange(),
+            stage.as_str(),
+            body,
+            job_props(job_id, h),
+        )
+        .await
+    }
+
     /// Publishes a body to the stage's dead-letter queue with its reason headers.
     pub async fn publish_dead_letter(
         &self,
@@ -353,6 +452,37 @@ pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_wait_ladder_reaches_any_wait_within_half_a_second() {
+        assert_eq!(rung_for(Duration::from_millis(499)), None);
+        assert_eq!(rung_for(Duration::from_millis(500)), Some(0));
+        assert_eq!(rung_for(Duration::from_millis(1_999)), Some(0));
+        assert_eq!(rung_for(Duration::from_secs(2)), Some(1));
+        assert_eq!(rung_for(Duration::from_secs(45)), Some(5));
+        assert_eq!(rung_for(Duration::from_secs(86_400)), Some(WAIT_RUNGS - 1));
+        // Follow the hops of every wait up to two hours (and a day): each
+        // lands within half a second of the wait, never past it by more.
+        let hops_of = |wait_ms: u64| {
+            let (mut left, mut waited, mut hops) = (wait_ms as i64, 0_i64, Vec::new());
+            while let Some(r) = rung_for(Duration::from_millis(left.max(0) as u64)) {
+                let rung_ms = 1_000_i64 << r;
+                waited += rung_ms;
+                left -= rung_ms;
+                hops.push(r);
+            }
+            (waited, hops)
+        };
+        for wait_ms in (0..7_200_000).step_by(250).chain([86_400_000]) {
+            let (waited, _) = hops_of(wait_ms);
+            let error = waited - wait_ms as i64;
+            assert!(
+                error.abs() <= 500,
+                "wait {wait_ms} ms served as {waited} ms"
+            );
+        }
+        assert_eq!(hops_of(45_000), (45_000, vec![5, 3, 2, 0]));
+    }
+
     fn topo() -> Topology {
         Topology {
             namespace: "t".into(),
@@ -375,9 +505,6 @@ mod tests {
         let t = topo();
         assert_eq!(t.tier_for_attempt(0), 0);
         assert_eq!(t.tier_for_attempt(9), 2);
-        assert_eq!(t.tier_for_delay(Duration::from_millis(1200)), 1);
-        assert_eq!(t.tier_for_delay(Duration::from_secs(500)), 2);
-        assert_eq!(t.tier_for_delay(Duration::ZERO), 0);
     }
 
     #[test]

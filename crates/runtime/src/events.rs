@@ -32,6 +32,9 @@ pub enum JobOutcome {
     Retry,
     /// Scheduled to run again later without spending an attempt.
     Delayed,
+    /// A parked job came back before it was due and went down the wait
+    /// ladder again (not a run of the job).
+    Waiting,
     /// Moved to the dead-letter queue.
     DeadLetter,
     /// The worker stopped consuming; the message was requeued.
@@ -46,6 +49,7 @@ impl JobOutcome {
             Self::Duplicate => "duplicate",
             Self::Retry => "retry",
             Self::Delayed => "delayed",
+            Self::Waiting => "waiting",
             Self::DeadLetter => "dead_letter",
             Self::Fatal => "fatal",
         }
@@ -147,10 +151,10 @@ impl InternalEvent for RetryScheduled<'_> {
 /// the `delayed` outcome of [`JobFinished`]).
 #[derive(Debug)]
 pub struct DelayScheduled<'a> {
+    /// The stage.
+    pub stage: StageName,
     /// Why.
     pub reason: DelayReason,
-    /// The delay tier.
-    pub tier: usize,
     /// The attempt number the job keeps.
     pub attempt: u32,
     /// The error, as logged.
@@ -158,10 +162,13 @@ pub struct DelayScheduled<'a> {
 }
 
 impl InternalEvent for DelayScheduled<'_> {
-    fn emit(self, _: &Metrics) {
-        // The error's text names the reason (`delayed 5s: leased`).
-        let _ = self.reason;
-        warn!(error = %self.error, tier = self.tier, attempt = self.attempt, "job will run again later");
+    fn emit(self, m: &Metrics) {
+        // Waiting for quota is normal operation, not a warning; the error's
+        // text names the wait and its reason (`delayed 45s: rate_limit`).
+        info!(error = %self.error, reason = self.reason.as_str(), attempt = self.attempt, "job parked until its wait is over");
+        m.delays
+            .with_label_values(&[self.stage.as_str(), self.reason.as_str()])
+            .inc();
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     /// Retries scheduled, by stage and error class.
     pub retries: IntCounterVec,
+    /// Jobs parked on the wait ladder (no attempt spent), by stage and reason.
+    pub delays: IntCounterVec,
     /// Messages sent to a dead-letter queue, by stage and reason.
     pub dead_lettered: IntCounterVec,
     /// Deliveries skipped because their job had already completed.
@@ -151,6 +153,12 @@ impl Metrics {
                 "engage_retries_total",
                 "Retries scheduled.",
                 &["stage", "error_class"],
+            ),
+            delays: counter(
+                &r,
+                "engage_delays_total",
+                "Jobs parked on the wait ladder without spending an attempt (quota, lease, fleet pause, server retry-after, ledger rebuild).",
+                &["stage", "reason"],
             ),
             dead_lettered: counter(
                 &r,

@@ -275,6 +275,22 @@ impl<S: Stage> Worker<S> {
         delivery: &Delivery,
         publisher: &Publisher,
     ) -> (Disposition, JobOutcome) {
+        // A parked job back from a rung before it is due goes down the
+        // ladder again, untouched: nothing is decoded, no attempt is spent.
+        if let Some(due) = broker::header_str(&delivery.properties, broker::DUE_HEADER)
+            .and_then(|d| d.parse::<i64>().ok())
+        {
+            let left = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+            if let Some(rung) = broker::rung_for(left) {
+                let id = delivery
+                    .properties
+                    .message_id()
+                    .as_ref()
+                    .map_or("?", |m| m.as_str());
+                let (disposition, _) = self.park(publisher, &delivery.data, id, rung, due).await;
+                return (disposition, JobOutcome::Waiting);
+            }
+        }
         let env = match Envelope::decode(&delivery.data) {
             Ok(env) => env,
             Err(e) => {
@@ -458,17 +474,26 @@ impl<S: Stage> Worker<S> {
                     .await
             }
             JobError::Delay { after, reason } => {
-                let tier = self.svc.topology.tier_for_delay(after);
                 let error = JobError::Delay { after, reason };
                 DelayScheduled {
+                    stage: S::NAME,
                     reason,
-                    tier,
                     attempt,
                     error: &error,
                 }
                 .emit(&self.svc.metrics);
-                self.send_again(publisher, env, tier, attempt, JobOutcome::Delayed)
-                    .await
+                let due =
+                    now_ms().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                let Some(rung) = broker::rung_for(after) else {
+                    // Due at once: through the work queue, no attempt spent.
+                    return self
+                        .send_again(publisher, env, 0, attempt, JobOutcome::Delayed)
+                        .await;
+                };
+                let Ok(body) = serde_json::to_vec(env) else {
+                    return (Disposition::Requeue, JobOutcome::Delayed);
+                };
+                self.park(publisher, &body, job_id, rung, due).await
             }
             JobError::Transient { class, error } => self.retry(publisher, env, class, error).await,
         }
@@ -556,6 +581,27 @@ impl<S: Stage> Worker<S> {
         }
     }
 
+    /// Puts a job on the wait ladder until `due_ms` (its attempt unchanged).
+    async fn park(
+        &self,
+        publisher: &Publisher,
+        body: &[u8],
+        job_id: &str,
+        rung: u32,
+        due_ms: i64,
+    ) -> (Disposition, JobOutcome) {
+        match publisher
+            .publish_wait(S::NAME, rung, body, job_id, due_ms)
+            .await
+        {
+            Ok(()) => (Disposition::Ack, JobOutcome::Delayed),
+            Err(e) => {
+                warn!(error = %e, "cannot park the job; requeueing");
+                (Disposition::Requeue, JobOutcome::Delayed)
+            }
+        }
+    }
+
     async fn dead_letter(
         &self,
         publisher: &Publisher,
@@ -589,6 +635,12 @@ impl<S: Stage> Worker<S> {
             }
         }
     }
+}
+
+/// Wall-clock milliseconds since the epoch: wait ladder due times are
+/// compared across workers, so they are wall-clock, not monotonic.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// Publishes a job's follow-ups (same batch and trace) with confirms.

@@ -391,6 +391,9 @@ pub fn delete_namespace(ns: &str) {
                 queues.push(format!("{ns}.{s}.dlq"));
                 queues.extend((0..8).map(|t| format!("{ns}.{s}.retry.{t}")));
             }
+            queues.extend(
+                (0..engage_runtime::broker::WAIT_RUNGS).map(|r| format!("{ns}.wait.{r}")),
+            );
             for q in queues {
                 // A missing queue closes the channel: use a fresh one per delete.
                 let Ok(c) = conn.create_channel().await else {
@@ -399,9 +402,11 @@ pub fn delete_namespace(ns: &str) {
                 let _ = c.queue_delete(q.as_str().into(), Default::default()).await;
                 let _ = c.close(200, "bye".into()).await;
             }
-            let _ = ch
-                .exchange_delete(format!("{ns}.jobs").as_str().into(), Default::default())
-                .await;
+            for x in [format!("{ns}.jobs"), format!("{ns}.wait")] {
+                let _ = ch
+                    .exchange_delete(x.as_str().into(), Default::default())
+                    .await;
+            }
             let _ = conn.close(200, "bye".into()).await;
         });
     })

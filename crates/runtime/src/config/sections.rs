@@ -386,29 +386,61 @@ impl SectionSpec for DownloadSection {
     const NAME: &'static str = "download";
 }
 
-/// `[analyze]`: which analyzer runs, and how long it waits for a Gemini permit.
+/// `[analyze]`: which analyzer runs, and how Gemini jobs wait for quota.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyzeSection {
     /// `acoustic` (offline, default) or `gemini` (needs the `[gemini]`
     /// section and `GEMINI_API_KEY`).
     pub analyzer: AnalyzerKind,
-    /// How long a job may wait for a Gemini rate-limit permit before it is
-    /// released with a delay (seconds).
+    /// How long a job may hold its delivery waiting for its Gemini slot
+    /// (seconds). A slot further away releases the job to the wait queues
+    /// for exactly the predicted wait. The default (90) covers a whole
+    /// minute window, so per-minute waits never leave the worker; keep it
+    /// far below the broker's `consumer_timeout` (RabbitMQ: 30 min).
     pub max_permit_wait_s: u64,
+    /// Lifetime of the lease that keeps two deliveries of one audio from
+    /// both paying (seconds). The holder renews it every third of this for
+    /// as long as its call runs, Files API upload and polling included, so
+    /// this is how soon a lease whose holder died frees, not a cap on a call.
+    pub lease_ttl_s: u64,
+    /// Transit allowance added to every quota window (milliseconds): the
+    /// part of the time between a permit's booked send time and Gemini
+    /// counting the request that a worker cannot measure (the network, and
+    /// how much it varies). The measured part (Redis round trip, timer
+    /// overshoot) is added on top, fleet-wide.
+    pub transit_margin_ms: u64,
 }
 
 impl Default for AnalyzeSection {
     fn default() -> Self {
         Self {
             analyzer: AnalyzerKind::Acoustic,
-            max_permit_wait_s: 20,
+            max_permit_wait_s: 90,
+            lease_ttl_s: 15,
+            transit_margin_ms: 250,
         }
     }
 }
 
 impl SectionSpec for AnalyzeSection {
     const NAME: &'static str = "analyze";
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.max_permit_wait_s > 900 {
+            return bad(
+                "max_permit_wait_s",
+                "must be at most 900 s: a held delivery must stay far below the broker's consumer timeout",
+            );
+        }
+        if self.lease_ttl_s < 3 {
+            return bad("lease_ttl_s", "must be at least 3 s (renewed every third)");
+        }
+        if self.transit_margin_ms > 10_000 {
+            return bad("transit_margin_ms", "must be at most 10,000 ms");
+        }
+        Ok(())
+    }
 }
 
 /// `[aggregate]`: how the per-learner scores combine.
