@@ -1,15 +1,24 @@
 //! The analyze worker with Gemini, against the Gemini-wire fake on loopback:
 //! never paying twice, the free pre-filter, 429s pausing the fleet, faults
-//! retried then recorded as failed items, and a bad key stopping the workers.
+//! retried then recorded as failed items, and a bad key or a retired model
+//! stopping the workers before they take any job.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault, Latency};
 
-use crate::support::fleet::{Backend, Fleet, free_port, http_get, poll};
+use crate::support::fleet::{
+    Backend, Fleet, amqp, free_port, http_get, poll, queue_len, stage_progress,
+};
 
-async fn gemini_fleet(test: &str, fake: &FakeGemini, key: &str) -> anyhow::Result<Fleet> {
+/// A fleet whose analyze workers use Gemini on `fake` with `key`, and the
+/// product's default model (the fake serves it by default).
+pub(crate) async fn gemini_fleet(
+    test: &str,
+    fake: &FakeGemini,
+    key: &str,
+) -> anyhow::Result<Fleet> {
     let mut f = Fleet::new(test, Backend::Local, 8, 6)?;
     f.env.insert("ENGAGE_ANALYZER".into(), "gemini".into());
     f.env.insert("GEMINI_API_KEY".into(), key.into());
@@ -17,12 +26,10 @@ async fn gemini_fleet(test: &str, fake: &FakeGemini, key: &str) -> anyhow::Resul
         "ENGAGE_GEMINI__BASE_URL".into(),
         fake.base_url().to_string(),
     );
-    f.env
-        .insert("ENGAGE_GEMINI__MODEL".into(), "gemini-2.5-flash".into());
     Ok(f)
 }
 
-fn summary(dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+pub(crate) fn summary(dir: &std::path::Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&std::fs::read(
         dir.join("summary.json"),
     )?)?)
@@ -46,7 +53,7 @@ fn wav_objects(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Rewrites the generated audio so that only `distinct` contents remain (the
 /// largest clips: speech, in the fixed-seed dataset), each behind many
 /// objects of several learners. Returns how many objects now share them.
-fn share_audio(s3_root: &Path, distinct: usize) -> anyhow::Result<usize> {
+pub(crate) fn share_audio(s3_root: &Path, distinct: usize) -> anyhow::Result<usize> {
     let objects = wav_objects(s3_root)?;
     let mut by_size: Vec<(u64, &PathBuf)> = objects
         .iter()
@@ -113,7 +120,7 @@ async fn gemini_batches_never_pay_twice_for_the_same_audio() -> anyhow::Result<(
     assert_eq!(sum("calls"), stats.generate_calls, "{s1} {s2}");
     assert!(sum("cache_hits") > 0, "{s1} {s2}");
     // Some deliveries met another one paying for the same audio (the lease)
-    // and came back later for its answer: the deliveries were concurrent.
+    // and waited for its answer: the deliveries were concurrent.
     let logs: String = (0..2)
         .map(|i| {
             std::fs::read_to_string(f.dir.path().join(format!("logs/analyze-{i}.log")))
@@ -121,16 +128,17 @@ async fn gemini_batches_never_pay_twice_for_the_same_audio() -> anyhow::Result<(
         })
         .collect();
     assert!(
-        logs.contains(": leased"),
+        logs.contains("holds the lease on this audio"),
         "no delivery met a paying one: {}",
         f.logs()
     );
     assert!(stats.uploads_finalized > 0, "{stats:?}");
     assert_eq!(stats.files_deleted, stats.uploads_finalized, "{stats:?}");
     let analysis = std::fs::read_to_string(first.join("analysis.csv"))?;
+    let analyzer = engage_runtime::config::GeminiSection::default().analyzer_id();
     assert!(
-        analysis.contains(",gemini:gemini-2.5-flash:p1,"),
-        "{analysis}"
+        analysis.contains(&format!(",{analyzer},")),
+        "{analyzer}: {analysis}"
     );
     assert_eq!(
         std::fs::read(first.join("report.csv"))?,
@@ -298,5 +306,87 @@ async fn a_bad_api_key_stops_the_analyze_workers_loudly() -> anyhow::Result<()> 
         "{log}"
     );
     assert!(!log.contains("not-the-key"), "the API key reached the log");
+    // The start-up model check found the key bad: not one call was attempted.
+    assert_eq!(fake.stats().generate_calls, 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_model_keeps_the_analyze_worker_from_taking_any_job() -> anyhow::Result<()> {
+    // Google serves only the current model; the fleet is configured with one
+    // that was shut down.
+    let fake = FakeGemini::start(FakeConfig {
+        models: vec!["gemini-3.8-flash".to_owned()],
+        ..FakeConfig::default()
+    })
+    .await?;
+    let mut f = gemini_fleet("gem-retired", &fake, fake.api_key()).await?;
+    f.env
+        .insert("ENGAGE_GEMINI__MODEL".into(), "gemini-2.5-flash".into());
+    for s in ["clean", "match", "download", "aggregate"] {
+        f.start(s)?;
+    }
+    let addr = format!("127.0.0.1:{}", free_port());
+    f.env.insert("ENGAGE_METRICS_ADDR".into(), addr.clone());
+    f.start("analyze")?;
+    let (code, body) = poll(
+        "analyze to turn not-ready",
+        Duration::from_secs(60),
+        || async {
+            Ok(http_get(&addr, "/readyz")
+                .ok()
+                .filter(|(_, b)| b.contains("fatal")))
+        },
+    )
+    .await?;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(r#"Gemini model "gemini-2.5-flash" is not available to this key"#)
+            && body.contains("model_unavailable"),
+        "{body}"
+    );
+    // A batch arrives: every downloaded item's analyze job waits in the
+    // queue (one job per downloaded item), none is taken.
+    let batch = f.enqueue()?;
+    let conn = amqp().await?;
+    let analyze_queue = format!("{}.analyze", f.ns);
+    let queued = poll(
+        "analyze jobs to queue up",
+        Duration::from_secs(120),
+        || async {
+            let downloaded = stage_progress(&f.status(&batch)?, "download").map_or(0, |(d, _)| d);
+            let queued = u64::from(queue_len(&conn, &analyze_queue).await?);
+            Ok((downloaded > 0 && queued == downloaded).then_some(queued))
+        },
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    let queue = ch
+        .queue_declare(
+            analyze_queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
+    assert_eq!(
+        queue.consumer_count(),
+        0,
+        "the analyze queue has a consumer"
+    );
+    assert!(u64::from(queue.message_count()) >= queued);
+    assert_eq!(fake.stats().generate_calls, 0, "a paid call was made");
+    // Still not ready, still saying why.
+    let (code, body) = http_get(&addr, "/readyz")?;
+    assert_eq!(code, 503);
+    assert!(body.contains("gemini-2.5-flash"), "{body}");
+    let log = std::fs::read_to_string(f.dir.path().join("logs/analyze-0.log"))?;
+    assert!(
+        log.contains(r#"Gemini model "gemini-2.5-flash" is not available to this key"#),
+        "{log}"
+    );
+    assert!(!log.contains(fake.api_key()), "the API key reached the log");
     Ok(())
 }

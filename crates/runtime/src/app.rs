@@ -1,7 +1,11 @@
 //! The `main` of every worker binary: load configuration (the common sections
 //! and the stage's own, [`FleetConfig::load_for_stage`]), set up logging,
-//! connect, serve `/metrics` `/healthz` `/readyz`, run the stage until
-//! SIGTERM/SIGINT, drain, exit.
+//! connect, serve `/metrics` `/healthz` `/readyz`, build the stage, run it
+//! until SIGTERM/SIGINT, drain, exit.
+//!
+//! The endpoints are served before the stage is built, so a stage whose
+//! start-up waits (the analyze worker checking its Gemini model) is seen not
+//! ready, with the reason on `/readyz`; a signal during that wait exits.
 
 use std::sync::Arc;
 
@@ -43,7 +47,6 @@ where
     }
     crate::telemetry::init(cfg.telemetry.log_format);
     let svc = Services::connect(cfg).await?;
-    let stage = Arc::new(build(svc.clone()).await?);
     let shutdown = CancellationToken::new();
     let addr = crate::health::serve(
         &svc.cfg.telemetry.metrics_addr,
@@ -55,8 +58,15 @@ where
     )
     .await
     .with_context(|| format!("cannot serve metrics on {}", svc.cfg.telemetry.metrics_addr))?;
-    info!(stage = S::NAME.as_str(), metrics = %addr, namespace = %svc.cfg.fleet.namespace, "worker started");
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let stage = tokio::select! {
+        built = build(svc.clone()) => Arc::new(built?),
+        () = shutdown.cancelled() => {
+            info!(stage = S::NAME.as_str(), "worker stopped before it started");
+            return Ok(());
+        }
+    };
+    info!(stage = S::NAME.as_str(), metrics = %addr, namespace = %svc.cfg.fleet.namespace, "worker started");
     // The reconciler lives beside the last stage, whose workers are always
     // deployed (one leader among them sweeps at a time).
     let reconciler = (S::NAME == StageName::Aggregate)

@@ -1,6 +1,6 @@
 //! The HTTP side of a worker: `/metrics` (Prometheus text), `/healthz`
-//! (process up) and `/readyz` (broker connected, Redis answering, not stopped
-//! by a fatal error).
+//! (process up) and `/readyz` (broker connected, Redis answering, no start-up
+//! check pending, not stopped by a fatal error).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use crate::redis_conn::RedisConn;
 #[derive(Debug, Default)]
 pub struct Health {
     amqp: AtomicBool,
+    waiting: std::sync::Mutex<Option<String>>,
     fatal: std::sync::Mutex<Option<String>>,
 }
 
@@ -27,6 +28,17 @@ impl Health {
     /// True while the broker connection is up.
     pub fn amqp(&self) -> bool {
         self.amqp.load(Ordering::Relaxed)
+    }
+    /// Marks the worker as not ready yet because of `why` (a start-up check
+    /// under way or being retried), or clears it with `None`.
+    pub fn set_waiting(&self, why: Option<String>) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = why;
+        }
+    }
+    /// What the worker is waiting for before it takes work, if anything.
+    pub fn waiting(&self) -> Option<String> {
+        self.waiting.lock().ok().and_then(|w| w.clone())
     }
     /// Marks the worker as stopped by a fatal error (readiness stays false).
     pub fn set_fatal(&self, why: String) {
@@ -64,15 +76,19 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
         .await
         .is_ok_and(|r| r.is_ok());
     let fatal = s.health.fatal();
-    let ready = s.health.amqp() && redis_ok && fatal.is_none();
+    let waiting = s.health.waiting();
+    let ready = s.health.amqp() && redis_ok && fatal.is_none() && waiting.is_none();
     s.metrics
         .ready
         .with_label_values(&[s.stage])
         .set(i64::from(ready));
     let body = format!(
-        "amqp: {}\nredis: {}\n{}",
+        "amqp: {}\nredis: {}\n{}{}",
         if s.health.amqp() { "up" } else { "down" },
         if redis_ok { "up" } else { "down" },
+        waiting
+            .map(|w| format!("waiting: {w}\n"))
+            .unwrap_or_default(),
         fatal.map(|f| format!("fatal: {f}\n")).unwrap_or_default()
     );
     (

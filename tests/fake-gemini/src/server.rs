@@ -1,11 +1,11 @@
-//! The axum handlers: `generateContent`, the Files API (resumable upload,
-//! get, delete) and the key/model checks, over the state shared with
-//! [`crate::FakeGemini`].
+//! The axum handlers: `generateContent`, `GET` of a model, the Files API
+//! (resumable upload, get, delete) and the key/model checks, over the state
+//! shared with [`crate::FakeGemini`].
 
 use crate::answer::{audio_hash, expected_answer, input_tokens, output_tokens};
 use crate::behaviour::{Behaviour, Fault};
 use crate::quota::{Limits, QuotaState};
-use crate::stats::Stats;
+use crate::stats::{RequestTrace, Stats};
 use crate::wire::{self, CreateFileRequest, GenerateContentRequest, QuotaKind};
 use axum::Router;
 use axum::body::Bytes;
@@ -141,7 +141,10 @@ impl Shared {
 /// Builds the router over the shared state.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1beta/models/{model_action}", post(generate))
+        .route(
+            "/v1beta/models/{model_action}",
+            post(generate).get(get_model),
+        )
         .route("/upload/v1beta/files", post(upload))
         .route("/v1beta/files/{id}", get(get_file).delete(delete_file))
         .fallback(not_found)
@@ -220,13 +223,29 @@ fn usage(prompt_tokens: u64, text_tokens: u64, audio_tokens: u64, candidates: u6
     })
 }
 
-/// `POST /v1beta/models/{model}:generateContent`.
+/// `POST /v1beta/models/{model}:generateContent`, logged to the behaviour's
+/// request log (if any) when the request ends.
 async fn generate(
     State(shared): State<Arc<Shared>>,
     Path(model_action): Path<String>,
     Query(query): Query<KeyQuery>,
     headers: HeaderMap,
     body: Bytes,
+) -> Response {
+    let log = shared.lock().behaviour.request_log.clone();
+    let mut trace = RequestTrace::start(log);
+    let response = generate_traced(shared, model_action, query, headers, body, &mut trace).await;
+    trace.status = Some(response.status().as_u16());
+    response
+}
+
+async fn generate_traced(
+    shared: Arc<Shared>,
+    model_action: String,
+    query: KeyQuery,
+    headers: HeaderMap,
+    body: Bytes,
+    trace: &mut RequestTrace,
 ) -> Response {
     let now_count = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&shared.in_flight);
@@ -314,12 +333,14 @@ async fn generate(
     let tokens = input_tokens(text_chars, &audio_slices);
     let text_tokens = input_tokens(text_chars, &[]);
     let hashes: Vec<String> = audio_slices.iter().map(|a| audio_hash(a)).collect();
+    trace.audio.clone_from(&hashes);
 
     // Faults that replace the call, then the quota, then the "model".
     let (fault, latency) = {
         let mut guard = shared.lock();
         let inner = &mut *guard;
         let fault = inner.behaviour.next_fault(&mut inner.rng);
+        trace.cause = fault.as_ref().map(Fault::label);
         match &fault {
             Some(Fault::Status(code)) => {
                 inner.stats.faults_injected += 1;
@@ -371,6 +392,8 @@ async fn generate(
             if let Some(f) = fault {
                 inner.behaviour.faults.push_front(f);
             }
+            trace.cause = Some(format!("quota_{}", rejection.kind.as_str()));
+            trace.retry = Some(rejection.retry_after);
             inner.stats.rate_limited += 1;
             *inner
                 .stats
@@ -380,13 +403,15 @@ async fn generate(
             // Round up to whole milliseconds so a client honouring it is never early.
             let ms = rejection.retry_after.as_micros().div_ceil(1000) as u64;
             let delay = wire::format_proto_duration(Duration::from_millis(ms));
-            let retry = (rejection.kind != QuotaKind::Rpd).then_some(delay.as_str());
+            let retry = (rejection.kind != QuotaKind::Rpd || inner.behaviour.rpd_retry_info)
+                .then_some(delay.as_str());
             return envelope(
                 429,
                 wire::quota_exceeded(rejection.kind, model, rejection.limit, retry, false),
             );
         }
         let at = Instant::now().saturating_duration_since(shared.started);
+        trace.admitted();
         inner.stats.admitted_times.push(at);
         inner.stats.input_tokens += tokens;
         for h in &hashes {
@@ -641,6 +666,43 @@ fn upload_bytes(shared: &Shared, upload_id: &str, headers: &HeaderMap, body: Byt
         .headers_mut()
         .insert("x-goog-upload-status", HeaderValue::from_static("final"));
     response
+}
+
+/// `GET /v1beta/models/{model}`: the Model resource of a configured model
+/// (Google's shape), the real `404 NOT_FOUND` envelope for any other; the key
+/// is checked first, as for `generateContent`. Spends no quota.
+async fn get_model(
+    State(shared): State<Arc<Shared>>,
+    Path(model): Path<String>,
+    Query(query): Query<KeyQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = check_key(&shared, &headers, &query) {
+        return r;
+    }
+    if model.contains(':') || !shared.models.contains(&model) {
+        let message = format!(
+            "models/{model} is not found for API version v1beta, or is not supported for getModel. Call ListModels to see the list of available models and their supported methods."
+        );
+        return envelope(404, wire::error_envelope(404, "NOT_FOUND", &message));
+    }
+    let resource = json!({
+        "name": format!("models/{model}"),
+        "version": "001",
+        "displayName": format!("Fake {model}"),
+        "description": "A model served by the Gemini-wire fake.",
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": [
+            "generateContent", "countTokens", "createCachedContent", "batchGenerateContent"
+        ],
+        "temperature": 1.0,
+        "topP": 0.95,
+        "topK": 64,
+        "maxTemperature": 2.0,
+        "thinking": true,
+    });
+    (StatusCode::OK, axum::Json(resource)).into_response()
 }
 
 /// `GET /v1beta/files/{id}`: `PROCESSING` for the configured number of polls, then `ACTIVE` (or `FAILED`).

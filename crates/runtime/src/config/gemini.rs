@@ -21,7 +21,14 @@ pub struct GeminiSection {
     pub api_key: Secret<String>,
     /// API root, without a trailing slash (tests point it at the fake).
     pub base_url: String,
-    /// Model id, e.g. `gemini-2.5-flash` (a leading `models/` is accepted).
+    /// Model id (a leading `models/` is accepted). Default `gemini-3.8-flash`,
+    /// the newest generally available Flash model as of 2026-12
+    /// (`gemini-2.5-flash` was shut down on 2026-12-01); `gemini-3.6-flash`
+    /// and `gemini-3.5-flash-lite` are the other GA Flash models. The analyze
+    /// worker checks at start-up that the model exists for the key
+    /// (`GET /v1beta/models/{model}`, no tokens spent) and takes no job until
+    /// it does. Part of the analyzer id, so changing it invalidates cached
+    /// results: every audio is paid for once more under the new model.
     pub model: String,
     /// Prompt version; must be one this build knows (currently only `p1`).
     /// Part of the analyzer id, so changing it invalidates cached results.
@@ -61,7 +68,7 @@ impl Default for GeminiSection {
         Self {
             api_key: Secret::new(String::new()),
             base_url: "https://generativelanguage.googleapis.com".to_owned(),
-            model: "gemini-2.5-flash".to_owned(),
+            model: "gemini-3.8-flash".to_owned(),
             prompt_version: "p1".to_owned(),
             inline_max_bytes: 15 * 1000 * 1000,
             request_timeout_s: 120,

@@ -12,11 +12,11 @@
 
 use super::answer::parse_generate_response;
 use super::config::GeminiConfig;
-use super::error::{GeminiError, classify_http_error};
+use super::error::{GeminiError, ModelCheckError, classify_http_error};
 use super::prompt::{KNOWN_PROMPT_VERSIONS, PROMPT, estimate_tokens, response_schema};
 use super::wire::{
-    Blob, Content, File, FileData, GenerateContentRequest, GenerationConfig, Part, ThinkingConfig,
-    UploadResponse, UsageMetadata,
+    Blob, Content, File, FileData, GenerateContentRequest, GenerationConfig, Model, Part,
+    ThinkingConfig, UploadResponse, UsageMetadata,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -38,6 +38,11 @@ const REQUEST_OVERHEAD_BYTES: usize = PROMPT.len() + 4096;
 pub fn gemini_memory_need(audio: &[u8]) -> u64 {
     (audio.len() as u64).saturating_mul(4) + (1 << 20)
 }
+
+/// Longest wait for the answer to the start-up model check: it is a small
+/// GET, retried by the caller, so a slow network is not waited on for the
+/// whole `request_timeout_s`.
+const MODEL_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Longest pause between file state polls.
 const MAX_POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -62,12 +67,33 @@ pub struct GeminiAnswer {
     pub transport: AudioTransport,
 }
 
+/// A request ready to send ([`GeminiClient::prepare`]): the audio inline or
+/// uploaded. Hand it back to [`GeminiClient::discard`] when done.
+#[derive(Debug)]
+pub enum Prepared {
+    /// Base64 audio for the request body.
+    Inline {
+        /// MIME type.
+        mime: String,
+        /// The audio, base64.
+        data: String,
+    },
+    /// An uploaded, `ACTIVE` file.
+    File {
+        /// MIME type the file was stored with.
+        mime: String,
+        /// The file.
+        file: File,
+    },
+}
+
 /// A Gemini REST client for one model and prompt version. Cheap to clone.
 #[derive(Clone)]
 pub struct GeminiClient {
     http: Client,
     config: GeminiConfig,
     base: Url,
+    model_url: Url,
     generate_url: Url,
     upload_start_url: Url,
     analyzer: String,
@@ -155,6 +181,8 @@ impl GeminiClient {
             return Err(config_error("base_url must be an http(s) URL"));
         }
         let root = base.as_str().trim_end_matches('/').to_owned();
+        let model_url = Url::parse(&format!("{root}/v1beta/models/{model}"))
+            .map_err(|e| config_error(format!("model URL: {e}")))?;
         let generate_url = Url::parse(&format!("{root}/v1beta/models/{model}:generateContent"))
             .map_err(|e| config_error(format!("generate URL: {e}")))?;
         let upload_start_url = Url::parse(&format!("{root}/upload/v1beta/files"))
@@ -174,6 +202,7 @@ impl GeminiClient {
             http,
             config,
             base,
+            model_url,
             generate_url,
             upload_start_url,
             analyzer,
@@ -197,8 +226,52 @@ impl GeminiClient {
         estimate_tokens(duration_s)
     }
 
-    /// Analyzes one spoken answer: a single attempt, no internal retry.
+    /// Checks that the configured model exists for this key and serves
+    /// `generateContent`: `GET {base}/v1beta/models/{model}`, which spends no
+    /// tokens. A single attempt; [`ModelCheckError::is_fatal`] tells whether
+    /// asking again can help. Returns the model's resource.
+    pub async fn check_model(&self) -> Result<Model, ModelCheckError> {
+        let id = self.config.model_id();
+        let asked = async {
+            let response = self
+                .http
+                .get(self.model_url.clone())
+                .timeout(MODEL_CHECK_TIMEOUT.min(self.config.request_timeout()))
+                .send()
+                .await
+                .map_err(GeminiError::transport)?;
+            self.success_body(response).await
+        };
+        let body = asked.await.map_err(|e| ModelCheckError::from_call(id, e))?;
+        let model: Model =
+            serde_json::from_slice(&body).map_err(|e| ModelCheckError::Transient {
+                model: id.to_owned(),
+                source: GeminiError::MalformedResponse(format!("model resource: {e}")),
+            })?;
+        let methods = &model.supported_generation_methods;
+        if !methods.is_empty() && !methods.iter().any(|m| m == "generateContent") {
+            return Err(ModelCheckError::ModelUnavailable {
+                model: id.to_owned(),
+                message: format!("it does not serve generateContent (only {methods:?})"),
+            });
+        }
+        Ok(model)
+    }
+
+    /// Analyzes one spoken answer: a single attempt, no internal retry
+    /// ([`Self::prepare`], [`Self::send`], then [`Self::discard`]).
     pub async fn analyze(&self, audio: &[u8], mime: &str) -> Result<GeminiAnswer, GeminiError> {
+        let prepared = self.prepare(audio, mime).await?;
+        let answer = self.send(&prepared).await;
+        self.discard(prepared).await;
+        answer
+    }
+
+    /// Everything before the `generateContent` call: checks, and either the
+    /// base64 part (inline) or an upload through the Files API, polled until
+    /// `ACTIVE`. The rate-limit permit is taken after this, so a slow upload
+    /// does not sit between a booked send time and the send.
+    pub async fn prepare(&self, audio: &[u8], mime: &str) -> Result<Prepared, GeminiError> {
         let mime = mime.trim();
         if !mime.starts_with("audio/") || mime.len() <= "audio/".len() {
             return Err(GeminiError::UnsupportedMime(mime.to_owned()));
@@ -211,47 +284,62 @@ impl GeminiClient {
             debug!(
                 bytes = audio.len(),
                 mode = "inline",
-                "gemini generateContent"
+                "gemini request prepared"
             );
-            let part = Part::InlineData(Blob {
-                mime_type: mime,
+            return Ok(Prepared::Inline {
+                mime: mime.to_owned(),
                 data: B64.encode(audio),
-            });
-            let (result, usage) = self.generate(part).await?;
-            return Ok(GeminiAnswer {
-                result,
-                usage,
-                transport: AudioTransport::Inline,
             });
         }
         debug!(
             bytes = audio.len(),
             mode = "files_api",
-            "gemini generateContent"
+            "gemini request prepared"
         );
         let file = self.upload(audio, mime).await?;
-        let outcome = self.use_file(&file, mime).await;
-        self.delete_file(&file.name).await;
-        let (result, usage) = outcome?;
+        match self.wait_active(file.clone()).await {
+            Ok(active) => Ok(Prepared::File {
+                mime: active.mime_type.clone().unwrap_or_else(|| mime.to_owned()),
+                file: active,
+            }),
+            Err(e) => {
+                self.delete_file(&file.name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The `generateContent` call for a prepared request.
+    pub async fn send(&self, prepared: &Prepared) -> Result<GeminiAnswer, GeminiError> {
+        let (part, transport) = match prepared {
+            Prepared::Inline { mime, data } => (
+                Part::InlineData(Blob {
+                    mime_type: mime,
+                    data: data.clone(),
+                }),
+                AudioTransport::Inline,
+            ),
+            Prepared::File { mime, file } => (
+                Part::FileData(FileData {
+                    mime_type: mime,
+                    file_uri: &file.uri,
+                }),
+                AudioTransport::FilesApi,
+            ),
+        };
+        let (result, usage) = self.generate(part).await?;
         Ok(GeminiAnswer {
             result,
             usage,
-            transport: AudioTransport::FilesApi,
+            transport,
         })
     }
 
-    /// Waits for the uploaded file to be `ACTIVE`, then analyzes it.
-    async fn use_file(
-        &self,
-        file: &File,
-        mime: &str,
-    ) -> Result<(AnalysisResult, UsageMetadata), GeminiError> {
-        let active = self.wait_active(file.clone()).await?;
-        let part = Part::FileData(FileData {
-            mime_type: active.mime_type.as_deref().unwrap_or(mime),
-            file_uri: &active.uri,
-        });
-        self.generate(part).await
+    /// Releases what [`Self::prepare`] created (deletes an uploaded file).
+    pub async fn discard(&self, prepared: Prepared) {
+        if let Prepared::File { file, .. } = prepared {
+            self.delete_file(&file.name).await;
+        }
     }
 
     /// One `generateContent` call with the prompt and the given audio part.

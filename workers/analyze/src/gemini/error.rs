@@ -16,6 +16,10 @@
 //! | 400 `FAILED_PRECONDITION` (billing, region) | [`GeminiError::Precondition`] | fatal |
 //! | other 400, 413 | [`GeminiError::InvalidRequest`] | fail the item |
 //! | 200 blocked, stopped without text, invalid answer | [`GeminiError::Blocked`], [`GeminiError::SafetyStop`], [`GeminiError::MaxTokens`], [`GeminiError::InvalidAnswer`] | retry (bounded), then fail the item |
+//!
+//! The start-up check of the model has its own outcome, [`ModelCheckError`]:
+//! the model is unavailable, the key is refused (both fatal), or the check
+//! could not be made (retried).
 
 use super::reset::until_daily_reset;
 use super::wire::ErrorEnvelope;
@@ -264,6 +268,99 @@ impl GeminiError {
     }
 }
 
+/// Why the start-up check of the configured model (`GET /v1beta/models/{model}`)
+/// failed. [`ModelCheckError::is_fatal`] tells a state no retry changes (the
+/// model is unavailable, the key is refused) from a failure to ask (network,
+/// 5xx, 429), which is retried.
+///
+/// | answer | error |
+/// |---|---|
+/// | 404; 400 or 403 whose message names the model (Google answers some retired models so); 200 for a model that does not serve `generateContent` | [`ModelCheckError::ModelUnavailable`] (fatal) |
+/// | bad key, permission denied, failed precondition, other 4xx | [`ModelCheckError::Refused`] (fatal) |
+/// | network error, timeout, 408, 5xx, 429, unreadable 200 | [`ModelCheckError::Transient`] (retried) |
+#[derive(Debug, thiserror::Error)]
+pub enum ModelCheckError {
+    /// The model does not exist, is retired, or cannot generate content.
+    #[error("Gemini model {model:?} is not available to this key: {message}")]
+    ModelUnavailable {
+        /// The configured model id.
+        model: String,
+        /// Google's message (or why the model is unusable).
+        message: String,
+    },
+    /// Google refuses every call with this key or configuration.
+    #[error("Gemini refuses every call ({class}): {0}", class = .0.class())]
+    Refused(GeminiError),
+    /// The check could not be made; it is tried again.
+    #[error("could not check Gemini model {model:?}: {source}")]
+    Transient {
+        /// The configured model id.
+        model: String,
+        /// What failed.
+        #[source]
+        source: GeminiError,
+    },
+}
+
+impl ModelCheckError {
+    /// Classifies a failed `GET /v1beta/models/{model}` (see the type's table).
+    pub fn from_call(model: &str, error: GeminiError) -> Self {
+        let names_model = |message: &str| message.contains(model);
+        match error {
+            GeminiError::ModelNotFound { message } => Self::ModelUnavailable {
+                model: model.to_owned(),
+                message,
+            },
+            GeminiError::PermissionDenied { message }
+            | GeminiError::Precondition { message }
+            | GeminiError::InvalidRequest {
+                status: 400,
+                message,
+                ..
+            } if names_model(&message) => Self::ModelUnavailable {
+                model: model.to_owned(),
+                message,
+            },
+            e if matches!(
+                e.disposition(),
+                Disposition::Retry { .. } | Disposition::PauseFleet { .. }
+            ) =>
+            {
+                Self::Transient {
+                    model: model.to_owned(),
+                    source: e,
+                }
+            }
+            e => Self::Refused(e),
+        }
+    }
+
+    /// True when retrying cannot help: the worker must not take work.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Self::Transient { .. })
+    }
+
+    /// A stable, bounded label for logs and `/readyz`.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::ModelUnavailable { .. } => "model_unavailable",
+            Self::Refused(e) | Self::Transient { source: e, .. } => e.class(),
+        }
+    }
+
+    /// The server's minimum delay before asking again, if it gave one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Transient { source, .. } => match source.disposition() {
+                Disposition::Retry { after } => after,
+                Disposition::PauseFleet { pause } => Some(pause),
+                Disposition::Fatal | Disposition::FailItem => None,
+            },
+            Self::ModelUnavailable { .. } | Self::Refused(_) => None,
+        }
+    }
+}
+
 /// The quota a `quotaId` names: `…PerDay…` → RPD, `…Token…PerMinute…` → TPM,
 /// `…Requests…PerMinute…` → RPM.
 pub fn quota_kind_of(quota_id: &str) -> QuotaKind {
@@ -452,6 +549,101 @@ mod tests {
             QuotaKind::Rpm
         );
         assert_eq!(quota_kind_of("Something"), QuotaKind::Unknown);
+    }
+
+    fn check(status: u16, b: &[u8]) -> ModelCheckError {
+        ModelCheckError::from_call("gemini-x", classify_http_error(status, b, now()))
+    }
+
+    #[test]
+    fn model_check_404_is_model_unavailable_and_names_the_model() {
+        let b = body(json!({"error": {"code": 404, "status": "NOT_FOUND",
+            "message": "models/gemini-x is not found for API version v1beta, or is not supported for getModel."}}));
+        let e = check(404, &b);
+        assert!(
+            matches!(e, ModelCheckError::ModelUnavailable { .. }),
+            "{e:?}"
+        );
+        assert!(e.is_fatal());
+        assert_eq!(e.class(), "model_unavailable");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "Gemini model \"gemini-x\" is not available to this key: models/gemini-x"
+            ),
+            "{text}"
+        );
+        // A bare 404 (no envelope) too.
+        assert!(matches!(
+            check(404, b""),
+            ModelCheckError::ModelUnavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn model_check_400_or_403_naming_the_model_is_model_unavailable() {
+        let retired = body(json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+            "message": "Gemini model gemini-x has been shut down. Please migrate to a newer model."}}));
+        assert!(matches!(
+            check(400, &retired),
+            ModelCheckError::ModelUnavailable { .. }
+        ));
+        let denied = body(json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+            "message": "Access to model gemini-x is denied for this project."}}));
+        assert!(matches!(
+            check(403, &denied),
+            ModelCheckError::ModelUnavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn model_check_bad_key_and_other_refusals_are_fatal_but_not_model_unavailable() {
+        let key = body(json!({"error": {"code": 400, "status": "INVALID_ARGUMENT",
+            "message": "API key not valid. Please pass a valid API key.",
+            "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}));
+        let e = check(400, &key);
+        assert!(
+            matches!(
+                e,
+                ModelCheckError::Refused(GeminiError::InvalidApiKey { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_fatal());
+        assert_eq!(e.class(), "invalid_api_key");
+        assert!(e.to_string().contains("(invalid_api_key)"), "{e}");
+        let unregistered = body(json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+            "message": "Method doesn't allow unregistered callers."}}));
+        let e = check(403, &unregistered);
+        assert!(
+            matches!(
+                e,
+                ModelCheckError::Refused(GeminiError::PermissionDenied { .. })
+            ),
+            "{e:?}"
+        );
+        assert!(check(401, b"").is_fatal());
+    }
+
+    #[test]
+    fn model_check_5xx_and_429_are_transient() {
+        for s in [500u16, 502, 503, 504, 408] {
+            let e = check(s, b"<html>oops</html>");
+            assert!(matches!(e, ModelCheckError::Transient { .. }), "{s}: {e:?}");
+            assert!(!e.is_fatal(), "{s}");
+            assert_eq!(e.retry_after(), None);
+        }
+        let rate = body(
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "q",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "3s"}]}}),
+        );
+        let e = check(429, &rate);
+        assert!(!e.is_fatal());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        // A 503 whose message happens to name the model is still transient.
+        let busy = body(json!({"error": {"code": 503, "status": "UNAVAILABLE",
+            "message": "The model gemini-x is overloaded. Please try again later."}}));
+        assert!(!check(503, &busy).is_fatal());
     }
 
     proptest! {

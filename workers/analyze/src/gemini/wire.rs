@@ -1,6 +1,6 @@
 //! Gemini REST wire types used by the client: the `generateContent` request
-//! and response, the Files API `File` resource and the `google.rpc.Status`
-//! error envelope with the detail types the client reads.
+//! and response, the Files API `File` resource, the `Model` resource and the
+//! `google.rpc.Status` error envelope with the detail types the client reads.
 //!
 //! Requests are written in lowerCamelCase (the API's JSON spelling). Responses
 //! are read leniently: unknown fields are ignored and missing ones default,
@@ -165,6 +165,25 @@ pub struct File {
     pub state: Option<String>,
     /// Why processing failed, when `state` is `FAILED`.
     pub error: Option<Value>,
+}
+
+/// The `Model` resource of `GET /v1beta/models/{model}` (the fields the
+/// start-up check reads and logs).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Model {
+    /// Resource name, `models/{id}`.
+    pub name: String,
+    /// The model's version, e.g. `001`.
+    pub version: String,
+    /// Human-readable name.
+    pub display_name: String,
+    /// Largest input, in tokens.
+    pub input_token_limit: Option<u64>,
+    /// Largest output, in tokens.
+    pub output_token_limit: Option<u64>,
+    /// API methods the model serves (`generateContent`, `countTokens`, ...).
+    pub supported_generation_methods: Vec<String>,
 }
 
 /// The finalize answer of a resumable upload: `{"file": File}`.

@@ -86,7 +86,7 @@ async fn success_inline_records_usage_and_one_paid_call() {
     let audio = wav(3, 1);
     let answer = client(&fake).analyze(&audio, "audio/wav").await.unwrap();
     assert_eq!(answer.transport, AudioTransport::Inline);
-    assert_eq!(answer.result.analyzer, "gemini:gemini-2.5-flash:p1");
+    assert_eq!(answer.result.analyzer, "gemini:gemini-3.8-flash:p1");
     assert_matches_fake(&answer.result, &audio);
     // 3 s of audio at 32 tokens/s plus the prompt.
     assert!(answer.usage.prompt_token_count >= 96, "{:?}", answer.usage);
