@@ -91,7 +91,7 @@ pub(crate) enum DlqCmd {
     },
 }
 
-fn topology(cfg: &FleetConfig) -> Topology {
+pub(crate) fn topology(cfg: &FleetConfig) -> Topology {
     engage_runtime::services::topology(cfg)
 }
 
@@ -270,6 +270,14 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
                 }
                 if p.reopened > 0 {
                     t += &format!("  reopened: {}", p.reopened);
+                }
+                // Analysis waiting for quota: say so, and until when.
+                if !p.complete && p.final_items < p.items {
+                    let pause = crate::quota::fleet_pause(cfg).await?;
+                    let parked = crate::quota::parked_jobs(cfg).await;
+                    if let Some(line) = crate::quota::pause_line(pause.as_ref(), parked) {
+                        t += &format!("  {line}");
+                    }
                 }
                 t
             }

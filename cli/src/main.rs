@@ -9,6 +9,7 @@ mod config_show;
 mod demo;
 mod fleet;
 mod gen_data;
+mod quota;
 mod run;
 
 use std::process::ExitCode;
@@ -40,6 +41,10 @@ enum Cmd {
     /// Inspect or replay dead-lettered messages.
     #[command(subcommand)]
     Dlq(fleet::DlqCmd),
+    /// End a Gemini fleet pause now (the quota was raised or reset early):
+    /// clears the pause and the fleet's daily count, and sends every job
+    /// parked on the wait ladder back to its work queue.
+    Resume,
     /// Generate data, start the five workers, run a batch, print the report.
     Demo(demo::DemoArgs),
     /// Inspect the configuration (`show`: effective values and their origins).
@@ -110,6 +115,10 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Dlq(c) => fleet::dlq(&cfg()?, &c).await?,
+        Cmd::Resume => {
+            let moved = quota::resume(&cfg()?).await?;
+            println!("fleet pause cleared; {moved} parked jobs sent back to their queues");
+        }
         Cmd::GenData(a) => return dispatch(Cmd::GenData(a)),
         Cmd::Run(a) => return dispatch(Cmd::Run(a)),
         Cmd::Config(c) => return dispatch(Cmd::Config(c)),

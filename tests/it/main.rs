@@ -8,6 +8,7 @@ mod fleet;
 mod gemini;
 mod ledger;
 mod ops;
+mod quota;
 mod resilience;
 mod secrets;
 mod storage;

@@ -2,7 +2,8 @@
 //!
 //! Its configuration is the common sections plus `[analyze]`, and `[gemini]`
 //! when `analyze.analyzer` is `gemini` (then a missing `GEMINI_API_KEY`
-//! fails start-up with a message naming it).
+//! fails start-up with a message naming it, and the configured model must
+//! exist for the key before any job is taken: `gemini::require_model`).
 #![forbid(unsafe_code)]
 
 // mimalloc instead of glibc's malloc: allocation and free were ~9% of the
@@ -11,6 +12,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use engage_analyze::gemini::{GeminiClient, require_model};
 use engage_analyze::paid::Paid;
 use engage_analyze::ratelimit::Quota;
 use engage_analyze::{AnalyzeStage, Analyzer};
@@ -28,18 +30,20 @@ async fn main() -> anyhow::Result<()> {
             AnalyzerKind::Gemini => {
                 // `[gemini]` was validated by the loader (key present, quota > 0).
                 let g = &c.gemini;
+                // No job before the model is known to exist for the key: not
+                // ready while checking; an unavailable model never returns.
+                require_model(&GeminiClient::new(g.clone())?, &svc.health, &svc.metrics).await;
                 let quota = Quota {
                     rpm: Some(g.rpm),
                     tpm: Some(g.tpm),
                     rpd: (g.rpd > 0).then_some(g.rpd),
                 };
-                let wait = std::time::Duration::from_secs(c.analyze.max_permit_wait_s);
                 Analyzer::Gemini(Box::new(Paid::new(
                     g.clone(),
+                    &c.analyze,
                     svc.redis.clone(),
                     &c.fleet.namespace,
                     quota,
-                    wait,
                     &svc.metrics.registry,
                 )?))
             }

@@ -1,46 +1,55 @@
-//! Fleet-wide rate limiting: one atomic Redis script shared by every analyze worker, plus governor smoothing per process.
+//! Fleet-wide rate limiting: one atomic Redis script shared by every analyze
+//! worker, which hands out *reservations*: each permit carries the time its
+//! request may be sent.
 //!
 //! The Gemini quota belongs to the API key, so every analyze worker takes its
 //! permits from the same place: one Lua script, run atomically by Redis, that
-//! grants a request only if **all** of these allow it at once:
+//! finds the earliest send time at which **all** of these allow one more
+//! request, and books it:
 //!
 //! - requests per minute (RPM), tokens per minute (TPM, the request's estimated
-//!   input tokens) and requests per day (RPD), each a *sliding-window log*:
-//!   a permit is granted only if, counting it, no window of the configured
-//!   length holds more than the limit. A sliding log is used rather than GCRA
+//!   input tokens) and requests per day (RPD), each a *sliding-window log* of
+//!   booked send times: no window of the configured length plus the margin
+//!   (below) holds more than the limit. A sliding log is used rather than GCRA
 //!   or a token bucket because those allow a burst on top of the steady rate
 //!   (up to twice the limit inside one window), which is exactly what draws
-//!   429s from a per-minute quota; the log's cost is one sorted-set entry per
-//!   permit in the window and O(log n) per call;
+//!   429s from a per-minute quota;
 //! - the fleet pause (`pause_until`, a server-time millisecond timestamp),
 //!   set by [`FleetLimiter::pause_fleet`] when Gemini answers 429 with a retry
 //!   delay or a per-day quota is exhausted. A pause only ever extends.
 //!
+//! **Reservations, not a race.** Bookings are first come, first served: a new
+//! one is never earlier than the latest booking, and at capacity it goes
+//! exactly one window after the booking it displaces. A worker sleeps until
+//! its slot and sends; nobody polls, and workers that join or leave change
+//! nothing but who holds the next slots. A booking further away than
+//! `max_wait` is not made: the caller is told how long to wait instead.
+//!
+//! **The margin.** Gemini counts a request when it arrives, not when it was
+//! booked. Arrival lags the booked time by the Redis round trip, the sleep's
+//! overshoot and the network; if those lags differ between two requests by
+//! `d`, a window of the server can see one request more than a window of the
+//! log. So the log's windows are `margin` longer than the quota's: the margin
+//! is the configured transit allowance plus the largest lag this fleet
+//! *measured* in the last two minutes (each worker measures booking → send on
+//! its own clock and reports it; the script keeps the fleet's maximum for
+//! five minutes). At 250 ms on a 60 s window this costs 0.4 % of the quota.
+//!
 //! Time is Redis server time (`TIME` inside the script), never a worker's
 //! clock ([`TimeSource::Server`]; tests drive a [`TimeSource::Manual`] clock
-//! by hand, so their assertions do not depend on the machine's speed). All keys of one limiter share the hash tag `{<namespace>:gemini}`,
-//! so the script runs on a Redis Cluster too. When a permit is refused the
-//! script returns how long until the blocking entry leaves its window.
+//! by hand, so their assertions do not depend on the machine's speed). All
+//! keys of one limiter share the hash tag `{<namespace>:gemini}`, so the
+//! script runs on a Redis Cluster too.
 //!
 //! Per day is a sliding 24 h window, stricter than Google's reset at midnight
 //! Pacific: it never admits more than RPD requests in any calendar day either.
-//!
-//! [`FleetLimiter::acquire`] first passes a per-process `governor` limiter
-//! (the fleet rate, with a burst of a sixth of a window) so that one process's
-//! concurrent jobs do not all hit Redis in the same instant, then waits for a
-//! fleet permit — but never past `max_wait`: it answers [`Acquired::NotWithin`]
-//! so the caller can release the message with a delay instead of holding it
-//! past the broker's acknowledgement timeout.
 
-use governor::clock::Clock;
-use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
-use rand::Rng;
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 use redis::Script;
 use redis::aio::ConnectionLike;
-use std::num::NonZeroU32;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// Which Gemini quota a limit or a 429 concerns (a bounded metric label).
@@ -83,8 +92,8 @@ pub struct Quota {
     pub rpd: Option<u32>,
 }
 
-/// Window lengths. Real quotas use the defaults (60 s and 24 h); the
-/// benchmark scales them down to run in seconds.
+/// Window lengths. Real quotas use the defaults (60 s and 24 h); tests may
+/// use others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Windows {
     /// The RPM and TPM window.
@@ -102,9 +111,11 @@ impl Default for Windows {
     }
 }
 
-/// What refused a permit.
+/// What delays or refuses a permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limit {
+    /// Nothing: the request may go now.
+    None,
     /// The fleet is paused.
     Pause,
     /// Requests per minute.
@@ -113,24 +124,23 @@ pub enum Limit {
     Tpm,
     /// Requests per day.
     Rpd,
-    /// This process's smoothing limiter.
-    Local,
 }
 
 impl Limit {
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::None => "none",
             Self::Pause => "pause",
             Self::Rpm => "rpm",
             Self::Tpm => "tpm",
             Self::Rpd => "rpd",
-            Self::Local => "local",
         }
     }
 
     fn from_script(reason: &str) -> Result<Self, RateLimitError> {
         Ok(match reason {
+            "" => Self::None,
             "pause" => Self::Pause,
             "rpm" => Self::Rpm,
             "tpm" => Self::Tpm,
@@ -166,43 +176,47 @@ impl TimeSource {
     }
 }
 
-/// A granted permit: the caller may make one request of `tokens` estimated tokens.
+/// A booked permit: the caller may send one request of `tokens` estimated
+/// tokens at `send_at_ms` (server time), i.e. `wait` after it asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Permit {
     /// Tokens charged to the TPM window.
     pub tokens: u64,
-    /// Redis server time of the grant, in milliseconds since the epoch.
-    pub granted_at_ms: u64,
-    /// Time spent waiting in [`FleetLimiter::acquire`] (zero for `try_acquire`).
-    pub waited: Duration,
+    /// The booking's id in the logs (to cancel it).
+    pub id: u64,
+    /// Server time of the booked send, in milliseconds since the epoch.
+    pub send_at_ms: u64,
+    /// From the booking to the send time.
+    pub wait: Duration,
+    /// What made it wait ([`Limit::None`] when it may go at once).
+    pub limit: Limit,
 }
 
-/// Answer of [`FleetLimiter::try_acquire`].
+/// Answer of [`FleetLimiter::reserve`] and [`FleetLimiter::acquire`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TryAcquire {
-    /// Granted.
-    Permit(Permit),
-    /// Refused: try again after `wait`.
-    Wait {
-        /// Time until the blocking limit has room (a lower bound: others may take it first).
-        wait: Duration,
-        /// What refused.
-        limit: Limit,
-    },
-}
-
-/// Answer of [`FleetLimiter::acquire`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Acquired {
-    /// Granted within `max_wait`.
+pub enum Reservation {
+    /// Booked: [`FleetLimiter::reserve`] returns at once (send at
+    /// `send_at_ms`), [`FleetLimiter::acquire`] once that time has come.
     Granted(Permit),
-    /// No permit before `max_wait`: release the job with (at least) this delay.
+    /// The earliest slot is more than `max_wait` away: nothing was booked;
+    /// release the job for `wait` and ask again.
     NotWithin {
-        /// The wait the limiter predicted when it gave up.
+        /// Time until the earliest slot (a lower bound: others may book it first).
         wait: Duration,
         /// What refused.
         limit: Limit,
     },
+}
+
+/// The fleet pause in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetPause {
+    /// Time left.
+    pub remaining: Duration,
+    /// When it ends (server time, ms since the epoch).
+    pub until_ms: u64,
+    /// Why: the quota a 429 named (`rpm`, `tpm`, `rpd`, `unknown`).
+    pub reason: String,
 }
 
 /// Errors of the fleet limiter.
@@ -233,97 +247,125 @@ pub enum RateLimitError {
     UnexpectedReply(String),
 }
 
-/// The acquire script. KEYS: 1 request log (minute), 2 token log (minute,
-/// members `seq:cost`), 3 token sum, 4 request log (day), 5 pause-until,
-/// 6 sequence. ARGV: rpm, tpm, rpd (−1 = unlimited), minute ms, day ms, cost,
-/// now ms (−1 = Redis `TIME`).
-/// Returns `{granted (1/0/−1 too big), wait_ms, reason, now_ms}`.
-const ACQUIRE_LUA: &str = r#"
+/// The reserve script. KEYS: 1 request log (minute), 2 token log (minute,
+/// members `id:cost`), 3 request log (day), 4 pause-until, 5 sequence,
+/// 6 fleet margin. ARGV: 1 rpm, 2 tpm, 3 rpd (−1 = unlimited), 4 minute ms,
+/// 5 day ms, 6 cost, 7 now ms (−1 = Redis `TIME`), 8 max wait ms, 9 this
+/// worker's margin ms.
+/// Returns `{booked (1/0/−1 too big), wait_ms, reason, now_ms, id, margin_ms}`.
+const RESERVE_LUA: &str = r#"
 local now = tonumber(ARGV[7])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local rpm, tpm, rpd = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local win, day, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local minute, day, cost = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local max_wait, margin = tonumber(ARGV[8]), tonumber(ARGV[9])
 
-if tpm >= 0 and cost > tpm then return {-1, 0, 'tpm', now} end
+if tpm >= 0 and cost > tpm then return {-1, 0, 'tpm', now, 0, 0} end
 
-local pause = tonumber(redis.call('GET', KEYS[5]) or '0')
-if pause > now then return {0, pause - now, 'pause', now} end
-
-local function cost_of(member) return tonumber(string.match(member, ':(%d+)$')) or 0 end
-
--- Drop entries that left their window: a window is (now - len, now].
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
-local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - win)
-if #old > 0 then
-  local freed = 0
-  for _, m in ipairs(old) do freed = freed + cost_of(m) end
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - win)
-  redis.call('DECRBY', KEYS[3], freed)
+-- The fleet's margin: the largest any worker reported in the last 5 minutes.
+local m = tonumber(redis.call('GET', KEYS[6]) or '0')
+if margin >= m then
+  redis.call('SET', KEYS[6], margin, 'PX', 300000)
+  m = margin
 end
-if redis.call('ZCARD', KEYS[2]) == 0 then redis.call('DEL', KEYS[3]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - day)
+local win, dwin = minute + m, day + m
 
-local wait, reason = 0, ''
-local function blocked_by_count(key, limit, len, name)
+-- Entries no window ending at or after now can hold.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - win)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - dwin)
+
+local t, reason = now, ''
+local function not_before(at, why)
+  if at > t then t, reason = at, why end
+end
+local pause = tonumber(redis.call('GET', KEYS[4]) or '0')
+not_before(pause, 'pause')
+
+-- First come, first served: never before the latest booking, so only the
+-- window that ends at the new booking needs checking.
+local function latest(key, why)
+  local e = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if e[2] then not_before(tonumber(e[2]), why) end
+end
+local function count_limit(key, limit, len, why)
+  latest(key, why)
   local n = redis.call('ZCARD', key)
   if n >= limit then
-    local w = len
-    if limit > 0 then
+    if limit <= 0 then
+      not_before(now + len, why)
+    else
+      -- The limit-th latest booking must leave the window first.
       local e = redis.call('ZRANGE', key, n - limit, n - limit, 'WITHSCORES')
-      if e[2] then w = tonumber(e[2]) + len - now end
+      not_before(tonumber(e[2]) + len, why)
     end
-    if w > wait then wait, reason = w, name end
   end
 end
-if rpd >= 0 then blocked_by_count(KEYS[4], rpd, day, 'rpd') end
-if rpm >= 0 then blocked_by_count(KEYS[1], rpm, win, 'rpm') end
+if rpd >= 0 then count_limit(KEYS[3], rpd, dwin, 'rpd') end
+if rpm >= 0 then count_limit(KEYS[1], rpm, win, 'rpm') end
 if tpm >= 0 then
-  local used = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), 0)
-  if used + cost > tpm then
-    -- Oldest entries first, in pages, until enough tokens would be freed.
-    local excess = used + cost - tpm
-    local w, start, found = win, 0, false
-    while not found do
-      local entries = redis.call('ZRANGE', KEYS[2], start, start + 99, 'WITHSCORES')
-      if #entries == 0 then break end
-      for i = 1, #entries, 2 do
-        excess = excess - cost_of(entries[i])
-        if excess <= 0 then
-          w, found = tonumber(entries[i + 1]) + win - now, true
-          break
-        end
+  latest(KEYS[2], 'tpm')
+  -- Newest first, in pages, until the tokens no longer fit: that booking
+  -- must leave the window first.
+  local sum, start, found = cost, 0, false
+  while not found do
+    local page = redis.call('ZREVRANGE', KEYS[2], start, start + 99, 'WITHSCORES')
+    if #page == 0 then break end
+    for i = 1, #page, 2 do
+      sum = sum + (tonumber(string.match(page[i], ':(%d+)$')) or 0)
+      if sum > tpm then
+        not_before(tonumber(page[i + 1]) + win, 'tpm')
+        found = true
+        break
       end
-      start = start + 100
     end
-    if w > wait then wait, reason = w, 'tpm' end
+    start = start + 100
   end
 end
-if wait > 0 then return {0, wait, reason, now} end
 
-local id = redis.call('INCR', KEYS[6])
-redis.call('PEXPIRE', KEYS[6], math.max(win, day))
+local wait = t - now
+if wait > max_wait then return {0, wait, reason, now, 0, m} end
+
+local id = redis.call('INCR', KEYS[5])
+redis.call('PEXPIRE', KEYS[5], dwin + wait)
 if rpm >= 0 then
-  redis.call('ZADD', KEYS[1], now, id)
-  redis.call('PEXPIRE', KEYS[1], win)
+  redis.call('ZADD', KEYS[1], t, id)
+  redis.call('PEXPIRE', KEYS[1], win + wait)
 end
 if tpm >= 0 then
-  redis.call('ZADD', KEYS[2], now, id .. ':' .. cost)
-  redis.call('INCRBY', KEYS[3], cost)
-  redis.call('PEXPIRE', KEYS[2], win)
-  redis.call('PEXPIRE', KEYS[3], win)
+  redis.call('ZADD', KEYS[2], t, id .. ':' .. cost)
+  redis.call('PEXPIRE', KEYS[2], win + wait)
 end
 if rpd >= 0 then
-  redis.call('ZADD', KEYS[4], now, id)
-  redis.call('PEXPIRE', KEYS[4], day)
+  redis.call('ZADD', KEYS[3], t, id)
+  redis.call('PEXPIRE', KEYS[3], dwin + wait)
 end
-return {1, 0, '', now}
+return {1, wait, reason, now, id, m}
 "#;
 
-/// Extends the pause to now + ARGV[1] ms unless it already ends later; ARGV[2]
-/// is now in ms (−1 = Redis `TIME`). Returns the remaining pause in ms.
+/// Cancels a booking that has not come yet. KEYS: the three logs. ARGV: id,
+/// cost, now ms (−1 = Redis `TIME`). Returns 1 if it was removed.
+const CANCEL_LUA: &str = r#"
+local now = tonumber(ARGV[3])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local at = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[3], ARGV[1])
+  or redis.call('ZSCORE', KEYS[2], ARGV[1] .. ':' .. ARGV[2]) or '-1')
+if at <= now then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"#;
+
+/// Extends the pause to now + ARGV[1] ms unless it already ends later, with
+/// reason ARGV[3]; ARGV[2] is now in ms (−1 = Redis `TIME`). KEYS: pause-until,
+/// pause reason. Returns `{remaining ms, until ms}`.
 const PAUSE_LUA: &str = r#"
 local now = tonumber(ARGV[2])
 if now < 0 then
@@ -334,42 +376,47 @@ local target = now + tonumber(ARGV[1])
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if target > cur then
   redis.call('SET', KEYS[1], target, 'PX', tonumber(ARGV[1]))
-  return target - now
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', tonumber(ARGV[1]))
+  return {target - now, target}
 end
-return cur - now
+return {cur - now, cur}
 "#;
 
-/// Remaining pause in ms (0 when not paused); ARGV[1] is now in ms (−1 = Redis `TIME`).
-const PAUSED_FOR_LUA: &str = r#"
+/// The pause in force: `{remaining ms (0 = none), until ms, reason}`; ARGV[1]
+/// is now in ms (−1 = Redis `TIME`). KEYS: pause-until, pause reason.
+const PAUSED_LUA: &str = r#"
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if cur > now then return cur - now end
-return 0
+if cur > now then return {cur - now, cur, redis.call('GET', KEYS[2]) or 'unknown'} end
+return {0, 0, ''}
 "#;
 
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
+static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_LUA));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(CANCEL_LUA));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(PAUSE_LUA));
-static PAUSED_FOR: LazyLock<Script> = LazyLock::new(|| Script::new(PAUSED_FOR_LUA));
+static PAUSED: LazyLock<Script> = LazyLock::new(|| Script::new(PAUSED_LUA));
 
 /// The Redis keys of one limiter (one hash tag).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
     /// Request log of the minute window.
     pub requests_minute: String,
-    /// Token log of the minute window.
+    /// Token log of the minute window (members `id:cost`).
     pub tokens_minute: String,
-    /// Sum of the token log.
-    pub tokens_sum: String,
     /// Request log of the day window.
     pub requests_day: String,
     /// The fleet pause (server-time ms).
     pub pause_until: String,
-    /// Member sequence.
+    /// Why the fleet is paused.
+    pub pause_reason: String,
+    /// Booking ids.
     pub seq: String,
+    /// The fleet's margin (ms): the largest any worker reported lately.
+    pub margin: String,
 }
 
 impl Keys {
@@ -386,21 +433,35 @@ impl Keys {
         Ok(Self {
             requests_minute: k("rpm"),
             tokens_minute: k("tpm"),
-            tokens_sum: k("tpm_sum"),
             requests_day: k("rpd"),
             pause_until: k("pause_until"),
+            pause_reason: k("pause_reason"),
             seq: k("seq"),
+            margin: k("margin"),
         })
     }
 
-    fn all(&self) -> [&str; 6] {
+    fn reserve_keys(&self) -> [&str; 6] {
         [
             &self.requests_minute,
             &self.tokens_minute,
-            &self.tokens_sum,
             &self.requests_day,
             &self.pause_until,
             &self.seq,
+            &self.margin,
+        ]
+    }
+
+    #[cfg(test)]
+    fn all(&self) -> [&str; 7] {
+        [
+            &self.requests_minute,
+            &self.tokens_minute,
+            &self.requests_day,
+            &self.pause_until,
+            &self.pause_reason,
+            &self.seq,
+            &self.margin,
         ]
     }
 }
@@ -410,14 +471,20 @@ impl Keys {
 pub struct LimiterMetrics {
     /// `engage_ratelimit_permits_total`
     pub permits: IntCounter,
-    /// `engage_ratelimit_refusals_total{limit}`: refusals by what refused.
+    /// `engage_ratelimit_refusals_total{limit}`: bookings refused (further
+    /// than `max_wait`), by what refused.
     pub refusals: IntCounterVec,
-    /// `engage_ratelimit_wait_seconds`: time `acquire` waited (granted or not).
+    /// `engage_ratelimit_wait_seconds`: from asking to the booked send time.
     pub wait_seconds: Histogram,
-    /// `engage_ratelimit_not_within_total`: `acquire` calls that gave up at `max_wait`.
+    /// `engage_ratelimit_not_within_total`: bookings refused at `max_wait`.
     pub not_within: IntCounter,
     /// `engage_ratelimit_fleet_pauses_total`: pauses requested by this process.
     pub pauses: IntCounter,
+    /// `engage_ratelimit_margin_seconds`: the fleet margin the last booking used.
+    pub margin_seconds: Gauge,
+    /// `engage_ratelimit_send_lag_seconds`: booked send time → request sent,
+    /// measured by this process (what the margin must cover).
+    pub send_lag_seconds: Histogram,
     /// `engage_gemini_429_total{quota}`: 429s received, by quota (`rpm|tpm|rpd|unknown`).
     pub rate_limited: IntCounterVec,
     /// `engage_gemini_tokens_total{kind}`: `estimated` tokens charged, `actual` tokens reported.
@@ -429,31 +496,42 @@ impl LimiterMetrics {
         let m = Self {
             permits: IntCounter::new(
                 "engage_ratelimit_permits_total",
-                "Fleet rate-limit permits granted to this process.",
+                "Fleet rate-limit permits booked by this process.",
             )?,
             refusals: IntCounterVec::new(
                 Opts::new(
                     "engage_ratelimit_refusals_total",
-                    "Permit requests refused, by the limit that refused.",
+                    "Bookings refused because the earliest slot was too far, by the limit that refused.",
                 ),
                 &["limit"],
             )?,
             wait_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "engage_ratelimit_wait_seconds",
-                    "Time spent waiting for a fleet permit.",
+                    "Time from asking for a fleet permit to its booked send time.",
                 )
                 .buckets(vec![
-                    0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
                 ]),
             )?,
             not_within: IntCounter::new(
                 "engage_ratelimit_not_within_total",
-                "Permit waits given up at max_wait (job released with a delay).",
+                "Bookings refused at max_wait (job released for the predicted wait).",
             )?,
             pauses: IntCounter::new(
                 "engage_ratelimit_fleet_pauses_total",
                 "Fleet pauses requested by this process.",
+            )?,
+            margin_seconds: Gauge::new(
+                "engage_ratelimit_margin_seconds",
+                "The fleet margin added to every quota window (transit allowance plus the largest measured send lag).",
+            )?,
+            send_lag_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "engage_ratelimit_send_lag_seconds",
+                    "From a permit's booked send time to the request being sent, measured by this process.",
+                )
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
             )?,
             rate_limited: IntCounterVec::new(
                 Opts::new(
@@ -471,7 +549,7 @@ impl LimiterMetrics {
             )?,
         };
         // Create every label value up front so dashboards see zeros.
-        for l in ["pause", "rpm", "tpm", "rpd", "local"] {
+        for l in ["pause", "rpm", "tpm", "rpd"] {
             m.refusals.with_label_values(&[l]);
         }
         for q in QuotaKind::ALL {
@@ -489,9 +567,49 @@ impl LimiterMetrics {
         registry.register(Box::new(self.wait_seconds.clone()))?;
         registry.register(Box::new(self.not_within.clone()))?;
         registry.register(Box::new(self.pauses.clone()))?;
+        registry.register(Box::new(self.margin_seconds.clone()))?;
+        registry.register(Box::new(self.send_lag_seconds.clone()))?;
         registry.register(Box::new(self.rate_limited.clone()))?;
         registry.register(Box::new(self.tokens.clone()))?;
         Ok(())
+    }
+}
+
+/// How long a measured send lag counts toward this worker's margin.
+const LAG_MEMORY: Duration = Duration::from_secs(120);
+
+/// The send lags this process measured lately; their maximum is its share of
+/// the fleet margin.
+#[derive(Debug, Default)]
+struct LagLog(Mutex<VecDeque<(Instant, Duration)>>);
+
+impl LagLog {
+    fn observe(&self, lag: Duration) {
+        let now = Instant::now();
+        let Ok(mut log) = self.0.lock() else { return };
+        while log
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > LAG_MEMORY)
+        {
+            log.pop_front();
+        }
+        // Keep only what can still be the maximum: older, smaller lags never will.
+        while log.back().is_some_and(|(_, l)| *l <= lag) {
+            log.pop_back();
+        }
+        log.push_back((now, lag));
+    }
+
+    fn max(&self) -> Duration {
+        let now = Instant::now();
+        let Ok(log) = self.0.lock() else {
+            return Duration::ZERO;
+        };
+        log.iter()
+            .filter(|(at, _)| now.duration_since(*at) <= LAG_MEMORY)
+            .map(|(_, l)| *l)
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -502,7 +620,8 @@ pub struct FleetLimiter<C> {
     keys: Keys,
     quota: Quota,
     windows: Windows,
-    local: Option<Arc<DefaultDirectRateLimiter>>,
+    transit: Duration,
+    lags: Arc<LagLog>,
     metrics: LimiterMetrics,
     time: TimeSource,
 }
@@ -513,6 +632,7 @@ impl<C> std::fmt::Debug for FleetLimiter<C> {
             .field("keys", &self.keys)
             .field("quota", &self.quota)
             .field("windows", &self.windows)
+            .field("transit", &self.transit)
             .finish_non_exhaustive()
     }
 }
@@ -525,15 +645,20 @@ fn limit_arg<T: Into<u64>>(v: Option<T>) -> i64 {
     v.map_or(-1, |n| i64::try_from(n.into()).unwrap_or(i64::MAX))
 }
 
+fn ms(v: i64) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
 impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
     /// A limiter for `quota` on `conn` (a `ConnectionManager`, a cluster
-    /// connection or [`crate::redis_conn::RedisConn`]), with keys under
-    /// `{<namespace>:gemini}` and the real 60 s / 24 h windows.
+    /// connection or [`engage_runtime::redis_conn::RedisConn`]), with keys
+    /// under `{<namespace>:gemini}`, the real 60 s / 24 h windows and no
+    /// transit allowance (see [`Self::with_transit_margin`]).
     pub fn new(conn: C, namespace: &str, quota: Quota) -> Result<Self, RateLimitError> {
         Self::with_windows(conn, namespace, quota, Windows::default())
     }
 
-    /// Like [`Self::new`] with other window lengths (the benchmark scales time down).
+    /// Like [`Self::new`] with other window lengths.
     pub fn with_windows(
         conn: C,
         namespace: &str,
@@ -545,24 +670,24 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
                 "windows must be at least 1 ms".to_owned(),
             ));
         }
-        let local = match quota.rpm {
-            Some(rpm) if rpm > 0 => {
-                let period = windows.minute / rpm;
-                let burst = NonZeroU32::new((rpm / 6).max(1)).unwrap_or(NonZeroU32::MIN);
-                GovernorQuota::with_period(period.max(Duration::from_nanos(1)))
-                    .map(|q| Arc::new(RateLimiter::direct(q.allow_burst(burst))))
-            }
-            _ => None,
-        };
         Ok(Self {
             conn,
             keys: Keys::new(namespace)?,
             quota,
             windows,
-            local,
+            transit: Duration::ZERO,
+            lags: Arc::default(),
             metrics: LimiterMetrics::new()?,
             time: TimeSource::Server,
         })
+    }
+
+    /// The same limiter with a transit allowance: the part of the margin
+    /// that covers what this process cannot measure (the network between it
+    /// and Gemini, and how that varies).
+    pub fn with_transit_margin(mut self, transit: Duration) -> Self {
+        self.transit = transit;
+        self
     }
 
     /// The same limiter with another time source (tests: [`TimeSource::Manual`]).
@@ -591,11 +716,23 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         self.quota
     }
 
-    /// One atomic attempt to take a permit for a request of `tokens` estimated tokens.
-    pub async fn try_acquire(&self, tokens: u64) -> Result<TryAcquire, RateLimitError> {
+    /// This process's margin: the transit allowance plus the largest send
+    /// lag it measured in the last two minutes.
+    pub fn margin(&self) -> Duration {
+        self.transit + self.lags.max()
+    }
+
+    /// Books the earliest slot for a request of `tokens` estimated tokens, if
+    /// it is at most `max_wait` away (`Duration::ZERO`: only if it may go now).
+    /// Returns at once; the caller sends at [`Permit::send_at_ms`].
+    pub async fn reserve(
+        &self,
+        tokens: u64,
+        max_wait: Duration,
+    ) -> Result<Reservation, RateLimitError> {
         let mut conn = self.conn.clone();
-        let mut invocation = ACQUIRE.prepare_invoke();
-        for key in self.keys.all() {
+        let mut invocation = RESERVE.prepare_invoke();
+        for key in self.keys.reserve_keys() {
             invocation.key(key);
         }
         invocation
@@ -605,30 +742,38 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
             .arg(millis(self.windows.minute))
             .arg(millis(self.windows.day))
             .arg(tokens)
-            .arg(self.time.arg());
-        let (granted, wait_ms, reason, now_ms): (i64, i64, String, i64) =
+            .arg(self.time.arg())
+            .arg(millis(max_wait))
+            .arg(millis(self.margin()));
+        let (booked, wait_ms, reason, now_ms, id, margin_ms): (i64, i64, String, i64, i64, i64) =
             invocation.invoke_async(&mut conn).await?;
-        match granted {
+        self.metrics.margin_seconds.set(ms(margin_ms).as_secs_f64());
+        let limit = Limit::from_script(&reason)?;
+        match booked {
             1 => {
                 self.metrics.permits.inc();
                 self.metrics
                     .tokens
                     .with_label_values(&["estimated"])
                     .inc_by(tokens);
-                Ok(TryAcquire::Permit(Permit {
+                let wait = ms(wait_ms);
+                self.metrics.wait_seconds.observe(wait.as_secs_f64());
+                Ok(Reservation::Granted(Permit {
                     tokens,
-                    granted_at_ms: u64::try_from(now_ms).unwrap_or(0),
-                    waited: Duration::ZERO,
+                    id: u64::try_from(id).unwrap_or(0),
+                    send_at_ms: u64::try_from(now_ms + wait_ms).unwrap_or(0),
+                    wait,
+                    limit,
                 }))
             }
             0 => {
-                let limit = Limit::from_script(&reason)?;
+                self.metrics.not_within.inc();
                 self.metrics
                     .refusals
                     .with_label_values(&[limit.as_str()])
                     .inc();
-                Ok(TryAcquire::Wait {
-                    wait: Duration::from_millis(u64::try_from(wait_ms.max(1)).unwrap_or(1)),
+                Ok(Reservation::NotWithin {
+                    wait: ms(wait_ms.max(1)),
                     limit,
                 })
             }
@@ -636,90 +781,95 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
                 cost: tokens,
                 tpm: self.quota.tpm.unwrap_or(0),
             }),
-            other => Err(RateLimitError::UnexpectedReply(format!(
-                "granted = {other}"
-            ))),
+            other => Err(RateLimitError::UnexpectedReply(format!("booked = {other}"))),
         }
     }
 
-    /// Waits for a permit (local smoothing, then the fleet), at most `max_wait`.
-    ///
-    /// Returns [`Acquired::NotWithin`] as soon as the predicted wait would pass
-    /// `max_wait`, without sleeping it out.
+    /// Books a slot at most `max_wait` away and sleeps until it, so the
+    /// caller sends as soon as this returns [`Reservation::Granted`]. The
+    /// sleep is measured: how late it woke (plus the booking's round trip)
+    /// is this process's send lag, which widens the fleet margin. If a fleet
+    /// pause began while it slept, the booking is cancelled and the pause
+    /// returned as [`Reservation::NotWithin`].
     pub async fn acquire(
         &self,
         tokens: u64,
         max_wait: Duration,
-    ) -> Result<Acquired, RateLimitError> {
-        let started = Instant::now();
-        let deadline = started + max_wait;
-        let gave_up = |wait: Duration, limit: Limit| {
-            self.metrics.not_within.inc();
-            self.metrics
-                .wait_seconds
-                .observe(started.elapsed().as_secs_f64());
-            Ok(Acquired::NotWithin { wait, limit })
+    ) -> Result<Reservation, RateLimitError> {
+        let asked = Instant::now();
+        let permit = match self.reserve(tokens, max_wait).await? {
+            Reservation::Granted(p) => p,
+            refused => return Ok(refused),
         };
-        if let Some(local) = &self.local {
-            while let Err(not_until) = local.check() {
-                let wait = not_until.wait_time_from(local.clock().now());
-                if Instant::now() + wait > deadline {
-                    self.metrics
-                        .refusals
-                        .with_label_values(&[Limit::Local.as_str()])
-                        .inc();
-                    return gave_up(wait, Limit::Local);
-                }
-                tokio::time::sleep(wait).await;
-            }
+        // The script ran between `asked` and now: sleeping from now sends
+        // no earlier than the booked time, and at most one round trip late.
+        tokio::time::sleep(permit.wait).await;
+        if !permit.wait.is_zero()
+            && let Some(pause) = self.paused().await?
+        {
+            let _ = self.cancel(&permit).await;
+            return Ok(Reservation::NotWithin {
+                wait: pause.remaining,
+                limit: Limit::Pause,
+            });
         }
-        loop {
-            match self.try_acquire(tokens).await? {
-                TryAcquire::Permit(mut permit) => {
-                    permit.waited = started.elapsed();
-                    self.metrics
-                        .wait_seconds
-                        .observe(permit.waited.as_secs_f64());
-                    return Ok(Acquired::Granted(permit));
-                }
-                TryAcquire::Wait { wait, limit } => {
-                    if Instant::now() + wait > deadline {
-                        return gave_up(wait, limit);
-                    }
-                    // Spread the waiters so they do not all retry in the same millisecond.
-                    let spread = millis(wait / 10).clamp(1, 50);
-                    let jitter = Duration::from_millis(rand::rng().random_range(0..=spread));
-                    let sleep =
-                        (wait + jitter).min(deadline.saturating_duration_since(Instant::now()));
-                    tokio::time::sleep(sleep).await;
-                }
-            }
-        }
+        let lag = asked.elapsed().saturating_sub(permit.wait);
+        self.lags.observe(lag);
+        self.metrics.send_lag_seconds.observe(lag.as_secs_f64());
+        Ok(Reservation::Granted(permit))
+    }
+
+    /// Gives back a booking whose send time has not come (the request will
+    /// not be sent), so the slot serves someone else. `false` if it had come.
+    pub async fn cancel(&self, permit: &Permit) -> Result<bool, RateLimitError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = CANCEL
+            .key(&self.keys.requests_minute)
+            .key(&self.keys.tokens_minute)
+            .key(&self.keys.requests_day)
+            .arg(permit.id)
+            .arg(permit.tokens)
+            .arg(self.time.arg())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(removed == 1)
     }
 
     /// Pauses every worker of the fleet for `duration` (extends, never
-    /// shortens, a pause in force). Returns the remaining pause.
-    pub async fn pause_fleet(&self, duration: Duration) -> Result<Duration, RateLimitError> {
+    /// shortens, a pause in force), naming the quota that caused it.
+    /// Returns the remaining pause.
+    pub async fn pause_fleet(
+        &self,
+        duration: Duration,
+        reason: QuotaKind,
+    ) -> Result<Duration, RateLimitError> {
         let mut conn = self.conn.clone();
-        let remaining: i64 = PAUSE
+        let (remaining, _until): (i64, i64) = PAUSE
             .key(&self.keys.pause_until)
+            .key(&self.keys.pause_reason)
             .arg(millis(duration).max(1))
             .arg(self.time.arg())
+            .arg(reason.as_str())
             .invoke_async(&mut conn)
             .await?;
         self.metrics.pauses.inc();
-        Ok(Duration::from_millis(u64::try_from(remaining).unwrap_or(0)))
+        Ok(ms(remaining))
     }
 
-    /// The remaining fleet pause, if one is in force.
-    pub async fn paused_for(&self) -> Result<Option<Duration>, RateLimitError> {
+    /// The fleet pause in force, if any.
+    pub async fn paused(&self) -> Result<Option<FleetPause>, RateLimitError> {
         let mut conn = self.conn.clone();
-        let remaining: i64 = PAUSED_FOR
+        let (remaining, until, reason): (i64, i64, String) = PAUSED
             .key(&self.keys.pause_until)
+            .key(&self.keys.pause_reason)
             .arg(self.time.arg())
             .invoke_async(&mut conn)
             .await?;
-        Ok((remaining > 0).then(|| Duration::from_millis(u64::try_from(remaining).unwrap_or(0))))
+        Ok((remaining > 0).then(|| FleetPause {
+            remaining: ms(remaining),
+            until_ms: u64::try_from(until).unwrap_or(0),
+            reason,
+        }))
     }
 
     /// Counts a 429 from Gemini by quota type.
@@ -743,6 +893,7 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
     use redis::aio::ConnectionManager;
 
     async fn conn() -> ConnectionManager {
@@ -792,8 +943,10 @@ mod tests {
 
     const MINUTE: u64 = 60_000;
     const DAY: u64 = 24 * 3_600_000;
+    const NOW: Duration = Duration::ZERO;
+    const LONG: Duration = Duration::from_secs(3_600);
 
-    /// The most grants inside any half-open window `[t, t + len)` of limiter time.
+    /// The most entries inside any half-open window `[t, t + len)`.
     fn max_in_window(times: &mut [u64], len: u64) -> usize {
         times.sort_unstable();
         let mut best = 0;
@@ -805,6 +958,20 @@ mod tests {
             best = best.max(end - start + 1);
         }
         best
+    }
+
+    fn granted(r: Reservation) -> Permit {
+        match r {
+            Reservation::Granted(p) => p,
+            other => panic!("expected a permit, got {other:?}"),
+        }
+    }
+
+    fn refused(r: Reservation) -> (Duration, Limit) {
+        match r {
+            Reservation::NotWithin { wait, limit } => (wait, limit),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[tokio::test]
@@ -822,7 +989,7 @@ mod tests {
         }
         // Three and a half minutes in steps of 2.5 s (not a divisor of the
         // window, so windows start between steps); at every step 16 tasks
-        // race for permits at once.
+        // race for permits that may go now.
         let mut times = Vec::new();
         for _ in 0..84 {
             let mut tasks = tokio::task::JoinSet::new();
@@ -830,11 +997,11 @@ mod tests {
                 for _ in 0..4 {
                     let l = l.clone();
                     tasks.spawn(async move {
-                        let mut granted = Vec::new();
+                        let mut sent = Vec::new();
                         for _ in 0..2 {
-                            match l.try_acquire(1).await.unwrap() {
-                                TryAcquire::Permit(p) => granted.push(p.granted_at_ms),
-                                TryAcquire::Wait { wait, limit } => {
+                            match l.reserve(1, NOW).await.unwrap() {
+                                Reservation::Granted(p) => sent.push(p.send_at_ms),
+                                Reservation::NotWithin { wait, limit } => {
                                     assert_eq!(limit, Limit::Rpm);
                                     assert!(
                                         wait > Duration::ZERO && wait <= Duration::from_secs(60)
@@ -842,7 +1009,7 @@ mod tests {
                                 }
                             }
                         }
-                        granted
+                        sent
                     });
                 }
             }
@@ -852,10 +1019,132 @@ mod tests {
             time.advance(2_500);
         }
         let max = max_in_window(&mut times, MINUTE);
-        assert_eq!(max, 20, "the most grants inside one 60 s window");
-        // The quota is fully used: every window [k·60 s, (k+1)·60 s) of the run
-        // (0 ≤ k < 3) is full, and the last half minute holds the rest.
-        assert_eq!(times.len(), 80, "grants over 3.5 minutes at 20 per minute");
+        assert_eq!(max, 20, "the most sends inside one 60 s window");
+        assert_eq!(times.len(), 80, "sends over 3.5 minutes at 20 per minute");
+    }
+
+    #[tokio::test]
+    async fn bookings_queue_first_come_first_served_one_window_apart() {
+        let ns = namespace();
+        let quota = Quota {
+            rpm: Some(20),
+            ..Quota::default()
+        };
+        let time = VirtualTime::new();
+        let start = time.now();
+        let a = virtual_limiter(&ns, quota, &time).await;
+        let b = virtual_limiter(&ns, quota, &time).await;
+        // 60 requests asked at once, alternating between two workers: the
+        // first 20 go now, the next 20 exactly one window later, and so on.
+        let mut sends = Vec::new();
+        for i in 0..60 {
+            let l = if i % 2 == 0 { &a } else { &b };
+            let p = granted(l.reserve(1, LONG).await.unwrap());
+            assert_eq!(p.wait, Duration::from_millis(p.send_at_ms - start));
+            sends.push(p.send_at_ms - start);
+        }
+        let expected: Vec<u64> = (0..60).map(|i| (i / 20) * MINUTE).collect();
+        assert_eq!(sends, expected);
+        // Beyond max_wait nothing is booked; the answer is the wait.
+        let (wait, limit) = refused(a.reserve(1, Duration::from_secs(150)).await.unwrap());
+        assert_eq!((wait, limit), (Duration::from_secs(180), Limit::Rpm));
+        let p = granted(a.reserve(1, Duration::from_secs(180)).await.unwrap());
+        assert_eq!(p.send_at_ms - start, 3 * MINUTE);
+        // Time passing changes nothing for bookings already queued: the next
+        // one still follows them.
+        time.advance(30_000);
+        let p = granted(b.reserve(1, LONG).await.unwrap());
+        assert_eq!(p.send_at_ms - start, 3 * MINUTE);
+    }
+
+    #[tokio::test]
+    async fn the_margin_is_the_fleets_largest_and_widens_every_window() {
+        let ns = namespace();
+        let quota = Quota {
+            rpm: Some(10),
+            ..Quota::default()
+        };
+        let time = VirtualTime::new();
+        let start = time.now();
+        let careful = virtual_limiter(&ns, quota, &time)
+            .await
+            .with_transit_margin(Duration::from_millis(700));
+        let eager = virtual_limiter(&ns, quota, &time).await;
+        assert_eq!(careful.margin(), Duration::from_millis(700));
+        for _ in 0..10 {
+            granted(careful.reserve(1, LONG).await.unwrap());
+        }
+        // The eager worker's own margin is zero, but the fleet's is 700 ms:
+        // its booking waits a window plus the margin.
+        let p = granted(eager.reserve(1, LONG).await.unwrap());
+        assert_eq!(p.send_at_ms - start, MINUTE + 700);
+        assert!((eager.metrics().margin_seconds.get() - 0.7).abs() < 1e-9);
+    }
+
+    /// Whatever each request's lag between its booked time and its arrival,
+    /// as long as lags differ by no more than the margin, the server never
+    /// sees more than the quota inside one of its own windows.
+    #[tokio::test]
+    async fn arrivals_late_by_up_to_the_margin_never_overfill_a_server_window() {
+        let ns = namespace();
+        let rpm = 40;
+        let margin = 400;
+        let quota = Quota {
+            rpm: Some(rpm),
+            ..Quota::default()
+        };
+        let time = VirtualTime::new();
+        let mut workers = Vec::new();
+        for _ in 0..6 {
+            workers.push(
+                virtual_limiter(&ns, quota, &time)
+                    .await
+                    .with_transit_margin(Duration::from_millis(margin)),
+            );
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut arrivals = Vec::new();
+        let mut booked = Vec::new();
+        // Workers join and leave: at each step a random subset books a few.
+        for _ in 0..400 {
+            for w in &workers {
+                if rng.random_bool(0.4)
+                    && let Reservation::Granted(p) =
+                        w.reserve(1, Duration::from_secs(90)).await.unwrap()
+                {
+                    booked.push(p.send_at_ms);
+                    arrivals.push(p.send_at_ms + rng.random_range(0..margin));
+                }
+            }
+            time.advance(rng.random_range(0..2_000));
+        }
+        assert!(booked.len() > 5 * rpm as usize, "{} bookings", booked.len());
+        assert!(max_in_window(&mut arrivals, MINUTE) <= rpm as usize);
+        // And the log is full: at capacity every window plus margin holds
+        // exactly the quota.
+        assert_eq!(max_in_window(&mut booked, MINUTE + margin), rpm as usize);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_booking_frees_its_slot_but_a_past_one_stays() {
+        let ns = namespace();
+        let quota = Quota {
+            rpm: Some(2),
+            tpm: Some(100),
+            rpd: Some(100),
+        };
+        let time = VirtualTime::new();
+        let start = time.now();
+        let l = virtual_limiter(&ns, quota, &time).await;
+        let first = granted(l.reserve(10, LONG).await.unwrap());
+        granted(l.reserve(10, LONG).await.unwrap());
+        let third = granted(l.reserve(10, LONG).await.unwrap());
+        assert_eq!(third.send_at_ms - start, MINUTE);
+        assert!(l.cancel(&third).await.unwrap());
+        let again = granted(l.reserve(10, LONG).await.unwrap());
+        assert_eq!(again.send_at_ms - start, MINUTE, "the slot was free again");
+        // The first booking's time has come: it is spent.
+        assert!(!l.cancel(&first).await.unwrap());
     }
 
     #[tokio::test]
@@ -868,48 +1157,47 @@ mod tests {
         let time = VirtualTime::new();
         let a = virtual_limiter(&ns, quota, &time).await;
         let b = virtual_limiter(&ns, quota, &time).await;
-        assert_eq!(b.paused_for().await.unwrap(), None);
-        let remaining = a.pause_fleet(Duration::from_secs(120)).await.unwrap();
+        assert_eq!(b.paused().await.unwrap(), None);
+        let remaining = a
+            .pause_fleet(Duration::from_secs(120), QuotaKind::Rpm)
+            .await
+            .unwrap();
         assert_eq!(remaining, Duration::from_secs(120));
         // A shorter pause does not shorten it.
         time.advance(10_000);
-        let remaining = b.pause_fleet(Duration::from_millis(50)).await.unwrap();
+        let remaining = b
+            .pause_fleet(Duration::from_millis(50), QuotaKind::Tpm)
+            .await
+            .unwrap();
         assert_eq!(remaining, Duration::from_secs(110));
-        // A longer one extends it.
-        let remaining = b.pause_fleet(Duration::from_secs(115)).await.unwrap();
+        // A longer one extends it, and names its cause.
+        let remaining = b
+            .pause_fleet(Duration::from_secs(115), QuotaKind::Rpd)
+            .await
+            .unwrap();
         assert_eq!(remaining, Duration::from_secs(115));
         time.advance(15_000);
+        let pause = a.paused().await.unwrap().unwrap();
+        assert_eq!(pause.remaining, Duration::from_secs(100));
+        assert_eq!(pause.until_ms, time.now() + 100_000);
+        assert_eq!(pause.reason, "rpd");
         assert_eq!(
-            a.paused_for().await.unwrap(),
-            Some(Duration::from_secs(100))
+            refused(b.reserve(1, Duration::from_secs(10)).await.unwrap()),
+            (Duration::from_secs(100), Limit::Pause)
         );
-        assert_eq!(
-            b.try_acquire(1).await.unwrap(),
-            TryAcquire::Wait {
-                wait: Duration::from_secs(100),
-                limit: Limit::Pause
-            }
-        );
-        let not_within = b.acquire(1, Duration::from_secs(10)).await.unwrap();
-        assert_eq!(
-            not_within,
-            Acquired::NotWithin {
-                wait: Duration::from_secs(100),
-                limit: Limit::Pause
-            }
-        );
+        // A booking may be made for the end of the pause.
+        let p = granted(b.reserve(1, Duration::from_secs(100)).await.unwrap());
+        assert_eq!((p.wait, p.limit), (Duration::from_secs(100), Limit::Pause));
         // One millisecond before the end the pause still holds; at the end it is over.
         time.advance(99_999);
         assert_eq!(
-            a.paused_for().await.unwrap(),
+            a.paused().await.unwrap().map(|p| p.remaining),
             Some(Duration::from_millis(1))
         );
         time.advance(1);
-        assert_eq!(a.paused_for().await.unwrap(), None);
-        match a.acquire(1, Duration::from_secs(3)).await.unwrap() {
-            Acquired::Granted(p) => assert_eq!(p.granted_at_ms, time.now()),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(a.paused().await.unwrap(), None);
+        let p = granted(a.acquire(1, Duration::from_secs(3)).await.unwrap());
+        assert_eq!((p.send_at_ms, p.limit), (time.now(), Limit::None));
         assert_eq!(a.metrics().pauses.get(), 1);
         assert_eq!(b.metrics().pauses.get(), 2);
     }
@@ -925,42 +1213,20 @@ mod tests {
         let l = virtual_limiter(&ns, quota, &time).await;
         let first = time.now();
         for _ in 0..3 {
-            assert!(matches!(
-                l.try_acquire(1).await.unwrap(),
-                TryAcquire::Permit(_)
-            ));
+            granted(l.reserve(1, NOW).await.unwrap());
             time.advance(3_600_000);
         }
         // Three hours in: the first permit leaves the day window in 21 hours.
         assert_eq!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Wait {
-                wait: Duration::from_millis(first + DAY - time.now()),
-                limit: Limit::Rpd
-            }
+            refused(l.reserve(1, Duration::from_secs(60)).await.unwrap()),
+            (Duration::from_millis(first + DAY - time.now()), Limit::Rpd)
         );
-        let r = l.acquire(1, Duration::from_secs(60)).await.unwrap();
-        assert!(matches!(
-            r,
-            Acquired::NotWithin {
-                limit: Limit::Rpd,
-                ..
-            }
-        ));
         assert_eq!(l.metrics().not_within.get(), 1);
         // 24 h after the first permit there is room for exactly one more.
         time.advance(first + DAY - time.now());
-        assert!(matches!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
-        assert!(matches!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Wait {
-                limit: Limit::Rpd,
-                ..
-            }
-        ));
+        granted(l.reserve(1, NOW).await.unwrap());
+        let (_, limit) = refused(l.reserve(1, NOW).await.unwrap());
+        assert_eq!(limit, Limit::Rpd);
     }
 
     #[tokio::test]
@@ -973,49 +1239,30 @@ mod tests {
         let time = VirtualTime::new();
         let l = virtual_limiter(&ns, quota, &time).await;
         let first = time.now();
-        assert!(matches!(
-            l.try_acquire(60).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
+        granted(l.reserve(60, NOW).await.unwrap());
         time.advance(10_000);
-        assert!(matches!(
-            l.try_acquire(30).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
+        granted(l.reserve(30, NOW).await.unwrap());
         time.advance(5_000);
         // 20 more need the 60-token entry gone: 45 s from now.
         assert_eq!(
-            l.try_acquire(20).await.unwrap(),
-            TryAcquire::Wait {
-                wait: Duration::from_millis(first + MINUTE - time.now()),
-                limit: Limit::Tpm
-            }
+            refused(l.reserve(20, NOW).await.unwrap()),
+            (
+                Duration::from_millis(first + MINUTE - time.now()),
+                Limit::Tpm
+            )
         );
         // A small request still fits.
+        granted(l.reserve(10, NOW).await.unwrap());
         assert!(matches!(
-            l.try_acquire(10).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
-        assert!(matches!(
-            l.try_acquire(101).await,
+            l.reserve(101, NOW).await,
             Err(RateLimitError::CostExceedsQuota {
                 cost: 101,
                 tpm: 100
             })
         ));
-        // Once the first entry leaves its window, its tokens are free again.
-        time.advance(first + MINUTE - time.now());
-        match l.acquire(60, Duration::from_secs(2)).await.unwrap() {
-            Acquired::Granted(p) => assert_eq!((p.tokens, p.granted_at_ms), (60, time.now())),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Wait {
-                limit: Limit::Tpm,
-                ..
-            }
-        ));
+        // Booked for when the first entry leaves its window.
+        let p = granted(l.reserve(60, LONG).await.unwrap());
+        assert_eq!((p.tokens, p.send_at_ms), (60, first + MINUTE));
         assert_eq!(
             l.metrics().tokens.with_label_values(&["estimated"]).get(),
             60 + 30 + 10 + 60
@@ -1033,26 +1280,20 @@ mod tests {
         let l = virtual_limiter(&ns, quota, &time).await;
         let first = time.now();
         for _ in 0..150 {
-            assert!(matches!(
-                l.try_acquire(4).await.unwrap(),
-                TryAcquire::Permit(_)
-            ));
+            granted(l.reserve(4, NOW).await.unwrap());
         }
         time.advance(300);
         for _ in 0..100 {
-            assert!(matches!(
-                l.try_acquire(4).await.unwrap(),
-                TryAcquire::Permit(_)
-            ));
+            granted(l.reserve(4, NOW).await.unwrap());
         }
         // 600 more tokens need the 150 oldest entries gone (the second page
-        // of the log holds the 150th): the first batch leaves the window.
+        // of the log, newest first, holds the one that overflows).
         assert_eq!(
-            l.try_acquire(600).await.unwrap(),
-            TryAcquire::Wait {
-                wait: Duration::from_millis(first + MINUTE - time.now()),
-                limit: Limit::Tpm
-            }
+            refused(l.reserve(600, NOW).await.unwrap()),
+            (
+                Duration::from_millis(first + MINUTE - time.now()),
+                Limit::Tpm
+            )
         );
     }
 
@@ -1066,37 +1307,24 @@ mod tests {
         };
         let time = VirtualTime::new();
         let l = virtual_limiter(&ns, quota, &time).await;
-        assert!(matches!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
+        granted(l.reserve(1, NOW).await.unwrap());
         time.advance(1_000);
-        assert!(matches!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
+        granted(l.reserve(1, NOW).await.unwrap());
         time.advance(1_000);
         assert_eq!(
-            l.try_acquire(1).await.unwrap(),
-            TryAcquire::Wait {
-                wait: Duration::from_secs(58),
-                limit: Limit::Rpm
-            }
+            refused(l.reserve(1, NOW).await.unwrap()),
+            (Duration::from_secs(58), Limit::Rpm)
         );
-        // The refused request charged nothing.
+        // The refused request booked nothing.
         let mut c = conn().await;
-        let sum: Option<u64> = redis::cmd("GET")
-            .arg(&l.keys().tokens_sum)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(sum, Some(2));
-        let day: u64 = redis::cmd("ZCARD")
-            .arg(&l.keys().requests_day)
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(day, 2);
+        for key in [&l.keys().tokens_minute, &l.keys().requests_day] {
+            let n: u64 = redis::cmd("ZCARD")
+                .arg(key)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(n, 2, "{key}");
+        }
     }
 
     #[tokio::test]
@@ -1105,17 +1333,19 @@ mod tests {
         // with a plausible server time.
         let l = limiter(&namespace(), Quota::default(), Windows::default()).await;
         let before = chrono::Utc::now().timestamp_millis() as u64;
-        match l.try_acquire(1).await.unwrap() {
-            TryAcquire::Permit(p) => assert!(
-                p.granted_at_ms.abs_diff(before) < 3_600_000,
-                "server time {} vs local {before}",
-                p.granted_at_ms
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(l.paused_for().await.unwrap(), None);
-        assert!(l.pause_fleet(Duration::from_secs(60)).await.unwrap() > Duration::from_secs(50));
-        assert!(l.paused_for().await.unwrap().is_some());
+        let p = granted(l.acquire(1, NOW).await.unwrap());
+        assert!(
+            p.send_at_ms.abs_diff(before) < 3_600_000,
+            "server time {} vs local {before}",
+            p.send_at_ms
+        );
+        assert_eq!(l.paused().await.unwrap(), None);
+        let paused = l
+            .pause_fleet(Duration::from_secs(60), QuotaKind::Unknown)
+            .await
+            .unwrap();
+        assert!(paused > Duration::from_secs(50));
+        assert!(l.paused().await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -1129,19 +1359,34 @@ mod tests {
         ));
         l.record_429(QuotaKind::Tpm);
         l.record_actual_tokens(42);
-        assert!(matches!(
-            l.try_acquire(5).await.unwrap(),
-            TryAcquire::Permit(_)
-        ));
+        granted(l.acquire(5, NOW).await.unwrap());
         let families = registry.gather();
         let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
         assert!(names.contains(&"engage_gemini_429_total"), "{names:?}");
+        assert!(
+            names.contains(&"engage_ratelimit_send_lag_seconds"),
+            "{names:?}"
+        );
         assert_eq!(l.metrics().permits.get(), 1);
+        assert_eq!(l.metrics().send_lag_seconds.get_sample_count(), 1);
         assert_eq!(
             l.metrics().rate_limited.with_label_values(&["tpm"]).get(),
             1
         );
         assert_eq!(l.metrics().tokens.with_label_values(&["actual"]).get(), 42);
+    }
+
+    #[test]
+    fn the_lag_log_keeps_the_recent_maximum() {
+        let log = LagLog::default();
+        assert_eq!(log.max(), Duration::ZERO);
+        log.observe(Duration::from_millis(30));
+        log.observe(Duration::from_millis(10));
+        assert_eq!(log.max(), Duration::from_millis(30));
+        log.observe(Duration::from_millis(50));
+        assert_eq!(log.max(), Duration::from_millis(50));
+        // Smaller, older entries were dropped: they can never be the maximum.
+        assert_eq!(log.0.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -11,14 +11,14 @@ use engage_model::layout::Layout;
 use engage_runtime::audio_budget::Held;
 use engage_runtime::audio_fetch::{Fetched, fetch_audio};
 use engage_runtime::items::{failed, finalize, finalize_dead_lettered};
-use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
+use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::storage::ObjectUri;
 use engage_runtime::store_io::{get_json, put_json};
 
 use crate::acoustic::{ACOUSTIC_VERSION, acoustic_memory_need, analyze_bytes};
 use crate::gemini::gemini_memory_need;
-use crate::paid::{Analyzed, LEASED_RECHECK, Paid};
+use crate::paid::{Audio, Paid};
 
 /// Which analyzer a stage runs.
 #[derive(Debug)]
@@ -98,15 +98,8 @@ impl Stage for AnalyzeStage {
             ),
             Fetched::Refused { reason, detail } => failed(&reason, detail),
         };
-        finalize(
-            ctx,
-            Self::NAME,
-            &job.user_id,
-            &job.response_id,
-            unusable,
-            cost,
-        )
-        .await
+        let (user, rid) = (&job.user_id, &job.response_id);
+        finalize(ctx, Self::NAME, user, rid, unusable, cost).await
     }
 }
 
@@ -145,52 +138,19 @@ impl AnalyzeStage {
             Analyzer::Gemini(paid) => {
                 let probe =
                     get_json::<AudioProbe>(&svc.storage, &layout.probe(&job.content_hash)?).await?;
+                let audio = Audio {
+                    bytes: &bytes,
+                    probe: probe.as_ref(),
+                    storage: &svc.storage,
+                    cache,
+                    lease_key: &format!("analyze:{}:{}", job.content_hash, paid.analyzer_id()),
+                };
                 let last = ctx.attempt + 1 >= svc.cfg.limits.max_attempts;
-                let key = format!("analyze:{}:{}", job.content_hash, paid.analyzer_id());
-                let res = paid
-                    .analyze(
-                        &svc.idempotency,
-                        &key,
-                        (&svc.storage, cache),
-                        &bytes,
-                        probe.as_ref(),
-                        last,
-                        &mut cost,
-                    )
-                    .await?;
-                match res {
-                    Analyzed::Outcome(outcome) => outcome,
-                    // Leased by a concurrent delivery: its answer may be stored by now.
-                    Analyzed::LeasedElsewhere => {
-                        let Some(hit) = get_json::<AnalysisOutcome>(&svc.storage, cache).await?
-                        else {
-                            return Err(JobError::Delay {
-                                after: LEASED_RECHECK,
-                                reason: DelayReason::Leased,
-                            });
-                        };
-                        cost.cache_hit = true;
-                        return finalize(
-                            ctx,
-                            Self::NAME,
-                            &job.user_id,
-                            &job.response_id,
-                            hit,
-                            cost,
-                        )
-                        .await;
-                    }
-                }
+                paid.analyze(&svc.idempotency, audio, last, &mut cost)
+                    .await?
             }
         };
-        finalize(
-            ctx,
-            Self::NAME,
-            &job.user_id,
-            &job.response_id,
-            outcome,
-            cost,
-        )
-        .await
+        let (user, rid) = (&job.user_id, &job.response_id);
+        finalize(ctx, Self::NAME, user, rid, outcome, cost).await
     }
 }
