@@ -1,27 +1,40 @@
 #!/usr/bin/env bash
-# Gemini rate-limit and cost benchmark (see bench/gemini/README.md).
+# Gemini quota benchmark of the product (see bench/gemini/README.md).
 #
-#   bench/gemini/run.sh            full run, about 4 minutes (compile excluded)
-#   bench/gemini/run.sh --quick    about 1 minute
-#   REDIS_URL=redis://host:6379 bench/gemini/run.sh
+#   bench/gemini/run.sh                  full run, about 50 minutes (build excluded)
+#   bench/gemini/run.sh --quick          smoke run, about 6 minutes
+#   bench/gemini/run.sh [--quick] --only q120-w4,burst   (any quota_bench.py option)
+#   bench/gemini/run.sh --limiter-micro [--quick]
+#       the limiter-only micro-benchmark (workers/analyze/examples/ratelimit_bench.rs),
+#       not the product figure; writes its own table to stdout only.
 #
-# Builds the example in release mode, checks Redis, runs every row against the
-# fake Gemini server and writes the table to bench/gemini/RESULTS.md.
+# Builds the release binaries, checks RabbitMQ and Redis, runs the five real
+# workers against the Gemini-wire fake and writes bench/gemini/RESULTS.md.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-REDIS_URL=${REDIS_URL:-}
+cd "$ROOT"
 
-ping_url=${REDIS_URL:-redis://127.0.0.1:6379}
-if ! redis-cli -u "$ping_url" ping >/dev/null 2>&1; then
-  echo "Redis is not reachable at $ping_url; start one with:" >&2
+if [[ "${1:-}" == "--limiter-micro" ]]; then
+  shift
+  if [[ ! -f workers/analyze/examples/ratelimit_bench.rs ]]; then
+    echo "the limiter-only micro-benchmark (workers/analyze/examples/ratelimit_bench.rs) is not in this checkout" >&2
+    exit 1
+  fi
+  exec cargo run --release -q -p engage-analyze --example ratelimit_bench -- --results /dev/stdout "$@"
+fi
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "Redis is not reachable at 127.0.0.1:6379; start one with:" >&2
   echo "  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no" >&2
   exit 1
 fi
+if ! python3 -c 'import socket; socket.create_connection(("127.0.0.1", 5672), timeout=3)' 2>/dev/null; then
+  echo "RabbitMQ is not reachable at 127.0.0.1:5672; start it with: rabbitmq-server -detached" >&2
+  exit 1
+fi
+python3 -c 'import pika' 2>/dev/null || { echo "python3 needs pika (pip install pika)" >&2; exit 1; }
 
-args=("$@")
-if [[ -n "$REDIS_URL" ]]; then args+=(--redis "$REDIS_URL"); fi
-cd "$ROOT"
-cargo build --release -q -p engage-analyze --example ratelimit_bench
-exec cargo run --release -q -p engage-analyze --example ratelimit_bench -- "${args[@]}"
+cargo build --release -q --workspace --bins
+exec python3 "$HERE/quota_bench.py" "$@"

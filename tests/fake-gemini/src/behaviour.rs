@@ -5,6 +5,7 @@
 //! (deterministic scripts: "the next three calls answer 503") and then, when
 //! the queue is empty, from independent probabilities (soak tests).
 
+use crate::stats::RequestLog;
 use crate::wire::QuotaKind;
 use rand::Rng;
 use std::collections::VecDeque;
@@ -88,6 +89,22 @@ impl Fault {
             })
             .collect()
     }
+
+    /// The fault's `cause` in the [`RequestLog`]: `injected_429`,
+    /// `injected_503`, `injected_truncated_json`, …
+    pub fn label(&self) -> String {
+        match self {
+            Self::Status(code) => format!("injected_{code}"),
+            Self::RateLimited { .. } => "injected_429".to_owned(),
+            Self::TruncatedJson => "injected_truncated_json".to_owned(),
+            Self::Blocked(_) => "injected_blocked".to_owned(),
+            Self::FinishSafety => "injected_finish_safety".to_owned(),
+            Self::FinishMaxTokens => "injected_finish_max_tokens".to_owned(),
+            Self::OutOfRange => "injected_out_of_range".to_owned(),
+            Self::UnknownEnum => "injected_unknown_enum".to_owned(),
+            Self::Delay(_) => "injected_delay".to_owned(),
+        }
+    }
 }
 
 /// Files API processing behaviour.
@@ -129,6 +146,11 @@ pub struct Behaviour {
     pub fault_probabilities: Vec<(f64, Fault)>,
     /// Files API processing.
     pub files: FileProcessing,
+    /// Whether a per-day quota 429 carries `RetryInfo` (the wait until the day
+    /// window has room); without it, it has only `QuotaFailure`.
+    pub rpd_retry_info: bool,
+    /// Where to log every `generateContent` request, if anywhere.
+    pub request_log: Option<RequestLog>,
 }
 
 impl Default for Behaviour {
@@ -143,6 +165,8 @@ impl Default for Behaviour {
             faults: VecDeque::new(),
             fault_probabilities: Vec::new(),
             files: FileProcessing::default(),
+            rpd_retry_info: false,
+            request_log: None,
         }
     }
 }

@@ -35,7 +35,7 @@ pub use answer::{
 };
 pub use behaviour::{Behaviour, Fault, FileProcessing, Latency};
 pub use server::DEFAULT_MAX_REQUEST_BYTES;
-pub use stats::Stats;
+pub use stats::{RequestLog, Stats};
 pub use wire::QuotaKind;
 
 use server::Shared;
@@ -65,7 +65,9 @@ impl Default for FakeConfig {
     fn default() -> Self {
         Self {
             api_key: "fake-gemini-key".to_owned(),
-            models: vec!["gemini-2.5-flash".to_owned()],
+            // The product's default model, plus gemini-2.5-flash (shut down
+            // 2026-12-01) which this crate's own tests still name.
+            models: vec!["gemini-3.8-flash".to_owned(), "gemini-2.5-flash".to_owned()],
             behaviour: Behaviour::default(),
             seed: 7,
             port: 0,

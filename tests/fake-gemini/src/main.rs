@@ -6,10 +6,18 @@
 //! ```
 //! It prints `listening on http://127.0.0.1:PORT` and serves until Ctrl-C or
 //! SIGTERM, then prints its stats as JSON.
+//!
+//! For benchmarks (bench/gemini/quota_bench.py): `--log-requests PATH` writes
+//! one JSON line per `generateContent` request (arrival and admission times,
+//! status, cause, audio hash; see `fake_gemini::RequestLog`); `--day-secs`
+//! shortens the per-day window of `--rpd` and `--rpd-retry-info` puts
+//! `RetryInfo` on per-day 429s; on SIGUSR1 the fake queues `--burst-429` injected
+//! 429s with `RetryInfo.retryDelay` = `--burst-retry-delay` for its next calls.
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault, Latency, QuotaKind};
+use fake_gemini::{Behaviour, FakeConfig, FakeGemini, Fault, Latency, QuotaKind, RequestLog};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Command-line options.
@@ -61,6 +69,37 @@ struct Args {
     /// Seed of random draws.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Length of the per-minute quota window in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    window_secs: f64,
+    /// Length of the per-day quota window (`--rpd`) in seconds.
+    #[arg(long, default_value_t = 86_400.0)]
+    day_secs: f64,
+    /// Answer per-day quota 429s with `RetryInfo` (the wait until the day window has room).
+    #[arg(long)]
+    rpd_retry_info: bool,
+    /// Write one JSON line per `generateContent` request to this file.
+    #[arg(long)]
+    log_requests: Option<PathBuf>,
+    /// Injected 429s queued on each SIGUSR1.
+    #[arg(long, default_value_t = 4)]
+    burst_429: usize,
+    /// `RetryInfo.retryDelay` of the SIGUSR1 burst (proto-JSON duration, e.g. `10s`).
+    #[arg(long, default_value = "10s")]
+    burst_retry_delay: String,
+}
+
+/// A positive, finite number of seconds.
+fn secs(name: &str, v: f64) -> std::io::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--{name} must be a positive number of seconds, got {v}"),
+            )
+        })
 }
 
 #[tokio::main]
@@ -98,6 +137,15 @@ async fn main() -> std::io::Result<()> {
         tpm: args.tpm,
         rpd: args.rpd,
         fault_probabilities: probabilities,
+        window: secs("window-secs", args.window_secs)?,
+        day: secs("day-secs", args.day_secs)?,
+        rpd_retry_info: args.rpd_retry_info,
+        request_log: match &args.log_requests {
+            Some(p) => Some(RequestLog::create(p).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("--log-requests {}: {e}", p.display()))
+            })?),
+            None => None,
+        },
         ..Behaviour::default()
     };
     behaviour.files.polls_before_active = args.file_polls;
@@ -111,41 +159,55 @@ async fn main() -> std::io::Result<()> {
     })
     .await?;
     println!("listening on {}", fake.base_url());
-    wait_for_signal().await;
+    let burst = || {
+        fake.push_faults(Fault::burst_429(args.burst_429, &args.burst_retry_delay));
+        eprintln!(
+            "fake-gemini: SIGUSR1: queued {} injected 429s (retryDelay {})",
+            args.burst_429, args.burst_retry_delay
+        );
+    };
+    wait_for_signal(burst).await;
     let stats = fake.stats();
     fake.shutdown().await;
-    println!(
-        "{{\"generate_calls\":{},\"successes\":{},\"rate_limited\":{},\"max_concurrent\":{},\"max_calls_per_audio\":{},\"max_successes_per_audio\":{},\"distinct_audio\":{}}}",
-        stats.generate_calls,
-        stats.successes,
-        stats.rate_limited,
-        stats.max_concurrent,
-        stats.max_calls_per_audio(),
-        stats.successes_by_hash.values().max().copied().unwrap_or(0),
-        stats.calls_by_hash.len()
-    );
+    let json = serde_json::json!({
+        "generate_calls": stats.generate_calls,
+        "successes": stats.successes,
+        "rate_limited": stats.rate_limited,
+        "rate_limited_by_quota": stats.rate_limited_by_quota,
+        "faults_injected": stats.faults_injected,
+        "max_concurrent": stats.max_concurrent,
+        "max_calls_per_audio": stats.max_calls_per_audio(),
+        "max_successes_per_audio": stats.successes_by_hash.values().max().copied().unwrap_or(0),
+        "distinct_audio": stats.calls_by_hash.len(),
+    });
+    println!("{json}");
     Ok(())
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn wait_for_signal() {
+/// Resolves on Ctrl-C or SIGTERM; runs `on_usr1` on every SIGUSR1.
+async fn wait_for_signal(on_usr1: impl Fn()) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::user_defined1()),
+        ) {
+            (Ok(mut term), Ok(mut usr1)) => loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => return,
+                    _ = term.recv() => return,
+                    _ = usr1.recv() => on_usr1(),
                 }
-            }
-            Err(_) => {
+            },
+            _ => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
     {
+        let _ = &on_usr1;
         let _ = tokio::signal::ctrl_c().await;
     }
 }

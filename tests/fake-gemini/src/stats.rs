@@ -1,8 +1,14 @@
 //! What the fake observed, for assertions: calls, calls per audio, 429s,
-//! concurrency and request times.
+//! concurrency and request times; and, optionally, a per-request log
+//! ([`RequestLog`]) for benchmarks that need every admission time.
 
+use serde_json::json;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::fs::File;
+use std::io::{LineWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A snapshot of the fake's counters ([`crate::FakeGemini::stats`]).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -64,6 +70,117 @@ impl Stats {
     /// The most requests any one audio was paid for (0 when there were none).
     pub fn max_calls_per_audio(&self) -> u64 {
         self.calls_by_hash.values().copied().max().unwrap_or(0)
+    }
+}
+
+/// A JSON-lines file with one line per `generateContent` request, written
+/// when the request ends (answered, or dropped because the client went away):
+///
+/// ```text
+/// {"t_ms":…,"admit_ms":…,"status":200,"cause":"ok","retry_ms":null,"audio":["<sha256>"]}
+/// ```
+///
+/// - `t_ms`: wall-clock arrival at the handler, ms since the Unix epoch (fractional);
+/// - `admit_ms`: when the quota counted the request (it entered the sliding
+///   windows), or `null` if it never did (rejected by the quota, an injected
+///   429 or status fault, a bad key, model or body);
+/// - `status`: the HTTP status sent, or 499 if the client closed the connection first;
+/// - `cause`: `ok`, `quota_rpm`, `quota_tpm`, `quota_rpd` (the fake's own
+///   limiter), `injected_429`, `injected_<status>`, `injected_<answer fault>`,
+///   `client_closed`, or `http_<status>` for the other rejections;
+/// - `retry_ms`: for quota 429s, the wait the quota computed (what
+///   `RetryInfo.retryDelay` says when it is sent);
+/// - `audio`: SHA-256 of each audio part (empty if the body was not read).
+#[derive(Clone)]
+pub struct RequestLog(Arc<Mutex<LineWriter<File>>>);
+
+impl std::fmt::Debug for RequestLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestLog")
+    }
+}
+
+impl RequestLog {
+    /// Creates (truncates) the log file.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(Self(Arc::new(Mutex::new(LineWriter::new(File::create(
+            path,
+        )?)))))
+    }
+
+    fn write(&self, line: &str) {
+        let mut w = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A benchmark aid: a failed write must not fail the request.
+        let _ = writeln!(w, "{line}");
+    }
+}
+
+/// Milliseconds since the Unix epoch, fractional.
+fn unix_ms(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// One `generateContent` request's line in the [`RequestLog`], written on drop
+/// (so a request whose client went away is logged too).
+#[derive(Debug)]
+pub(crate) struct RequestTrace {
+    log: Option<RequestLog>,
+    arrived: SystemTime,
+    admitted: Option<SystemTime>,
+    /// The HTTP status sent.
+    pub(crate) status: Option<u16>,
+    /// Why, when not the status alone (see [`RequestLog`]).
+    pub(crate) cause: Option<String>,
+    /// Quota wait for quota 429s.
+    pub(crate) retry: Option<Duration>,
+    /// Audio SHA-256s.
+    pub(crate) audio: Vec<String>,
+}
+
+impl RequestTrace {
+    /// Starts a trace now; without a log it records nothing.
+    pub(crate) fn start(log: Option<RequestLog>) -> Self {
+        Self {
+            log,
+            arrived: SystemTime::now(),
+            admitted: None,
+            status: None,
+            cause: None,
+            retry: None,
+            audio: Vec::new(),
+        }
+    }
+
+    /// The quota counted the request now.
+    pub(crate) fn admitted(&mut self) {
+        self.admitted = Some(SystemTime::now());
+    }
+}
+
+impl Drop for RequestTrace {
+    fn drop(&mut self) {
+        let Some(log) = &self.log else { return };
+        let status = self.status.unwrap_or(499);
+        let cause = match (&self.cause, self.status) {
+            (Some(c), _) => c.clone(),
+            (None, None) => "client_closed".to_owned(),
+            (None, Some(200)) => "ok".to_owned(),
+            (None, Some(s)) => format!("http_{s}"),
+        };
+        let line = json!({
+            "t_ms": unix_ms(self.arrived),
+            "admit_ms": self.admitted.map(unix_ms),
+            "status": status,
+            "cause": cause,
+            "retry_ms": self.retry.map(|d| d.as_secs_f64() * 1000.0),
+            "audio": self.audio,
+        });
+        log.write(&line.to_string());
     }
 }
 

@@ -391,9 +391,8 @@ pub fn delete_namespace(ns: &str) {
                 queues.push(format!("{ns}.{s}.dlq"));
                 queues.extend((0..8).map(|t| format!("{ns}.{s}.retry.{t}")));
             }
-            queues.extend(
-                (0..engage_runtime::broker::WAIT_RUNGS).map(|r| format!("{ns}.wait.{r}")),
-            );
+            queues
+                .extend((0..engage_runtime::broker::WAIT_RUNGS).map(|r| format!("{ns}.wait.{r}")));
             for q in queues {
                 // A missing queue closes the channel: use a fresh one per delete.
                 let Ok(c) = conn.create_channel().await else {
