@@ -150,7 +150,7 @@ pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
         },
     )
     .await?;
-    if !done {
+    if done != fleet::BatchEnd::Complete {
         bail!(
             "batch {batch} did not complete in {}s; see the logs in {}",
             a.timeout,

@@ -14,7 +14,7 @@ use engage_model::selection::Selection;
 use engage_runtime::broker::{self, Publisher, Topology, header_str};
 use engage_runtime::config::FleetConfig;
 use engage_runtime::idempotency::Idempotency;
-use engage_runtime::ledger::{Ledger, Progress};
+use engage_runtime::ledger::{Halt, Ledger, Progress};
 use engage_runtime::redis_conn::RedisConn;
 use engage_runtime::reopen::reopen_for_replay;
 use engage_runtime::secret::redact_url;
@@ -211,20 +211,49 @@ async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
         .is_some())
 }
 
-/// `engage status`: prints progress; with `--wait` returns whether it completed.
-pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<bool> {
+/// Where a batch stands, for `engage status`'s exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchEnd {
+    /// The report is written.
+    Complete,
+    /// A dead-lettered clean, match or aggregate job stopped it.
+    Halted,
+    /// Still running (or unknown, or the wait timed out).
+    Open,
+}
+
+/// The line `engage status` prints for a halted batch.
+fn halt_line(halts: &[Halt]) -> String {
+    let mut stages: Vec<&str> = halts.iter().map(|h| h.stage.as_str()).collect();
+    stages.dedup();
+    let first = &halts[0];
+    format!(
+        "halted: {} dead-lettered job(s), first {} ({}: {}); fix the cause, then `engage dlq replay {}`",
+        halts.len(),
+        first.job_id,
+        first.reason,
+        first.error,
+        stages.join("`, `engage dlq replay ")
+    )
+}
+
+/// `engage status`: prints progress; with `--wait`, waits until the batch
+/// completes or is halted.
+pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<BatchEnd> {
     let conn = redis(cfg).await?;
     let ledger = Ledger::new(conn, cfg.fleet.namespace.clone());
     let Some(batch) = &a.batch else {
         for b in ledger.batches().await?.into_iter().take(20) {
+            let halted = !ledger.halts(&b).await?.is_empty();
             let state = match ledger.progress(&b).await? {
                 Some(p) if p.complete => "complete".to_string(),
+                _ if halted => "halted (see `engage status BATCH`)".to_string(),
                 Some(p) => format!("running ({}/{} items final)", p.final_items, p.items),
                 None => "unknown".to_string(),
             };
             println!("{b}\t{state}");
         }
-        return Ok(true);
+        return Ok(BatchEnd::Complete);
     };
     let deadline = Instant::now() + Duration::from_secs(a.timeout);
     let tty = std::io::stderr().is_terminal();
@@ -252,7 +281,9 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
             Some(p) => p.complete,
             None => outputs_exist(cfg, batch).await?,
         };
+        let halts = ledger.halts(batch).await?;
         let text = match &progress {
+            _ if !complete && !halts.is_empty() => halt_line(&halts),
             Some(p) => {
                 for (bar, (_, done, total)) in bars.iter().zip(stage_lines(p)) {
                     bar.set_length(total);
@@ -293,18 +324,23 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
                 b.finish();
             }
             println!("{batch} complete");
-            return Ok(true);
+            return Ok(BatchEnd::Complete);
+        }
+        if !halts.is_empty() {
+            multi.clear().ok();
+            println!("{batch} {text}");
+            return Ok(BatchEnd::Halted);
         }
         if !a.wait {
             if tty {
                 multi.clear().ok();
                 println!("{batch} {text}");
             }
-            return Ok(false);
+            return Ok(BatchEnd::Open);
         }
         if Instant::now() >= deadline {
             println!("{batch} not complete after {}s", a.timeout);
-            return Ok(false);
+            return Ok(BatchEnd::Open);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -103,12 +103,11 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Demo(a) => println!("report: {}", demo::demo(&a).await?.display()),
         Cmd::Enqueue(a) => println!("{}", fleet::enqueue(&cfg()?, &a).await?),
-        Cmd::Status(a) => {
-            let done = fleet::status(&cfg()?, &a).await?;
-            if a.wait && !done {
-                return Ok(ExitCode::from(2));
-            }
-        }
+        Cmd::Status(a) => match fleet::status(&cfg()?, &a).await? {
+            fleet::BatchEnd::Halted if a.wait => return Ok(ExitCode::from(3)),
+            fleet::BatchEnd::Open if a.wait => return Ok(ExitCode::from(2)),
+            _ => {}
+        },
         Cmd::Report(a) => {
             for p in fleet::report(&cfg()?, &a).await? {
                 println!("{}", p.display());

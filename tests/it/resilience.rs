@@ -247,6 +247,16 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_replay_brings_it_back() -> a
         || async { Ok((queue_len(&conn, &dlq).await? == 2).then_some(())) },
     )
     .await?;
+    // The batch ends, halted, and says by what and what to do: `status
+    // --wait` does not wait for work that sits in a dead-letter queue.
+    let o = f.engage(&["status", &batch, "--wait", "--timeout", "60"])?;
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("halted") && said.contains("activity file not found"),
+        "{said}"
+    );
+    assert!(said.contains("engage dlq replay clean"), "{said}");
     let list = f.engage(&["dlq", "list", "clean"])?;
     let text = String::from_utf8_lossy(&list.stdout);
     assert!(text.contains("clean: 2 dead-lettered"), "{text}");

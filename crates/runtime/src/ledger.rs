@@ -97,6 +97,22 @@ pub struct Progress {
     pub reopened: u64,
 }
 
+/// Why a batch stopped: a job of a stage whose work is the batch's own
+/// (clean, match, aggregate) was dead-lettered. The batch ends *halted*
+/// rather than waiting forever; replaying the job resumes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Halt {
+    /// The dead-lettered job.
+    #[serde(skip)]
+    pub job_id: String,
+    /// Its stage.
+    pub stage: String,
+    /// The dead-letter reason (`poison`, `max_attempts`, `delivery_limit`, …).
+    pub reason: String,
+    /// The last error, one line.
+    pub error: String,
+}
+
 /// Prefix of the `meta` fields counting reconciler repairs.
 const REPAIRED: &str = "repaired:";
 
@@ -597,6 +613,44 @@ return 0
             }
         }
         Ok(())
+    }
+
+    /// Records that `batch` is halted by a dead-lettered job (several jobs
+    /// may halt one batch). Kept for `ttl`; works without a ledger (a batch
+    /// may be halted before it is planned).
+    pub async fn halt(&self, batch: &str, halt: &Halt, ttl: Duration) -> Result<(), LedgerError> {
+        let key = format!("{}:halted", self.prefix(batch));
+        let value = serde_json::to_string(halt).unwrap_or_default();
+        let mut c = self.conn.clone();
+        let _: () = redis::pipe()
+            .hset(&key, &halt.job_id, value)
+            .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+            .query_async(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// The jobs that halted `batch` (empty if it is not halted).
+    pub async fn halts(&self, batch: &str) -> Result<Vec<Halt>, LedgerError> {
+        let mut c = self.conn.clone();
+        let all: BTreeMap<String, String> =
+            c.hgetall(format!("{}:halted", self.prefix(batch))).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(job_id, v)| {
+                let h: Halt = serde_json::from_str(&v).ok()?;
+                Some(Halt { job_id, ..h })
+            })
+            .collect())
+    }
+
+    /// Forgets one job's halt (it is being replayed); `true` if it was there.
+    pub async fn clear_halt(&self, batch: &str, job_id: &str) -> Result<bool, LedgerError> {
+        let mut c = self.conn.clone();
+        let n: u64 = c
+            .hdel(format!("{}:halted", self.prefix(batch)), job_id)
+            .await?;
+        Ok(n > 0)
     }
 
     /// Batch ids known to this namespace, newest first.

@@ -107,6 +107,10 @@ impl Sweeper {
         for b in self.open_batches().await?.into_iter().take(MAX_BATCHES) {
             let emits = match self.svc.ledger.progress(&b).await? {
                 Some(p) if p.complete => continue,
+                // A halted batch waits for its dead-lettered job's replay,
+                // not for a repair: re-publishing that work would only
+                // dead-letter it again.
+                Some(_) if !self.svc.ledger.halts(&b).await?.is_empty() => continue,
                 Some(p) => {
                     open.insert(b.clone());
                     let snapshot = [

@@ -9,7 +9,8 @@
 //! the completion markers of its aggregate and report jobs are forgotten, and
 //! the batch's `active/` marker is back. When the replayed job finishes, the
 //! usual fan-in aggregates the learner again and rewrites the report (the
-//! item log's newer state wins over the dead-lettered one).
+//! item log's newer state wins over the dead-lettered one). A replayed job
+//! that halted its batch (clean, match, aggregate) lifts its halt.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +37,8 @@ pub async fn reopen_for_replay(
     env: &Envelope<serde_json::Value>,
 ) -> anyhow::Result<bool> {
     let b = env.batch_id.as_str();
+    // A replayed clean, match or aggregate job no longer halts its batch.
+    ledger.clear_halt(b, &env.job_id).await?;
     let item = match stage {
         StageName::Download => item_of::<DownloadJob>(env, |j| (j.user_id, j.response_id)),
         StageName::Analyze => item_of::<AnalyzeJob>(env, |j| (j.user_id, j.response_id)),

@@ -60,6 +60,13 @@ pub trait Stage: Send + Sync + 'static {
     type Job: DeserializeOwned + Send + CheckIds;
     /// The stage's name (its queue).
     const NAME: StageName;
+    /// Whether a dead-lettered job of this stage halts its batch: its work
+    /// is the batch's own (clean, match, aggregate), so the batch cannot end
+    /// without it, and it ends *halted* (`engage status` says by which job
+    /// and why; replaying the job resumes it). Download and analyze jobs
+    /// stand for one item, which becomes final as `dead_lettered:<reason>`
+    /// instead (see [`Stage::dead_lettered`]).
+    const HALTS_BATCH: bool = true;
     /// Runs one job: write effects under deterministic keys, return follow-ups.
     async fn handle(&self, ctx: &JobCtx, job: Self::Job) -> Result<Vec<Emit>, JobError>;
 

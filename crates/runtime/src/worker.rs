@@ -41,10 +41,12 @@ use crate::events::{
     JobFinished, JobOutcome, Reconnecting, RetryScheduled,
 };
 use crate::job_error::{ErrorClass, JobError};
+use crate::ledger::Halt;
 use crate::services::Services;
 use crate::stage::{JobCtx, Stage};
 use engage_model::envelope::{Envelope, StageName};
 use engage_model::job_ids::CheckIds;
+use engage_model::layout::valid_batch_id;
 
 /// Why a delivery did not complete, before [`Worker::route`] decides where
 /// the message goes.
@@ -405,6 +407,9 @@ impl<S: Stage> Worker<S> {
             warn!(error = %format!("{e:#}"), "cannot record the dead-lettered job's items; requeueing");
             return (Disposition::Requeue, JobOutcome::DeadLetter);
         }
+        if !self.halt_batch(env, reason, error).await {
+            return (Disposition::Requeue, JobOutcome::DeadLetter);
+        }
         let body = serde_json::to_vec(env).unwrap_or_default();
         self.dead_letter(publisher, &body, &env.job_id, reason, attempts, error)
             .await
@@ -450,6 +455,9 @@ impl<S: Stage> Worker<S> {
             Ok(outcome) => return (Disposition::Ack, outcome),
             Err(Failure::Body(e)) => {
                 let reason = DeadLetterReason::Poison;
+                if !self.halt_batch(env, reason, &e).await {
+                    return (Disposition::Requeue, JobOutcome::DeadLetter);
+                }
                 return self
                     .dead_letter(publisher, body, job_id, reason, attempt, &e)
                     .await;
@@ -470,6 +478,9 @@ impl<S: Stage> Worker<S> {
             }
             JobError::Poison(e) => {
                 let (reason, e) = (DeadLetterReason::Poison, format!("{e:#}"));
+                if !self.halt_batch(env, reason, &e).await {
+                    return (Disposition::Requeue, JobOutcome::DeadLetter);
+                }
                 self.dead_letter(publisher, body, job_id, reason, attempt, &e)
                     .await
             }
@@ -577,6 +588,41 @@ impl<S: Stage> Worker<S> {
             Err(e) => {
                 warn!(error = %e, "cannot schedule retry; requeueing");
                 (Disposition::Requeue, outcome)
+            }
+        }
+    }
+
+    /// Halts the job's batch when this stage's work is the batch's own
+    /// ([`Stage::HALTS_BATCH`]), so that the batch ends instead of waiting
+    /// for work that sits in a dead-letter queue. `false`: it could not be
+    /// recorded (Redis down): requeue, and dead-letter it again later.
+    async fn halt_batch(
+        &self,
+        env: &Envelope<serde_json::Value>,
+        reason: DeadLetterReason,
+        error: &str,
+    ) -> bool {
+        if !S::HALTS_BATCH || !valid_batch_id(&env.batch_id) {
+            return true;
+        }
+        let halt = Halt {
+            job_id: env.job_id.clone(),
+            stage: S::NAME.as_str().to_owned(),
+            reason: reason.as_str().to_owned(),
+            error: error.chars().take(500).collect(),
+        };
+        let ttl = self.svc.cfg.redis.finished_batch_ttl();
+        match self.svc.ledger.halt(&env.batch_id, &halt, ttl).await {
+            Ok(()) => {
+                warn!(
+                    reason = reason.as_str(),
+                    "the batch is halted until this job is replayed"
+                );
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot record the batch's halt; requeueing");
+                false
             }
         }
     }

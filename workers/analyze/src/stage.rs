@@ -60,6 +60,7 @@ impl Default for AnalyzeStage {
 impl Stage for AnalyzeStage {
     type Job = AnalyzeJob;
     const NAME: StageName = StageName::Analyze;
+    const HALTS_BATCH: bool = false;
 
     async fn dead_lettered(
         &self,

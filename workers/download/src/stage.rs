@@ -29,6 +29,7 @@ pub struct DownloadStage;
 impl Stage for DownloadStage {
     type Job = DownloadJob;
     const NAME: StageName = StageName::Download;
+    const HALTS_BATCH: bool = false;
 
     async fn dead_lettered(
         &self,
