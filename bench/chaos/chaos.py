@@ -183,6 +183,35 @@ def same_outputs(a: Path, b: Path) -> list[str]:
                     and filecmp.cmp(a / n, b / n, shallow=False))]
 
 
+def final_state_problems(out: Path, reference: Path) -> list[str]:
+    """Each item in exactly one final state: every analyzed or failed item of
+    the reference appears once in analysis.csv, none twice, none extra, and
+    none is final as dead-lettered (a dead letter is work the fleet lost)."""
+    import csv  # noqa: PLC0415
+
+    def rows(p: Path) -> list[dict]:
+        with (p / "analysis.csv").open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    got, want = rows(out), {r["response_id"] for r in rows(reference)}
+    seen: dict[str, int] = {}
+    for r in got:
+        seen[r["response_id"]] = seen.get(r["response_id"], 0) + 1
+    problems = []
+    twice = sorted(k for k, n in seen.items() if n > 1)
+    if twice:
+        problems.append(f"{len(twice)} items with more than one final state (e.g. {twice[0]})")
+    missing, extra = want - seen.keys(), seen.keys() - want
+    if missing:
+        problems.append(f"{len(missing)} items without a final state")
+    if extra:
+        problems.append(f"{len(extra)} final states of items the reference does not have")
+    dead = [r["response_id"] for r in got if r.get("error", "").startswith("dead_lettered")]
+    if dead:
+        problems.append(f"{len(dead)} items final as dead-lettered")
+    return problems
+
+
 def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> dict:
     ns = f"chaos-{uuid.uuid4().hex[:8]}"
     d = work / ns
@@ -333,6 +362,7 @@ def main() -> int:
             diff = same_outputs(reference, out)
             if diff:
                 problems.append(f"{name}: {out.name} differs from the reference: {diff}")
+            problems += [f"{name}: {out.name}: {p}" for p in final_state_problems(out, reference)]
         if r["work_left"]:
             problems.append(f"{name}: work queues still hold messages: {r['work_left']}")
     rows = [
@@ -356,7 +386,9 @@ def main() -> int:
         f"(reference: {'the fault-free run' if a.analyzer == 'gemini' else 'engage run'}).",
         "", *rows, "",
         f"Chaos status line: `{storm['status']}`", "",
-        "Checks: " + ("all passed" if not problems else "; ".join(problems)), ""])
+        "Checks (outputs equal the reference byte for byte; every item in exactly one final "
+        "state, none dead-lettered; no work left in any queue): "
+        + ("all passed" if not problems else "; ".join(problems)), ""])
     print(body)
     if a.results:
         command = "bench/chaos/chaos.py " + " ".join(sys.argv[1:])
