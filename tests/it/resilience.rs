@@ -634,3 +634,79 @@ async fn the_reconciler_republishes_work_that_no_queue_holds() -> anyhow::Result
     assert!(status.contains("download_job"), "{status}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_on_its_last_allowed_delivery_is_given_up_and_its_item_ends() -> anyhow::Result<()> {
+    let mut f = Fleet::new("dlimit", Backend::Local, 4, 3)?;
+    f.env.insert("ENGAGE_DELIVERY_LIMIT".into(), "3".into());
+    for s in ["clean", "match"] {
+        f.start(s)?;
+    }
+    let batch = f.enqueue()?;
+    // Take one download job before any download worker runs, and put it back
+    // as the broker would on its last allowed delivery (the quorum queue's
+    // `x-delivery-count` at the limit: it crashed its consumers before).
+    let conn = amqp().await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let queue = format!("{}.download", f.ns);
+    let taken = poll("a download job", Duration::from_secs(60), || async {
+        Ok(ch
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+            .await?)
+    })
+    .await?;
+    let job_id = taken
+        .delivery
+        .properties
+        .message_id()
+        .clone()
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-delivery-count".into(),
+        lapin::types::AMQPValue::LongLongInt(3),
+    );
+    ch.basic_publish(
+        format!("{}.jobs", f.ns).as_str().into(),
+        "download".into(),
+        BasicPublishOptions::default(),
+        &taken.delivery.data,
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(job_id.clone().into())
+            .with_headers(headers),
+    )
+    .await?
+    .await?;
+    for s in ["download", "analyze", "aggregate"] {
+        f.start(s)?;
+    }
+    // The worker gave up on it itself: its item is final as dead-lettered,
+    // so the batch ends, and the dead letter names the reason.
+    let out = f.wait_and_report(&batch, 180)?;
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json"))?)?;
+    assert_eq!(
+        s["failed"]["dead_lettered:delivery_limit"].as_u64(),
+        Some(1),
+        "{s}"
+    );
+    let dlq = format!("{}.download.dlq", f.ns);
+    let dead = poll("the dead letter", Duration::from_secs(10), || async {
+        Ok(ch
+            .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+            .await?)
+    })
+    .await?;
+    let props = &dead.delivery.properties;
+    assert_eq!(
+        engage_runtime::broker::header_str(props, "x-engage-reason").as_deref(),
+        Some("delivery_limit")
+    );
+    assert_eq!(
+        props.message_id().as_ref().map(|m| m.to_string()),
+        Some(job_id)
+    );
+    Ok(())
+}
