@@ -1081,48 +1081,114 @@ mod tests {
         assert!((eager.metrics().margin_seconds.get() - 0.7).abs() < 1e-9);
     }
 
-    /// Whatever each request's lag between its booked time and its arrival,
-    /// as long as lags differ by no more than the margin, the server never
-    /// sees more than the quota inside one of its own windows.
-    #[tokio::test]
-    async fn arrivals_late_by_up_to_the_margin_never_overfill_a_server_window() {
+    /// Simulates `workers` workers that join and leave at random against
+    /// `quota` for about four windows, each request arriving at the server
+    /// up to `margin_ms` after its booked time; returns the arrivals (time,
+    /// tokens) and the bookings.
+    async fn simulate(
+        quota: Quota,
+        workers: usize,
+        margin_ms: u64,
+        seed: u64,
+    ) -> (Vec<(u64, u64)>, Vec<u64>) {
         let ns = namespace();
-        let rpm = 40;
-        let margin = 400;
-        let quota = Quota {
-            rpm: Some(rpm),
-            ..Quota::default()
-        };
         let time = VirtualTime::new();
-        let mut workers = Vec::new();
-        for _ in 0..6 {
-            workers.push(
+        let mut pool = Vec::new();
+        for _ in 0..workers {
+            pool.push(
                 virtual_limiter(&ns, quota, &time)
                     .await
-                    .with_transit_margin(Duration::from_millis(margin)),
+                    .with_transit_margin(Duration::from_millis(margin_ms)),
             );
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let mut arrivals = Vec::new();
-        let mut booked = Vec::new();
-        // Workers join and leave: at each step a random subset books a few.
-        for _ in 0..400 {
-            for w in &workers {
-                if rng.random_bool(0.4)
-                    && let Reservation::Granted(p) =
-                        w.reserve(1, Duration::from_secs(90)).await.unwrap()
-                {
-                    booked.push(p.send_at_ms);
-                    arrivals.push(p.send_at_ms + rng.random_range(0..margin));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let (mut arrivals, mut booked) = (Vec::new(), Vec::new());
+        // Enough demand to keep every window full: each step, each present
+        // worker asks for a few requests; steps are 0–2 s apart.
+        let per_step = (quota.rpm.unwrap_or(60) as usize / (10 * workers)).max(1);
+        let start = time.now();
+        while time.now() - start < 4 * MINUTE {
+            for w in &pool {
+                if !rng.random_bool(0.7) {
+                    continue; // this worker is away this step
+                }
+                for _ in 0..per_step {
+                    let tokens = rng.random_range(100..2_000);
+                    if let Reservation::Granted(p) =
+                        w.reserve(tokens, Duration::from_secs(90)).await.unwrap()
+                    {
+                        booked.push(p.send_at_ms);
+                        arrivals.push((p.send_at_ms + rng.random_range(0..margin_ms), tokens));
+                    }
                 }
             }
             time.advance(rng.random_range(0..2_000));
         }
-        assert!(booked.len() > 5 * rpm as usize, "{} bookings", booked.len());
-        assert!(max_in_window(&mut arrivals, MINUTE) <= rpm as usize);
-        // And the log is full: at capacity every window plus margin holds
-        // exactly the quota.
-        assert_eq!(max_in_window(&mut booked, MINUTE + margin), rpm as usize);
+        (arrivals, booked)
+    }
+
+    /// The most tokens inside any half-open window `[t, t + len)`.
+    fn max_tokens_in_window(arrivals: &mut [(u64, u64)], len: u64) -> u64 {
+        arrivals.sort_unstable();
+        let (mut best, mut sum, mut start) = (0, 0, 0);
+        for end in 0..arrivals.len() {
+            sum += arrivals[end].1;
+            while arrivals[end].0 - arrivals[start].0 >= len {
+                sum -= arrivals[start].1;
+                start += 1;
+            }
+            best = best.max(sum);
+        }
+        best
+    }
+
+    /// Whatever each request's lag between its booked time and its arrival,
+    /// as long as lags differ by less than the margin, the server never sees
+    /// more than the quota inside one of its own windows: at every quota from
+    /// 10 to 4,000 RPM, with 1 to 16 workers joining and leaving.
+    #[tokio::test]
+    async fn arrivals_late_by_up_to_the_margin_never_overfill_a_server_window() {
+        for (rpm, workers, margin) in [
+            (10, 1, 250),
+            (40, 4, 400),
+            (120, 8, 250),
+            (1_000, 16, 300),
+            (4_000, 16, 250),
+        ] {
+            let quota = Quota {
+                rpm: Some(rpm),
+                ..Quota::default()
+            };
+            let (arrivals, mut booked) = simulate(quota, workers, margin, u64::from(rpm)).await;
+            let mut times: Vec<u64> = arrivals.iter().map(|a| a.0).collect();
+            let most = max_in_window(&mut times, MINUTE);
+            assert!(
+                most <= rpm as usize,
+                "{rpm} RPM, {workers} workers: {most} in a window"
+            );
+            // And the quota was used: at capacity every window plus margin
+            // holds exactly the quota.
+            assert!(
+                booked.len() > 3 * rpm as usize,
+                "{rpm} RPM: {} bookings",
+                booked.len()
+            );
+            assert_eq!(max_in_window(&mut booked, MINUTE + margin), rpm as usize);
+        }
+    }
+
+    /// The same for tokens per minute, with requests of random cost.
+    #[tokio::test]
+    async fn tokens_per_minute_are_never_overfilled_either() {
+        let tpm = 50_000;
+        let quota = Quota {
+            tpm: Some(tpm),
+            ..Quota::default()
+        };
+        let (mut arrivals, _) = simulate(quota, 6, 300, 11).await;
+        assert!(max_tokens_in_window(&mut arrivals, MINUTE) <= tpm);
+        let total: u64 = arrivals.iter().map(|a| a.1).sum();
+        assert!(total > 3 * tpm, "{total} tokens booked");
     }
 
     #[tokio::test]
