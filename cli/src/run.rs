@@ -4,9 +4,9 @@
 //! It uses the same domain functions as the workers (clean, match, probe,
 //! acoustic analysis, aggregation, output rendering) so that, for the same
 //! input, it writes byte-identical `matched.csv`, `analysis.csv`,
-//! `report.csv` and `report.json`. Work goes to a `OUTDIR.partial` directory
-//! that is renamed to OUTDIR only when everything succeeded, so nothing
-//! half-written ever looks complete.
+//! `report.csv`, `report.json` and `report.html`. Work goes to a
+//! `OUTDIR.partial` directory that is renamed to OUTDIR only when everything
+//! succeeded, so nothing half-written ever looks complete.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use engage_aggregate::html::RejectExamples;
 use engage_aggregate::outputs::{count_into, dedupe_first, render};
 use engage_aggregate::{Weights, aggregate_all};
 use engage_analyze::acoustic::analyze_bytes;
@@ -252,7 +253,13 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let empty = BTreeMap::new();
     if args.stop_after == Some(StopAfter::Match) {
         count_into(&mut summary, &records, &empty, &[]);
-        let files = render(&records, &empty, Vec::new(), &summary)?;
+        let files = render(
+            &records,
+            &empty,
+            Vec::new(),
+            &summary,
+            &RejectExamples::default(),
+        )?;
         write_files(
             out,
             files
@@ -266,7 +273,13 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let outcomes = analyze_all(&records, &args.s3_root, &args.audio_buckets);
     if args.stop_after == Some(StopAfter::Analyze) {
         count_into(&mut summary, &records, &outcomes, &[]);
-        let files = render(&records, &outcomes, Vec::new(), &summary)?;
+        let files = render(
+            &records,
+            &outcomes,
+            Vec::new(),
+            &summary,
+            &RejectExamples::default(),
+        )?;
         write_files(
             out,
             files
@@ -282,7 +295,10 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         .collect();
     let rows = aggregate_all(&records, &by_id, weights);
     count_into(&mut summary, &records, &outcomes, &rows);
-    write_files(out, render(&records, &outcomes, rows, &summary)?)?;
+    // report.html shows a few rejects of each reason.
+    let examples =
+        RejectExamples::from_reader(BufReader::new(File::open(out.join("rejects.jsonl"))?))?;
+    write_files(out, render(&records, &outcomes, rows, &summary, &examples)?)?;
     finish(out, summary)
 }
 

@@ -9,6 +9,7 @@ mod gemini;
 mod ledger;
 mod ops;
 mod quota;
+mod report_html;
 mod resilience;
 mod secrets;
 mod storage;

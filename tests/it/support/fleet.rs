@@ -133,7 +133,13 @@ pub fn engage_run(data: &Dataset, out: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// The files whose bytes must agree between `engage run` and the fleet.
-pub const COMPARED: [&str; 4] = ["matched.csv", "analysis.csv", "report.csv", "report.json"];
+pub const COMPARED: [&str; 5] = [
+    "matched.csv",
+    "analysis.csv",
+    "report.csv",
+    "report.json",
+    "report.html",
+];
 
 /// Asserts two output directories hold identical compared files.
 pub fn assert_same_outputs(a: &Path, b: &Path) {

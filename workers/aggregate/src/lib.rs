@@ -8,9 +8,11 @@
 //!   the worker stage's I/O glue.
 //! - [`report`]: the output files (`report.csv`, `report.json`, `matched.csv`,
 //!   `analysis.csv`) over any [`std::io::Write`].
+//! - [`html`]: `report.html`, the batch's self-contained report page.
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod html;
 pub mod outputs;
 pub mod report;
 pub mod report_job;

@@ -1,6 +1,6 @@
 //! The batch's output files, built in memory from the final data. Used by the
 //! fleet's report job and by `engage run`, so both write identical bytes for
-//! the same input.
+//! the same input (`report.html` included: see [`crate::html`]).
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -8,16 +8,18 @@ use engage_model::summary::Summary;
 use engage_model::{AnalysisOutcome, MatchedRecord};
 
 use crate::domain::{ReportRow, sort_rows};
+use crate::html::{HtmlInput, REPORT_HTML, RejectExamples, render_html};
 use crate::report::{
     ReportError, write_analysis_csv, write_matched_csv, write_report_csv, write_report_json,
 };
 
 /// Names of the files every complete batch has.
-pub const OUTPUT_FILES: [&str; 5] = [
+pub const OUTPUT_FILES: [&str; 6] = [
     "matched.csv",
     "analysis.csv",
     "report.csv",
     "report.json",
+    REPORT_HTML,
     "summary.json",
 ];
 
@@ -66,11 +68,13 @@ pub fn count_into(
 }
 
 /// Renders the output files: `(name, bytes)` in [`OUTPUT_FILES`] order.
+/// `rejects` are the examples of rejected records `report.html` shows.
 pub fn render(
     records: &[MatchedRecord],
     outcomes: &BTreeMap<String, AnalysisOutcome>,
     mut rows: Vec<ReportRow>,
     summary: &Summary,
+    rejects: &RejectExamples,
 ) -> Result<Vec<(&'static str, Vec<u8>)>, ReportError> {
     sort_rows(&mut rows);
     let mut matched = Vec::new();
@@ -85,6 +89,13 @@ pub fn render(
     write_report_csv(&mut report, &rows)?;
     let mut json = Vec::new();
     write_report_json(&mut json, &rows)?;
+    let html = render_html(&HtmlInput {
+        records,
+        outcomes,
+        rows: &rows,
+        summary,
+        rejects,
+    });
     let mut sum = serde_json::to_vec_pretty(summary)?;
     sum.push(b'\n');
     Ok(vec![
@@ -92,6 +103,7 @@ pub fn render(
         ("analysis.csv", analysis),
         ("report.csv", report),
         ("report.json", json),
+        (REPORT_HTML, html.into_bytes()),
         ("summary.json", sum),
     ])
 }

@@ -1,7 +1,8 @@
 //! The aggregate stage's report job, run once every learner is aggregated:
 //! roll the batch summary up from the clean markers, matched partitions and
 //! learner files ([`crate::rollup`]), write the output files
-//! ([`crate::outputs`]) and the concatenated rejects, mark the batch complete.
+//! ([`crate::outputs`], `report.html` with examples of the rejects) and the
+//! concatenated rejects, mark the batch complete.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use engage_runtime::stage::{Emit, JobCtx};
 use engage_runtime::store_io::{get_json, get_jsonl};
 use futures::{StreamExt, TryStreamExt};
 
+use crate::html::RejectExamples;
 use crate::outputs::{count_into, render};
 use crate::rollup::{self, LearnerRows};
 
@@ -62,8 +64,14 @@ pub(crate) async fn report(ctx: &JobCtx) -> Result<Vec<Emit>, JobError> {
         }
     }
     count_into(&mut summary, &records, &outcomes, &rows);
-    let files =
-        render(&records, &outcomes, rows, &summary).map_err(|e| JobError::Poison(e.into()))?;
+    // Rejected input lines of every piece, concatenated in piece order.
+    let mut rejects = Vec::new();
+    for uri in svc.storage.list(&layout.rejects_prefix(b)?).await? {
+        rejects.extend_from_slice(&svc.storage.get(&uri).await?);
+    }
+    let examples = RejectExamples::from_jsonl(&rejects);
+    let files = render(&records, &outcomes, rows, &summary, &examples)
+        .map_err(|e| JobError::Poison(e.into()))?;
     let out = layout.output(b)?;
     for (name, bytes) in files {
         let n = bytes.len() as u64;
@@ -74,11 +82,6 @@ pub(crate) async fn report(ctx: &JobCtx) -> Result<Vec<Emit>, JobError> {
             .bytes_written
             .with_label_values(&[StageName::Aggregate.as_str()])
             .inc_by(n);
-    }
-    // Rejected input lines of every piece, concatenated in piece order.
-    let mut rejects = Vec::new();
-    for uri in svc.storage.list(&layout.rejects_prefix(b)?).await? {
-        rejects.extend_from_slice(&svc.storage.get(&uri).await?);
     }
     svc.storage
         .put(&out.join("rejects.jsonl")?, Bytes::from(rejects))
