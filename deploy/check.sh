@@ -144,14 +144,22 @@ for p in dashboard.get("panels", []):
 for path in glob.glob("deploy/grafana/provisioning/**/*.yml", recursive=True):
     yaml.safe_load(open(path))
 
-# ---- metric names ------------------------------------------------------------
-known = set()
+# ---- metric names and labels (deploy/metrics.txt: the generated contract) ----
+# Each line: NAME TYPE [LABEL=V1|V2|... ...]; `*` = values also from data.
+known = {}
 for line in open("deploy/metrics.txt"):
     line = line.split("#", 1)[0].strip()
-    if line:
-        known.add(line)
+    if not line:
+        continue
+    name, _type, *labels = line.split()
+    known[name] = {k: set(v.split("|")) for k, v in (l.split("=", 1) for l in labels)}
+
+# Labels every series has once scraped, and histogram bucket labels.
+SCRAPE_LABELS = {"instance", "job", "le", "namespace", "pod", "container", "service"}
 
 ident = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+selector = re.compile(r"(engage_[A-Za-z0-9_]+)\s*\{([^}]*)\}")
+matcher = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*\"([^\"]*)\"")
 
 
 def engage_metrics(text):
@@ -180,8 +188,29 @@ for path, text in sources.items():
     for name in engage_metrics(text):
         used.add(base(name))
         if base(name) not in known:
-            fail(f"{path}: metric {name} is not in deploy/metrics.txt")
-unused = sorted(known - used)
+            fail(f"{path}: metric {name} is not exported (deploy/metrics.txt)")
+    # Every label matcher names a label the family has, and an exact value
+    # one the code can emit (regex values: each alternative that is a plain word).
+    for m in selector.finditer(text.replace("{{", "{").replace("}}", "}")):
+        name, body = base(m.group(1)), m.group(2)
+        labels = known.get(name)
+        if labels is None:
+            continue
+        for label, op, value in matcher.findall(body):
+            if label in SCRAPE_LABELS:
+                continue
+            if label not in labels:
+                fail(f"{path}: {name} has no label {label!r}")
+                continue
+            allowed = labels[label]
+            if "*" in allowed or value.startswith("$"):
+                continue
+            words = [value] if op in ("=", "!=") else value.split("|")
+            for w in words:
+                if re.fullmatch(r"[A-Za-z0-9_:]+", w) and w not in allowed:
+                    fail(f"{path}: {name}{{{label}{op}\"{value}\"}}: {w!r} is never emitted "
+                         f"(values: {'|'.join(sorted(allowed))})")
+unused = sorted(set(known) - used)
 if unused:
     print("note: metrics in metrics.txt not used by rules or dashboard:", ", ".join(unused))
 

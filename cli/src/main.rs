@@ -47,9 +47,24 @@ enum Cmd {
     Resume,
     /// Generate data, start the five workers, run a batch, print the report.
     Demo(demo::DemoArgs),
+    /// Print the metrics contract (`deploy/metrics.txt`): every family the
+    /// workers export, its type and the values of its labels.
+    #[command(hide = true)]
+    MetricsContract,
     /// Inspect the configuration (`show`: effective values and their origins).
     #[command(subcommand)]
     Config(config_show::ConfigCmd),
+}
+
+/// The metrics contract of every worker: the runtime's families and the
+/// Gemini limiter's.
+fn metrics_contract() -> anyhow::Result<String> {
+    let runtime = engage_runtime::metrics_contract::runtime_families();
+    let limiter = engage_analyze::ratelimit::LimiterMetrics::contract_registry()?;
+    Ok(engage_runtime::metrics_contract::render(&[
+        &runtime.registry,
+        &limiter,
+    ]))
 }
 
 fn main() -> ExitCode {
@@ -79,6 +94,10 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Config(c) => config_show::run(&c),
+        Cmd::MetricsContract => {
+            print!("{}", metrics_contract()?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Run(a) => {
             let summary = run::run(&a)?;
             print!("{}", summary.render());
@@ -121,6 +140,22 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::GenData(a) => return dispatch(Cmd::GenData(a)),
         Cmd::Run(a) => return dispatch(Cmd::Run(a)),
         Cmd::Config(c) => return dispatch(Cmd::Config(c)),
+        Cmd::MetricsContract => return dispatch(Cmd::MetricsContract),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `deploy/metrics.txt` is what the code exports: regenerate it with
+    /// `engage metrics-contract > deploy/metrics.txt` when this fails.
+    #[test]
+    fn deploy_metrics_txt_is_the_generated_contract() {
+        let committed = include_str!("../../deploy/metrics.txt");
+        let generated = super::metrics_contract().unwrap_or_default();
+        assert_eq!(
+            committed, generated,
+            "deploy/metrics.txt is stale: run `engage metrics-contract > deploy/metrics.txt`"
+        );
+    }
 }

@@ -70,12 +70,12 @@ panel("Work queue depth", [(f"sum by (queue) (rabbitmq_queue_messages_ready{{{WO
 panel("Dead-letter queues", [(f"sum by (queue) (rabbitmq_queue_messages_ready{{{DLQ}}})", "{{queue}}")], kind="stat", w=6, h=5,
       desc="Messages waiting in dead-letter queues; inspect with `engage dlq`.",
       thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}])
-panel("Gemini paused", [("max(engage_fleet_paused)", "paused")], kind="stat", w=2, h=5,
-      desc="1 while a 429 retry delay pauses every analyze worker.",
-      thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}])
+panel("Jobs parked by a Gemini pause / s", [(f'sum(rate(engage_delays_total{{stage="analyze",reason="fleet_paused"}}[{R}]))', "parked")], kind="stat", w=2, h=5,
+      desc="Above 0 while a Gemini 429 or the daily quota pauses the fleet (`engage status` says until when).",
+      thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 0.001}])
 
 newrow("Throughput")
-panel("Completed jobs / s by stage", [(f'sum by (stage) (rate(engage_jobs_total{{stage=~"$stage",outcome=~"ok|failed_item|duplicate"}}[{R}]))', "{{stage}}")], unit="ops")
+panel("Completed jobs / s by stage", [(f'sum by (stage) (rate(engage_jobs_total{{stage=~"$stage",outcome=~"ok|duplicate"}}[{R}]))', "{{stage}}")], unit="ops")
 panel("Job outcomes / s", [(f'sum by (stage, outcome) (rate(engage_jobs_total{{stage=~"$stage"}}[{R}]))', "{{stage}} {{outcome}}")], unit="ops", stack=True)
 panel("Jobs in flight", [('sum by (stage) (engage_jobs_in_flight{stage=~"$stage"})', "{{stage}}")])
 panel("Queue depth (ready)", [(f"sum by (queue) (rabbitmq_queue_messages_ready{{{WORK}}})", "{{queue}}")],
@@ -101,7 +101,7 @@ panel("Job duration p95", [(f'histogram_quantile(0.95, sum by (stage, le) (rate(
 
 newrow("Gemini")
 panel("Tokens / s", [(f"sum by (kind) (rate(engage_gemini_tokens_total[{R}]))", "{{kind}}")], unit="short", stack=True)
-panel("Requests / s by outcome", [(f"sum by (outcome) (rate(engage_gemini_requests_total[{R}]))", "{{outcome}}")], unit="reqps", stack=True)
+panel("Requests sent / s and 429s / s", [(f"sum(rate(engage_ratelimit_permits_total[{R}]))", "sent"), (f"sum by (quota) (rate(engage_gemini_429_total[{R}]))", "429 {{quota}}")], unit="reqps")
 panel("429s / s by quota", [(f"sum by (quota) (rate(engage_gemini_429_total[{R}]))", "{{quota}}")], unit="reqps",
       desc="rpm / tpm / rpd / unknown; rpd means the daily quota is gone.")
 panel("Rate-limit permits / s", [(f"sum(rate(engage_ratelimit_permits_total[{R}]))", "permits")], unit="ops", w=12)

@@ -42,6 +42,17 @@ pub enum JobOutcome {
 }
 
 impl JobOutcome {
+    /// Every outcome.
+    pub const ALL: [JobOutcome; 7] = [
+        Self::Ok,
+        Self::Duplicate,
+        Self::Retry,
+        Self::Delayed,
+        Self::Waiting,
+        Self::DeadLetter,
+        Self::Fatal,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -72,6 +83,14 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
+    /// Every reason.
+    pub const ALL: [DeadLetterReason; 4] = [
+        Self::Undecodable,
+        Self::Poison,
+        Self::MaxAttempts,
+        Self::DeliveryLimit,
+    ];
+
     /// The metric label and header value.
     pub fn as_str(self) -> &'static str {
         match self {

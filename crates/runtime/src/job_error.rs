@@ -62,6 +62,18 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class of the runtime's own (an [`ErrorClass::Upstream`] class
+    /// is the client's: the Gemini error classes).
+    pub const OWN: [ErrorClass; 7] = [
+        Self::Redis,
+        Self::Storage,
+        Self::Amqp,
+        Self::Panic,
+        Self::Read,
+        Self::StoreLag,
+        Self::StateMissing,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,6 +111,15 @@ pub enum DelayReason {
 }
 
 impl DelayReason {
+    /// Every reason.
+    pub const ALL: [DelayReason; 5] = [
+        Self::Leased,
+        Self::RateLimit,
+        Self::FleetPaused,
+        Self::ServerRetryAfter,
+        Self::LedgerRebuild,
+    ];
+
     /// The log value.
     pub fn as_str(self) -> &'static str {
         match self {

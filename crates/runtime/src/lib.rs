@@ -33,6 +33,7 @@ pub mod items;
 pub mod job_error;
 pub mod ledger;
 pub mod metrics;
+pub mod metrics_contract;
 pub mod reconciler;
 pub mod recovery;
 pub mod redact;

@@ -47,6 +47,36 @@ use engage_model::jobs::{
 };
 use engage_model::layout::{Layout, valid_batch_id};
 
+/// What the reconciler repairs: the `kind` label of
+/// `engage_reconciler_repairs_total` and the keys of `engage status`'s
+/// `repaired`.
+pub mod kind {
+    /// A lost ledger, rebuilt from the store.
+    pub const LEDGER_REBUILT: &str = "ledger_rebuilt";
+    /// An item final state restored from the item log.
+    pub const ITEM_FINAL_RESTORED: &str = "item_final_restored";
+    /// A clean piece published again.
+    pub const CLEAN_JOB: &str = "clean_job";
+    /// A match job published again.
+    pub const MATCH_JOB: &str = "match_job";
+    /// A download job published again.
+    pub const DOWNLOAD_JOB: &str = "download_job";
+    /// A learner's aggregate job published again.
+    pub const AGGREGATE_JOB: &str = "aggregate_job";
+    /// The batch's report job published again.
+    pub const REPORT_JOB: &str = "report_job";
+    /// Every kind.
+    pub const ALL: [&str; 7] = [
+        LEDGER_REBUILT,
+        ITEM_FINAL_RESTORED,
+        CLEAN_JOB,
+        MATCH_JOB,
+        DOWNLOAD_JOB,
+        AGGREGATE_JOB,
+        REPORT_JOB,
+    ];
+}
+
 /// Most open batches looked at per sweep (newest first).
 const MAX_BATCHES: usize = 1000;
 
@@ -156,7 +186,7 @@ impl Sweeper {
                             continue;
                         }
                     };
-                    count(&self.svc, &b, "ledger_rebuilt", 1).await?;
+                    count(&self.svc, &b, kind::LEDGER_REBUILT, 1).await?;
                     emits_for(&b, scan)?
                 }
             };
@@ -254,7 +284,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
             )?);
         }
         finals.insert(rid);
-        *counts.entry("item_final_restored").or_default() += 1;
+        *counts.entry(kind::ITEM_FINAL_RESTORED).or_default() += 1;
     }
 
     if !p.registered {
@@ -271,7 +301,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
                     id,
                     &CleanJob::Piece(piece.clone()),
                 )?);
-                *counts.entry("clean_job").or_default() += 1;
+                *counts.entry(kind::CLEAN_JOB).or_default() += 1;
                 continue;
             };
             let parts: Vec<String> = done
@@ -297,7 +327,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
                     partition,
                 };
                 emits.push(Emit::new(StageName::Match, id, &m)?);
-                *counts.entry("match_job").or_default() += 1;
+                *counts.entry(kind::MATCH_JOB).or_default() += 1;
             }
         }
     } else if finals.len() < usize::try_from(p.items).unwrap_or(usize::MAX) {
@@ -333,7 +363,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
                         audio_url: url.clone(),
                     };
                     emits.push(Emit::new(StageName::Download, id, &d)?);
-                    *counts.entry("download_job").or_default() += 1;
+                    *counts.entry(kind::DOWNLOAD_JOB).or_default() += 1;
                 }
             }
         }
@@ -351,7 +381,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
             let id = ids::report(b);
             svc.idempotency.forget(StageName::Aggregate, &id).await?;
             emits.push(Emit::new(StageName::Aggregate, id, &AggregateJob::Report)?);
-            *counts.entry("report_job").or_default() += 1;
+            *counts.entry(kind::REPORT_JOB).or_default() += 1;
         }
         for u in waiting {
             let id = ids::aggregate(b, &u);
@@ -361,7 +391,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
                 id,
                 &AggregateJob::Learner { user_id: u },
             )?);
-            *counts.entry("aggregate_job").or_default() += 1;
+            *counts.entry(kind::AGGREGATE_JOB).or_default() += 1;
         }
     }
     for (kind, n) in counts {

@@ -561,6 +561,15 @@ impl LimiterMetrics {
         Ok(m)
     }
 
+    /// A registry holding a fresh set of the limiter's families, every
+    /// label value set: the limiter's part of the metrics contract
+    /// (`engage_runtime::metrics_contract`).
+    pub fn contract_registry() -> Result<Registry, prometheus::Error> {
+        let registry = Registry::new();
+        Self::new()?.register(&registry)?;
+        Ok(registry)
+    }
+
     fn register(&self, registry: &Registry) -> Result<(), prometheus::Error> {
         registry.register(Box::new(self.permits.clone()))?;
         registry.register(Box::new(self.refusals.clone()))?;
