@@ -51,11 +51,25 @@ async fn workers_serve_metrics_health_and_readiness_without_learner_ids() -> any
     let addr = format!("127.0.0.1:{port}");
     f.env.insert("ENGAGE_METRICS_ADDR".into(), addr.clone());
     f.start("clean")?;
+    // The match worker's readiness is never probed: its gauge must still say ready.
+    let unprobed = format!("127.0.0.1:{}", free_port());
+    f.env.insert("ENGAGE_METRICS_ADDR".into(), unprobed.clone());
+    f.start("match")?;
     f.env
         .insert("ENGAGE_METRICS_ADDR".into(), "127.0.0.1:0".into());
-    for s in ["match", "download", "analyze", "aggregate"] {
+    for s in ["download", "analyze", "aggregate"] {
         f.start(s)?;
     }
+    poll(
+        "engage_ready without a probe",
+        Duration::from_secs(30),
+        || async {
+            Ok(http_get(&unprobed, "/metrics")
+                .ok()
+                .filter(|(_, m)| m.contains(r#"engage_ready{stage="match"} 1"#)))
+        },
+    )
+    .await?;
     let ready = poll("/readyz to say ready", Duration::from_secs(30), || async {
         Ok(http_get(&addr, "/readyz")
             .ok()

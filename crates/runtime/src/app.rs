@@ -48,6 +48,9 @@ where
     crate::telemetry::init(cfg.telemetry.log_format);
     let svc = Services::connect(cfg).await?;
     let shutdown = CancellationToken::new();
+    // The endpoints outlive the drain: `/readyz` says `draining` meanwhile.
+    let stopped = CancellationToken::new();
+    let _serving = stopped.clone().drop_guard();
     let addr = crate::health::serve(
         &svc.cfg.telemetry.metrics_addr,
         S::NAME.as_str(),
@@ -55,6 +58,7 @@ where
         svc.metrics.clone(),
         svc.redis.clone(),
         shutdown.clone(),
+        stopped,
     )
     .await
     .with_context(|| format!("cannot serve metrics on {}", svc.cfg.telemetry.metrics_addr))?;

@@ -1,6 +1,9 @@
 //! The HTTP side of a worker: `/metrics` (Prometheus text), `/healthz`
 //! (process up) and `/readyz` (broker connected, Redis answering, no start-up
-//! check pending, not stopped by a fatal error).
+//! check pending, not stopped by a fatal error, not draining). Readiness is
+//! evaluated in one place ([`evaluate`]): by `/readyz`, and every
+//! [`READY_EVERY`] by the worker itself for the `engage_ready` gauge, so the
+//! gauge is true whether or not anything probes the worker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +61,7 @@ struct AppState {
     metrics: Metrics,
     redis: RedisConn,
     stage: &'static str,
+    shutdown: CancellationToken,
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
@@ -71,26 +75,42 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+/// How often the worker evaluates its own readiness for `engage_ready`.
+pub const READY_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether the worker is ready, and the `/readyz` body saying why; sets the
+/// `engage_ready` gauge.
+async fn evaluate(s: &AppState) -> (bool, String) {
     let redis_ok = tokio::time::timeout(Duration::from_secs(2), s.redis.ping())
         .await
         .is_ok_and(|r| r.is_ok());
     let fatal = s.health.fatal();
     let waiting = s.health.waiting();
-    let ready = s.health.amqp() && redis_ok && fatal.is_none() && waiting.is_none();
+    let draining = s.shutdown.is_cancelled();
+    let ready = s.health.amqp() && redis_ok && fatal.is_none() && waiting.is_none() && !draining;
     s.metrics
         .ready
         .with_label_values(&[s.stage])
         .set(i64::from(ready));
     let body = format!(
-        "amqp: {}\nredis: {}\n{}{}",
+        "amqp: {}\nredis: {}\n{}{}{}",
         if s.health.amqp() { "up" } else { "down" },
         if redis_ok { "up" } else { "down" },
+        if draining {
+            "draining: shutting down\n"
+        } else {
+            ""
+        },
         waiting
             .map(|w| format!("waiting: {w}\n"))
             .unwrap_or_default(),
         fatal.map(|f| format!("fatal: {f}\n")).unwrap_or_default()
     );
+    (ready, body)
+}
+
+async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
+    let (ready, body) = evaluate(&s).await;
     (
         if ready {
             StatusCode::OK
@@ -101,31 +121,52 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     )
 }
 
-/// Serves the health and metrics endpoints on `addr` until `shutdown`.
-/// Returns the bound address (useful with port 0 in tests).
+/// Serves the health and metrics endpoints on `addr` until `stopped`;
+/// readiness turns false (`draining`) once `draining` is cancelled, while
+/// in-flight jobs finish. Returns the bound address (port 0 in tests).
 pub async fn serve(
     addr: &str,
     stage: &'static str,
     health: Arc<Health>,
     metrics: Metrics,
     redis: RedisConn,
-    shutdown: CancellationToken,
+    draining: CancellationToken,
+    stopped: CancellationToken,
 ) -> std::io::Result<std::net::SocketAddr> {
+    let state = AppState {
+        health,
+        metrics,
+        redis,
+        stage,
+        shutdown: draining,
+    };
+    // The gauge follows readiness even when nothing probes `/readyz`.
+    let watched = state.clone();
+    let stop = stopped.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(READY_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = every.tick() => { evaluate(&watched).await; }
+            }
+        }
+        watched
+            .metrics
+            .ready
+            .with_label_values(&[watched.stage])
+            .set(0);
+    });
     let app = Router::new()
         .route("/metrics", get(self::metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState {
-            health,
-            metrics,
-            redis,
-            stage,
-        });
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .with_graceful_shutdown(stopped.cancelled_owned())
             .await;
     });
     Ok(bound)
