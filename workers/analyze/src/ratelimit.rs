@@ -346,26 +346,21 @@ end
 return {1, wait, reason, now, id, m}
 "#;
 
-/// Cancels a booking that has not come yet. KEYS: the three logs. ARGV: id,
-/// cost, now ms (−1 = Redis `TIME`). Returns 1 if it was removed.
+/// Cancels a booking whose request will not be sent. KEYS: the three logs.
+/// ARGV: id, cost. Returns 1 if it was there.
 const CANCEL_LUA: &str = r#"
-local now = tonumber(ARGV[3])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-local at = tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[3], ARGV[1])
-  or redis.call('ZSCORE', KEYS[2], ARGV[1] .. ':' .. ARGV[2]) or '-1')
-if at <= now then return 0 end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[1])
-return 1
+local n = redis.call('ZREM', KEYS[1], ARGV[1])
+n = n + redis.call('ZREM', KEYS[2], ARGV[1] .. ':' .. ARGV[2])
+n = n + redis.call('ZREM', KEYS[3], ARGV[1])
+if n > 0 then return 1 end
+return 0
 "#;
 
 /// Extends the pause to now + ARGV[1] ms unless it already ends later, with
 /// reason ARGV[3]; ARGV[2] is now in ms (−1 = Redis `TIME`). KEYS: pause-until,
-/// pause reason. Returns `{remaining ms, until ms}`.
+/// pause reason, then the three logs: bookings inside the pause are dropped
+/// (their holders will not send; they park when they wake), so their slots
+/// serve the requests after it. Returns `{remaining ms, until ms}`.
 const PAUSE_LUA: &str = r#"
 local now = tonumber(ARGV[2])
 if now < 0 then
@@ -377,6 +372,9 @@ local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if target > cur then
   redis.call('SET', KEYS[1], target, 'PX', tonumber(ARGV[1]))
   redis.call('SET', KEYS[2], ARGV[3], 'PX', tonumber(ARGV[1]))
+  for i = 3, 5 do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '(' .. now, target)
+  end
   return {target - now, target}
 end
 return {cur - now, cur}
@@ -828,8 +826,9 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         Ok(Reservation::Granted(permit))
     }
 
-    /// Gives back a booking whose send time has not come (the request will
-    /// not be sent), so the slot serves someone else. `false` if it had come.
+    /// Gives back a booking whose request will not be sent, so its slot
+    /// serves someone else. `false` if it was not there (a fleet pause
+    /// dropped it already).
     pub async fn cancel(&self, permit: &Permit) -> Result<bool, RateLimitError> {
         let mut conn = self.conn.clone();
         let removed: i64 = CANCEL
@@ -838,7 +837,6 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
             .key(&self.keys.requests_day)
             .arg(permit.id)
             .arg(permit.tokens)
-            .arg(self.time.arg())
             .invoke_async(&mut conn)
             .await?;
         Ok(removed == 1)
@@ -856,6 +854,9 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         let (remaining, _until): (i64, i64) = PAUSE
             .key(&self.keys.pause_until)
             .key(&self.keys.pause_reason)
+            .key(&self.keys.requests_minute)
+            .key(&self.keys.tokens_minute)
+            .key(&self.keys.requests_day)
             .arg(millis(duration).max(1))
             .arg(self.time.arg())
             .arg(reason.as_str())
@@ -1201,7 +1202,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_cancelled_booking_frees_its_slot_but_a_past_one_stays() {
+    async fn a_cancelled_booking_frees_its_slot() {
         let ns = namespace();
         let quota = Quota {
             rpm: Some(2),
@@ -1211,15 +1212,43 @@ mod tests {
         let time = VirtualTime::new();
         let start = time.now();
         let l = virtual_limiter(&ns, quota, &time).await;
-        let first = granted(l.reserve(10, LONG).await.unwrap());
+        granted(l.reserve(10, LONG).await.unwrap());
         granted(l.reserve(10, LONG).await.unwrap());
         let third = granted(l.reserve(10, LONG).await.unwrap());
         assert_eq!(third.send_at_ms - start, MINUTE);
         assert!(l.cancel(&third).await.unwrap());
+        assert!(!l.cancel(&third).await.unwrap(), "cancelled twice");
         let again = granted(l.reserve(10, LONG).await.unwrap());
         assert_eq!(again.send_at_ms - start, MINUTE, "the slot was free again");
-        // The first booking's time has come: it is spent.
-        assert!(!l.cancel(&first).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_pause_drops_the_bookings_inside_it_so_their_slots_serve_after_it() {
+        let ns = namespace();
+        let quota = Quota {
+            rpm: Some(4),
+            ..Quota::default()
+        };
+        let time = VirtualTime::new();
+        let start = time.now();
+        let l = virtual_limiter(&ns, quota, &time).await;
+        // Eight requests: four now, four one window later.
+        for _ in 0..8 {
+            granted(l.reserve(1, LONG).await.unwrap());
+        }
+        // The first four went out; a 429 pauses the fleet for 70 s, which
+        // covers the four booked at +60 s: none of them will be sent.
+        time.advance(1_000);
+        l.pause_fleet(Duration::from_secs(70), QuotaKind::Rpm)
+            .await
+            .unwrap();
+        // After the pause the whole quota is free again: four at its end.
+        for _ in 0..4 {
+            let p = granted(l.reserve(1, LONG).await.unwrap());
+            assert_eq!(p.send_at_ms - start, 71_000);
+        }
+        let p = granted(l.reserve(1, LONG).await.unwrap());
+        assert_eq!(p.send_at_ms - start, 71_000 + MINUTE);
     }
 
     #[tokio::test]
