@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Gemini quota benchmark of the product (see bench/gemini/README.md).
 #
-#   bench/gemini/run.sh                  full run, about 50 minutes (build excluded)
+#   bench/gemini/run.sh                  full run, about 45 minutes (build excluded)
 #   bench/gemini/run.sh --quick          smoke run, about 6 minutes
 #   bench/gemini/run.sh [--quick] --only q120-w4,burst   (any quota_bench.py option)
 #   bench/gemini/run.sh --limiter-micro [--quick]
@@ -19,7 +19,7 @@ cd "$ROOT"
 if [[ "${1:-}" == "--limiter-micro" ]]; then
   shift
   if [[ ! -f workers/analyze/examples/ratelimit_bench.rs ]]; then
-    echo "the limiter-only micro-benchmark (workers/analyze/examples/ratelimit_bench.rs) is not in this checkout" >&2
+    echo "the limiter-only micro-benchmark (workers/analyze/examples/ratelimit_bench.rs) is not in this checkout (removed in commit 7ebd062; see git history)" >&2
     exit 1
   fi
   exec cargo run --release -q -p engage-analyze --example ratelimit_bench -- --results /dev/stdout "$@"

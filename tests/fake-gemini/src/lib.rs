@@ -318,6 +318,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn request_log_has_one_line_per_request_with_its_cause() {
+        let path = std::env::temp_dir().join(format!(
+            "fake-gemini-log-{}-{:?}.jsonl",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        let fake = start(Behaviour {
+            rpm: Some(1),
+            request_log: Some(RequestLog::create(&path).unwrap()),
+            ..Behaviour::default()
+        })
+        .await;
+        let url = generate_url(&fake, "gemini-2.5-flash");
+        let key = Some(fake.api_key());
+        assert_eq!(post(&url, key, snake_request(b"1")).await.0, 200);
+        assert_eq!(post(&url, key, snake_request(b"2")).await.0, 429);
+        fake.push_faults(Fault::burst_429(1, "3s"));
+        assert_eq!(post(&url, key, snake_request(b"3")).await.0, 429);
+        let lines: Vec<Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let _ = std::fs::remove_file(&path);
+        let causes: Vec<&str> = lines.iter().map(|l| l["cause"].as_str().unwrap()).collect();
+        assert_eq!(causes, ["ok", "quota_rpm", "injected_429"]);
+        assert!(lines[0]["admit_ms"].as_f64().unwrap() >= lines[0]["t_ms"].as_f64().unwrap());
+        assert!(lines[1]["admit_ms"].is_null() && lines[2]["admit_ms"].is_null());
+        assert!(lines[1]["retry_ms"].as_f64().unwrap() > 59_000.0);
+        assert_eq!(lines[0]["audio"][0], audio_hash(b"1"));
+    }
+
+    #[tokio::test]
     async fn resumable_upload_then_poll_then_delete() {
         let fake = start(Behaviour::default()).await;
         let http = reqwest::Client::new();
