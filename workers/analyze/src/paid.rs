@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::ratelimit::{FleetLimiter, Limit, Quota, QuotaKind, Reservation};
+use crate::ratelimit::{FleetLimiter, Limit, Quota, QuotaKind, RateLimitError, Reservation};
 use engage_audio::AudioProbe;
 use engage_model::AnalysisOutcome;
 use engage_model::jobs::ItemCost;
@@ -229,9 +229,22 @@ impl Paid {
             Ok(p) => p,
             Err(e) => return self.on_error(e, last_attempt).await,
         };
-        if let Err(wait) = self.permit(tokens).await {
-            self.client.discard(prepared).await;
-            return Err(wait);
+        match self.permit(tokens).await {
+            Ok(()) => {}
+            // More estimated tokens than the whole TPM quota: no wait helps.
+            Err(Refused::NeverFits(detail)) => {
+                self.client.discard(prepared).await;
+                let outcome = AnalysisOutcome::Failed {
+                    reason: "gemini_exceeds_tpm_quota".to_owned(),
+                    detail,
+                };
+                // Not cached: a larger quota later may fit it.
+                return Ok((outcome, Lasting::No));
+            }
+            Err(Refused::Job(e)) => {
+                self.client.discard(prepared).await;
+                return Err(e);
+            }
         }
         let answer = self.client.send(&prepared).await;
         self.client.discard(prepared).await;
@@ -252,12 +265,14 @@ impl Paid {
     /// `max_permit_wait_s` releases the job for exactly that long (no
     /// attempt spent); an exhausted daily quota also pauses the fleet, so
     /// every worker parks its jobs at once and `engage status` says until when.
-    async fn permit(&self, tokens: u64) -> Result<(), JobError> {
-        let refused = self
-            .limiter
-            .acquire(tokens, self.hold)
-            .await
-            .map_err(|e| JobError::transient(ErrorClass::Redis, e))?;
+    async fn permit(&self, tokens: u64) -> Result<(), Refused> {
+        let refused = match self.limiter.acquire(tokens, self.hold).await {
+            Ok(r) => r,
+            Err(e @ RateLimitError::CostExceedsQuota { .. }) => {
+                return Err(Refused::NeverFits(e.to_string()));
+            }
+            Err(e) => return Err(Refused::Job(JobError::transient(ErrorClass::Redis, e))),
+        };
         let Reservation::NotWithin { wait, limit } = refused else {
             return Ok(());
         };
@@ -265,16 +280,16 @@ impl Paid {
             self.limiter
                 .pause_fleet(wait, QuotaKind::Rpd)
                 .await
-                .map_err(|e| JobError::transient(ErrorClass::Redis, e))?;
+                .map_err(|e| Refused::Job(JobError::transient(ErrorClass::Redis, e)))?;
         }
         let reason = match limit {
             Limit::Pause | Limit::Rpd => DelayReason::FleetPaused,
             Limit::None | Limit::Rpm | Limit::Tpm => DelayReason::RateLimit,
         };
-        Err(JobError::Delay {
+        Err(Refused::Job(JobError::Delay {
             after: wait,
             reason,
-        })
+        }))
     }
 
     async fn on_error(
@@ -322,6 +337,15 @@ impl Paid {
             }),
         }
     }
+}
+
+/// Why a request got no slot.
+#[derive(Debug)]
+enum Refused {
+    /// It can never fit the quota (more tokens than the whole TPM).
+    NeverFits(String),
+    /// Wait (parked for exactly the predicted time) or a Redis failure.
+    Job(JobError),
 }
 
 /// Whether an outcome holds for the same audio in any later batch (and so
