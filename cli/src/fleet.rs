@@ -85,9 +85,9 @@ pub(crate) enum DlqCmd {
     Replay {
         /// Stage name.
         stage: String,
-        /// Most messages to replay.
-        #[arg(long, default_value_t = usize::MAX)]
-        limit: usize,
+        /// Most messages to replay (default: all).
+        #[arg(long)]
+        limit: Option<usize>,
     },
 }
 
@@ -95,15 +95,20 @@ pub(crate) fn topology(cfg: &FleetConfig) -> Topology {
     engage_runtime::services::topology(cfg)
 }
 
-/// Opens a broker connection and a confirm-mode publisher, with a clear error.
-pub(crate) async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
+/// Opens a broker connection, with a clear error; declares nothing.
+pub(crate) async fn connect(cfg: &FleetConfig) -> anyhow::Result<lapin::Connection> {
     let url = cfg.broker.amqp_url.expose();
-    let conn = broker::connect(url, "engage-cli").await.with_context(|| {
+    broker::connect(url, "engage-cli").await.with_context(|| {
         format!(
             "RabbitMQ is not reachable at {} (start it with `rabbitmq-server -detached`)",
             redact_url(url)
         )
-    })?;
+    })
+}
+
+/// Opens a broker connection and a confirm-mode publisher, with a clear error.
+pub(crate) async fn publisher(cfg: &FleetConfig) -> anyhow::Result<(lapin::Connection, Publisher)> {
+    let conn = connect(cfg).await?;
     let ch = conn.create_channel().await?;
     topology(cfg).declare(&ch, &StageName::ALL).await?;
     let p = Publisher::open(&conn, topology(cfg)).await?;
@@ -386,7 +391,15 @@ fn stages(stage: Option<&str>) -> anyhow::Result<Vec<StageName>> {
 
 /// `engage dlq list|replay`.
 pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
-    let (conn, p) = publisher(cfg).await?;
+    // Listing only reads: it declares nothing, so it works whatever the
+    // caller's retry settings (the topology's arguments) are.
+    let (conn, p) = match cmd {
+        DlqCmd::List { .. } => (connect(cfg).await?, None),
+        DlqCmd::Replay { .. } => {
+            let (conn, p) = publisher(cfg).await?;
+            (conn, Some(p))
+        }
+    };
     let topo = topology(cfg);
     let ch = conn.create_channel().await?;
     match cmd {
@@ -440,6 +453,8 @@ pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
             }
         }
         DlqCmd::Replay { stage, limit } => {
+            let limit = &limit.unwrap_or(usize::MAX);
+            let p = p.context("no publisher for replay")?;
             let s = stages(Some(stage))?[0];
             let q = topo.dlq(s);
             let redis = redis(cfg).await?;
