@@ -196,7 +196,8 @@ pub(crate) async fn enqueue(cfg: &FleetConfig, a: &EnqueueArgs) -> anyhow::Resul
     Ok(batch)
 }
 
-fn stage_lines(p: &Progress) -> Vec<(&'static str, u64, u64)> {
+/// Per stage: (name, done, total), as `engage status` and the dashboard show it.
+pub(crate) fn stage_lines(p: &Progress) -> Vec<(&'static str, u64, u64)> {
     vec![
         ("clean", p.pieces_done, p.pieces_expected),
         ("match", p.match_done, p.match_expected.max(p.match_done)),
@@ -207,7 +208,7 @@ fn stage_lines(p: &Progress) -> Vec<(&'static str, u64, u64)> {
 }
 
 /// True if the batch's outputs exist in the store (the ledger may be gone).
-async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
+pub(crate) async fn outputs_exist(cfg: &FleetConfig, batch: &str) -> anyhow::Result<bool> {
     let st = Storage::new(&storage_config(cfg)).await?;
     let layout = Layout::new(ObjectUri::parse(&cfg.store.root)?);
     Ok(st
@@ -389,130 +390,200 @@ fn stages(stage: Option<&str>) -> anyhow::Result<Vec<StageName>> {
     }
 }
 
+/// One dead-lettered message as `engage dlq list` shows it (headers only:
+/// the body, which may name a learner, is never read out).
+#[derive(Debug, Clone)]
+pub(crate) struct DeadLetter {
+    /// The job id (the message id), `?` when absent.
+    pub job_id: String,
+    /// `x-engage-reason`, else the broker's `x-first-death-reason`, else `?`.
+    pub reason: String,
+    /// `x-engage-attempts`, `?` when absent.
+    pub attempts: String,
+    /// `x-engage-error` (untrusted text), empty when absent.
+    pub error: String,
+}
+
+/// A look at a stage's dead-letter queue: how many messages it holds and
+/// the first few of them.
+#[derive(Debug, Clone)]
+pub(crate) struct DlqPeek {
+    /// Messages in the queue.
+    pub count: u32,
+    /// Up to the requested number of them, oldest first.
+    pub letters: Vec<DeadLetter>,
+}
+
+/// Reads up to `limit` dead letters of stage `s` without removing them (they
+/// are taken with `basic.get` and requeued). Declares nothing: the queue is
+/// only looked up, passively, so a missing queue is an error.
+pub(crate) async fn dlq_peek(
+    ch: &lapin::Channel,
+    topo: &Topology,
+    s: StageName,
+    limit: usize,
+) -> anyhow::Result<DlqPeek> {
+    let q = topo.dlq(s);
+    let info = ch
+        .queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let mut letters = Vec::new();
+    let mut held = Vec::new();
+    while held.len() < limit {
+        let Some(m) = ch
+            .basic_get(q.as_str().into(), BasicGetOptions::default())
+            .await?
+        else {
+            break;
+        };
+        let props = &m.delivery.properties;
+        letters.push(DeadLetter {
+            job_id: props
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str())
+                .unwrap_or("?")
+                .to_string(),
+            reason: header_str(props, "x-engage-reason")
+                .or_else(|| header_str(props, "x-first-death-reason"))
+                .unwrap_or_else(|| "?".into()),
+            attempts: header_str(props, "x-engage-attempts").unwrap_or_else(|| "?".into()),
+            error: header_str(props, "x-engage-error").unwrap_or_default(),
+        });
+        held.push(m);
+    }
+    for m in held {
+        m.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+    }
+    Ok(DlqPeek {
+        count: info.message_count(),
+        letters,
+    })
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Jobs sent back to the work queue (attempts reset).
+    pub replayed: usize,
+    /// Undecodable messages left in the dead-letter queue.
+    pub undecodable: usize,
+    /// Items made final as dead-lettered that were reopened.
+    pub reopened: usize,
+}
+
+/// `engage dlq replay STAGE`: moves up to `limit` dead letters of stage `s`
+/// back to its work queue, attempts reset, reopening their items and lifting
+/// their batches' halts; undecodable messages stay in the dead-letter queue.
+pub(crate) async fn dlq_replay(
+    cfg: &FleetConfig,
+    s: StageName,
+    limit: usize,
+) -> anyhow::Result<Replayed> {
+    let (conn, p) = publisher(cfg).await?;
+    let ch = conn.create_channel().await?;
+    let q = topology(cfg).dlq(s);
+    let redis = redis(cfg).await?;
+    let ledger = Ledger::new(redis.clone(), cfg.fleet.namespace.clone());
+    let markers = Idempotency::new(redis, cfg.fleet.namespace.clone());
+    let storage = Storage::new(&storage_config(cfg)).await?;
+    let layout = Layout::new(ObjectUri::parse(&cfg.store.root)?);
+    let mut reopened = 0usize;
+    let mut taken = Vec::new();
+    let mut skipped = Vec::new();
+    while taken.len() < limit {
+        let Some(m) = ch
+            .basic_get(q.as_str().into(), BasicGetOptions::default())
+            .await?
+        else {
+            break;
+        };
+        match Envelope::decode(&m.delivery.data) {
+            Ok(env) => taken.push((m, env)),
+            Err(_) => skipped.push(m),
+        }
+    }
+    // Every item first, then every job: a replayed job that finished
+    // before another item of its learner was reopened would let the
+    // batch complete in between.
+    for (_, env) in &taken {
+        // Made final as dead-lettered: reopen it, so that the batch's
+        // report is rewritten when the job finishes.
+        if reopen_for_replay(&ledger, &markers, &storage, &layout, s, env).await? {
+            reopened += 1;
+        }
+    }
+    let replayed = taken.len();
+    for (m, mut env) in taken {
+        env.attempt = 0;
+        p.publish_job(s, &env).await?;
+        m.delivery.ack(BasicAckOptions::default()).await?;
+    }
+    let undecodable = skipped.len();
+    for m in skipped {
+        m.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await?;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(Replayed {
+        replayed,
+        undecodable,
+        reopened,
+    })
+}
+
 /// `engage dlq list|replay`.
 pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
-    // Listing only reads: it declares nothing, so it works whatever the
-    // caller's retry settings (the topology's arguments) are.
-    let (conn, p) = match cmd {
-        DlqCmd::List { .. } => (connect(cfg).await?, None),
-        DlqCmd::Replay { .. } => {
-            let (conn, p) = publisher(cfg).await?;
-            (conn, Some(p))
-        }
-    };
-    let topo = topology(cfg);
-    let ch = conn.create_channel().await?;
     match cmd {
         DlqCmd::List { stage, limit } => {
+            // Listing only reads: it declares nothing, so it works whatever
+            // the caller's retry settings (the topology's arguments) are.
+            let conn = connect(cfg).await?;
+            let topo = topology(cfg);
+            let ch = conn.create_channel().await?;
             for s in stages(stage.as_deref())? {
-                let q = topo.dlq(s);
-                let info = ch
-                    .queue_declare(
-                        q.as_str().into(),
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        FieldTable::default(),
-                    )
-                    .await?;
-                println!("{s}: {} dead-lettered", info.message_count());
-                let mut held = Vec::new();
-                while held.len() < *limit {
-                    let Some(m) = ch
-                        .basic_get(q.as_str().into(), BasicGetOptions::default())
-                        .await?
-                    else {
-                        break;
-                    };
-                    let props = &m.delivery.properties;
-                    let reason = header_str(props, "x-engage-reason")
-                        .or_else(|| header_str(props, "x-first-death-reason"))
-                        .unwrap_or_else(|| "?".into());
+                let peek = dlq_peek(&ch, &topo, s, *limit).await?;
+                println!("{s}: {} dead-lettered", peek.count);
+                for l in &peek.letters {
                     println!(
                         "  job={} reason={} attempts={} error={}",
-                        props
-                            .message_id()
-                            .as_ref()
-                            .map(|s| s.as_str())
-                            .unwrap_or("?"),
-                        reason,
-                        header_str(props, "x-engage-attempts").unwrap_or_else(|| "?".into()),
-                        header_str(props, "x-engage-error").unwrap_or_default(),
+                        l.job_id, l.reason, l.attempts, l.error
                     );
-                    held.push(m);
-                }
-                for m in held {
-                    m.delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await?;
                 }
             }
+            let _ = conn.close(200, "bye".into()).await;
         }
         DlqCmd::Replay { stage, limit } => {
-            let limit = &limit.unwrap_or(usize::MAX);
-            let p = p.context("no publisher for replay")?;
             let s = stages(Some(stage))?[0];
-            let q = topo.dlq(s);
-            let redis = redis(cfg).await?;
-            let ledger = Ledger::new(redis.clone(), cfg.fleet.namespace.clone());
-            let markers = Idempotency::new(redis, cfg.fleet.namespace.clone());
-            let storage = Storage::new(&storage_config(cfg)).await?;
-            let layout = Layout::new(ObjectUri::parse(&cfg.store.root)?);
-            let mut reopened = 0usize;
-            let mut taken = Vec::new();
-            let mut skipped = Vec::new();
-            while taken.len() < *limit {
-                let Some(m) = ch
-                    .basic_get(q.as_str().into(), BasicGetOptions::default())
-                    .await?
-                else {
-                    break;
-                };
-                match Envelope::decode(&m.delivery.data) {
-                    Ok(env) => taken.push((m, env)),
-                    Err(_) => skipped.push(m),
-                }
-            }
-            // Every item first, then every job: a replayed job that finished
-            // before another item of its learner was reopened would let the
-            // batch complete in between.
-            for (_, env) in &taken {
-                // Made final as dead-lettered: reopen it, so that the batch's
-                // report is rewritten when the job finishes.
-                if reopen_for_replay(&ledger, &markers, &storage, &layout, s, env).await? {
-                    reopened += 1;
-                }
-            }
-            let replayed = taken.len();
-            for (m, mut env) in taken {
-                env.attempt = 0;
-                p.publish_job(s, &env).await?;
-                m.delivery.ack(BasicAckOptions::default()).await?;
-            }
-            let undecodable = skipped.len();
-            for m in skipped {
-                m.delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..Default::default()
-                    })
-                    .await?;
-            }
+            let r = dlq_replay(cfg, s, limit.unwrap_or(usize::MAX)).await?;
             println!(
-                "{s}: replayed {replayed}; {undecodable} undecodable left in the dead-letter queue"
+                "{s}: replayed {}; {} undecodable left in the dead-letter queue",
+                r.replayed, r.undecodable
             );
-            if reopened > 0 {
+            if r.reopened > 0 {
                 println!(
-                    "{s}: reopened {reopened} dead-lettered items; their batches' reports are \
-                     rewritten when the replayed jobs finish"
+                    "{s}: reopened {} dead-lettered items; their batches' reports are \
+                     rewritten when the replayed jobs finish",
+                    r.reopened
                 );
             }
         }
     }
-    let _ = conn.close(200, "bye".into()).await;
     Ok(())
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod config_show;
+mod dashboard;
 mod demo;
 mod fleet;
 mod gen_data;
@@ -47,6 +48,8 @@ enum Cmd {
     Resume,
     /// Generate data, start the five workers, run a batch, print the report.
     Demo(demo::DemoArgs),
+    /// Serve a web dashboard of the fleet (batches, queues, dead letters, replay).
+    Dashboard(dashboard::DashboardArgs),
     /// Print the metrics contract (`deploy/metrics.txt`): every family the
     /// workers export, its type and the values of its labels.
     #[command(hide = true)]
@@ -133,6 +136,7 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Dlq(c) => fleet::dlq(&cfg()?, &c).await?,
+        Cmd::Dashboard(a) => dashboard::run(&a).await?,
         Cmd::Resume => {
             let moved = quota::resume(&cfg()?).await?;
             println!("fleet pause cleared; {moved} parked jobs sent back to their queues");

@@ -4,6 +4,7 @@
 
 mod corpus;
 mod csv_injection;
+mod dashboard;
 mod fleet;
 mod gemini;
 mod ledger;

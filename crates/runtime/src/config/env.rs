@@ -16,6 +16,9 @@ pub const FILE_VAR: &str = "ENGAGE_CONFIG";
 pub const GEMINI_KEY_VAR: &str = "GEMINI_API_KEY";
 /// Prefix of every configuration variable.
 pub const PREFIX: &str = "ENGAGE_";
+/// `ENGAGE_*` variables that belong to a CLI command, not to the fleet's
+/// settings (`engage dashboard`'s operator token): not settings, not errors.
+pub const COMMAND_VARS: &[&str] = &["ENGAGE_DASHBOARD_TOKEN"];
 
 /// The flat variables of the original configuration: `(variable, section, field)`.
 pub const FLAT: &[(&str, &str, &str)] = &[
@@ -113,6 +116,9 @@ pub fn classify(name: &str) -> Var {
     if upper == FILE_VAR {
         return Var::File;
     }
+    if COMMAND_VARS.contains(&upper.as_str()) {
+        return Var::Other;
+    }
     if let Some((_, s, f)) = FLAT.iter().find(|(v, _, _)| *v == upper) {
         return Var::Field {
             section: (*s).to_owned(),
@@ -194,6 +200,7 @@ mod tests {
             f("limits", "concurrency")
         );
         assert_eq!(classify("ENGAGE_CONFIG"), Var::File);
+        assert_eq!(classify("ENGAGE_DASHBOARD_TOKEN"), Var::Other);
         assert_eq!(classify("PATH"), Var::Other);
         assert_eq!(classify("ENGAGE_CLEAN_SERVICE_HOST"), Var::Unknown);
         assert_eq!(classify("ENGAGE_GEMINI__"), Var::Unknown);

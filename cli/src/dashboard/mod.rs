@@ -1,0 +1,90 @@
+//! `engage dashboard`: a small web UI of the fleet, served by the CLI.
+//!
+//! Server-rendered HTML, no JavaScript, nothing fetched from elsewhere. It
+//! shows batches and their progress, the backlog and the dead letters of
+//! every stage and the Gemini limiter's state (home), one batch with its
+//! failures, halts and `report.html` (`/batch/{id}`), and a stage's dead
+//! letters with a Replay button (`/dlq/{stage}`).
+//!
+//! One concept per file: [`routes`] (the HTTP surface), [`html`] (the
+//! pages), [`security`] (the operator token, CSRF and same-origin checks),
+//! [`model`] (reading the fleet's state), [`error`] (what can go wrong).
+//!
+//! Reading needs no token. Replaying needs `ENGAGE_DASHBOARD_TOKEN`: without
+//! it actions are disabled, and listening on a non-loopback address is
+//! refused.
+
+mod error;
+mod html;
+mod model;
+mod routes;
+mod security;
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use engage_runtime::config::FleetConfig;
+
+use error::DashboardError;
+
+/// The environment variable holding the operator token for actions.
+pub(crate) const TOKEN_ENV: &str = "ENGAGE_DASHBOARD_TOKEN";
+
+/// Arguments of `engage dashboard`.
+#[derive(Debug, Args)]
+pub(crate) struct DashboardArgs {
+    /// Address to listen on. A non-loopback address needs
+    /// `ENGAGE_DASHBOARD_TOKEN` to be set.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Another host name (with port, as browsers send it in `Host`) under
+    /// which the dashboard is reached, e.g. behind a reverse proxy. The
+    /// listen address (and `localhost:PORT` on loopback) is always accepted.
+    #[arg(long)]
+    pub allow_host: Vec<String>,
+}
+
+/// `engage dashboard`: loads the fleet's configuration, then serves until Ctrl-C.
+pub(crate) async fn run(args: &DashboardArgs) -> anyhow::Result<()> {
+    Ok(serve(load_config()?, args).await?)
+}
+
+/// The fleet configuration, as the other fleet commands load it (the
+/// loader knows `ENGAGE_DASHBOARD_TOKEN` is not a setting).
+fn load_config() -> anyhow::Result<FleetConfig> {
+    let cfg = FleetConfig::load()?;
+    engage_runtime::redact::register_url(cfg.broker.amqp_url.expose());
+    engage_runtime::redact::register_url(cfg.redis.url.expose());
+    Ok(cfg)
+}
+
+/// Serves the dashboard until Ctrl-C.
+async fn serve(cfg: FleetConfig, args: &DashboardArgs) -> Result<(), DashboardError> {
+    let token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    if let Some(t) = &token {
+        engage_runtime::redact::register_secret(t);
+    }
+    if !args.listen.ip().is_loopback() && token.is_none() {
+        return Err(DashboardError::Unprotected(args.listen));
+    }
+    let guard = security::Guard::new(token, args.listen, &args.allow_host);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| DashboardError::Bind {
+            addr: args.listen,
+            source,
+        })?;
+    let actions = if guard.actions_enabled() {
+        "replay enabled"
+    } else {
+        "read-only: set ENGAGE_DASHBOARD_TOKEN to enable replay"
+    };
+    println!("dashboard on http://{} ({actions})", args.listen);
+    let app = routes::router(routes::AppState::new(cfg, guard));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(DashboardError::Serve)
+}

@@ -1,0 +1,382 @@
+//! `engage dashboard`: served by the real CLI over a real fleet, read and
+//! driven with plain HTTP (and, when it is installed, headless Chromium).
+//! The home page follows a batch to `complete`; the batch page serves the
+//! same `report.html` as `engage report`; dead letters show on the DLQ page,
+//! escaped; a replay is refused without the operator token, with a wrong
+//! CSRF token, from another origin or Host, and done with both tokens.
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable};
+
+use crate::support::fleet::{Backend, Fleet, amqp, bin_dir, free_port, poll, queue_len};
+
+const TOKEN: &str = "operator-s3cret token";
+
+/// The dashboard process, killed on drop.
+struct Dashboard {
+    addr: String,
+    child: Child,
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dashboard {
+    async fn start(f: &Fleet) -> anyhow::Result<Self> {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(bin_dir().join("engage"))
+            .envs(&f.env)
+            .env("ENGAGE_DASHBOARD_TOKEN", TOKEN)
+            .args(["dashboard", "--listen", &addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(
+                f.dir.path().join("logs/dashboard.log"),
+            )?)
+            .spawn()?;
+        let d = Self { addr, child };
+        let log = f.dir.path().join("logs/dashboard.log");
+        poll(
+            "the dashboard to answer",
+            Duration::from_secs(30),
+            || async { Ok(d.get("/").ok().filter(|r| r.code == 200).map(|_| ())) },
+        )
+        .await
+        .map_err(|e| {
+            let said = std::fs::read_to_string(&log).unwrap_or_default();
+            let home = d
+                .get("/")
+                .map(|r| r.text())
+                .unwrap_or_else(|e| e.to_string());
+            anyhow::anyhow!("{e}\n{said}\n{home}")
+        })?;
+        Ok(d)
+    }
+
+    fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        request(&self.addr, "GET", path, &[], b"")
+    }
+
+    fn page(&self, path: &str) -> anyhow::Result<String> {
+        let r = self.get(path)?;
+        anyhow::ensure!(r.code == 200, "GET {path}: {} {}", r.code, r.text());
+        Ok(r.text())
+    }
+
+    /// POSTs a form to the replay route of `stage`.
+    fn replay(&self, stage: &str, form: &str, extra: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        let origin = format!("http://{}", self.addr);
+        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
+        if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
+            headers.push(("Origin", origin.as_str()));
+        }
+        headers.extend_from_slice(extra);
+        request(
+            &self.addr,
+            "POST",
+            &format!("/dlq/{stage}/replay"),
+            &headers,
+            form.as_bytes(),
+        )
+    }
+}
+
+struct Reply {
+    code: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// A plain HTTP/1.0 request with `Host: addr` unless `extra` names one.
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> anyhow::Result<Reply> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.0\r\n");
+    if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req += &format!("Host: {addr}\r\n");
+    }
+    for (k, v) in extra {
+        req += &format!("{k}: {v}\r\n");
+    }
+    req += &format!("Content-Length: {}\r\n\r\n", body.len());
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP header in the answer"))?;
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok(Reply {
+        code,
+        head,
+        body: buf[split + 4..].to_vec(),
+    })
+}
+
+/// The state cell of `batch`'s row on the home page.
+fn home_state(home: &str, batch: &str) -> Option<String> {
+    let row = home
+        .split("<tr>")
+        .find(|r| r.contains(&format!("<code>{batch}</code>")))?;
+    let rest = row.split("<span class=\"").nth(1)?;
+    Some(rest.split('"').next()?.to_string())
+}
+
+/// The state on a batch's page.
+fn batch_state(page: &str) -> Option<String> {
+    let rest = page.split("State: <span class=\"").nth(1)?;
+    Some(rest.split('"').next()?.to_string())
+}
+
+fn csrf(page: &str) -> Option<String> {
+    let rest = page.split("name=\"csrf\" value=\"").nth(1)?;
+    Some(rest.split('"').next()?.to_string())
+}
+
+fn dlq_count(page: &str) -> Option<u32> {
+    page.split("<b id=\"count\">")
+        .nth(1)?
+        .split('<')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Percent-encodes a form value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Result<()> {
+    let mut f = Fleet::new("dashboard", Backend::Local, 4, 3)?;
+    f.start_all()?;
+    let d = Dashboard::start(&f).await?;
+
+    // Security headers on every page; unknown things are 404 pages.
+    let home = d.get("/")?;
+    assert_eq!(
+        home.header("content-security-policy").as_deref(),
+        Some("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'")
+    );
+    assert_eq!(home.header("x-frame-options").as_deref(), Some("DENY"));
+    for p in [
+        "/batch/no-such-batch",
+        "/batch/..",
+        "/batch/a%2Fb/report.html",
+        "/dlq/nope",
+        "/nope",
+    ] {
+        assert_eq!(d.get(p)?.code, 404, "{p}");
+    }
+    // Another Host (DNS rebinding) is not answered.
+    let rebound = request(&d.addr, "GET", "/", &[("Host", "evil.example")], b"")?;
+    assert_eq!(rebound.code, 421);
+
+    // A batch: listed, and followed to complete.
+    let batch = f.enqueue()?;
+    poll(
+        "the batch complete on the home page",
+        Duration::from_secs(180),
+        || async {
+            let home = d.page("/")?;
+            Ok((home_state(&home, &batch).as_deref() == Some("complete")).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", f.logs()))?;
+    let page = d.page(&format!("/batch/{batch}"))?;
+    let link = format!("href=\"/batch/{batch}/report.html\"");
+    assert!(page.contains(&link), "{page}");
+    let served = d.get(&format!("/batch/{batch}/report.html"))?;
+    assert_eq!(served.code, 200);
+    assert!(
+        served
+            .header("content-security-policy")
+            .is_some_and(|c| c.contains("sandbox"))
+    );
+    let out = f.dir.path().join("report-out");
+    let o = f.engage(&["report", &batch, "--out", &out.display().to_string()])?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        served.body == std::fs::read(out.join("report.html"))?,
+        "report.html differs"
+    );
+
+    // Dead letters: an undecodable message, a hostile dead letter (its
+    // error text is data), and a batch whose activity file is missing.
+    let conn = amqp().await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(Default::default()).await?;
+    let dlq = format!("{}.clean.dlq", f.ns);
+    ch.basic_publish(
+        format!("{}.jobs", f.ns).as_str().into(),
+        "clean".into(),
+        BasicPublishOptions::default(),
+        b"{not json",
+        BasicProperties::default(),
+    )
+    .await?
+    .await?;
+    let mut h = FieldTable::default();
+    let hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+    h.insert(
+        "x-engage-reason".into(),
+        AMQPValue::LongString("poison".into()),
+    );
+    h.insert(
+        "x-engage-error".into(),
+        AMQPValue::LongString(hostile.into()),
+    );
+    ch.basic_publish(
+        "".into(),
+        dlq.as_str().into(),
+        BasicPublishOptions::default(),
+        b"{also not json",
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id("\"><b>job</b>".into())
+            .with_headers(h),
+    )
+    .await?
+    .await?;
+    let missing = f.dir.path().join("late-activity.jsonl");
+    let o = f.engage(&[
+        "enqueue",
+        "--activity",
+        &missing.display().to_string(),
+        "--sessions",
+        &f.data.sessions.display().to_string(),
+    ])?;
+    let late = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let dlq_page = poll(
+        "three dead letters on the DLQ page",
+        Duration::from_secs(60),
+        || async {
+            let p = d.page("/dlq/clean")?;
+            Ok((dlq_count(&p) == Some(3)).then_some(p))
+        },
+    )
+    .await?;
+    assert!(dlq_page.contains("undecodable"), "{dlq_page}");
+    assert!(dlq_page.contains("activity file not found"), "{dlq_page}");
+    assert!(
+        !dlq_page.contains(hostile) && !dlq_page.contains("<script>"),
+        "{dlq_page}"
+    );
+    assert!(!dlq_page.contains("<b>job</b>"), "{dlq_page}");
+    assert!(
+        dlq_page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{dlq_page}"
+    );
+    // A batch halted at its plan is not in the ledger's batch list; its
+    // page says halted, by what, and where to replay.
+    let halted = d.page(&format!("/batch/{late}"))?;
+    assert_eq!(batch_state(&halted).as_deref(), Some("halted"), "{halted}");
+    assert!(halted.contains("activity file not found"), "{halted}");
+    assert!(halted.contains("href=\"/dlq/clean\""), "{halted}");
+
+    // Refused: no operator token, a wrong one, a wrong CSRF token, another
+    // origin, another Host. Nothing moves.
+    std::fs::copy(&f.data.activity, &missing)?;
+    let token = csrf(&dlq_page).ok_or_else(|| anyhow::anyhow!("no CSRF token: {dlq_page}"))?;
+    let good = format!("csrf={token}&token={}", enc(TOKEN));
+    // The same length, one digit different.
+    let first = if token.starts_with('0') { "1" } else { "0" };
+    let wrong = format!("{first}{}", &token[1..]);
+    let refused = [
+        d.replay("clean", &format!("csrf={token}"), &[])?,
+        d.replay("clean", &format!("csrf={token}&token=wrong"), &[])?,
+        d.replay("clean", &format!("csrf={wrong}&token={}", enc(TOKEN)), &[])?,
+        d.replay("clean", &format!("token={}", enc(TOKEN)), &[])?,
+        d.replay("clean", &good, &[("Origin", "http://evil.example")])?,
+    ];
+    for (i, r) in refused.iter().enumerate() {
+        assert_eq!(r.code, 403, "refusal {i}: {}", r.text());
+    }
+    let r = d.replay("clean", &good, &[("Host", "evil.example")])?;
+    assert_eq!(r.code, 421, "{}", r.text());
+    assert_eq!(queue_len(&conn, &dlq).await?, 3);
+
+    // Both tokens (the operator token as a Bearer header here): replayed;
+    // the undecodable two stay, and the batch completes.
+    let bearer = format!("Bearer {TOKEN}");
+    let r = d.replay(
+        "clean",
+        &format!("csrf={token}"),
+        &[("Authorization", &bearer)],
+    )?;
+    assert_eq!(r.code, 200, "{}", r.text());
+    assert!(
+        r.text().contains("clean: replayed 1; 2 undecodable left"),
+        "{}",
+        r.text()
+    );
+    poll(
+        "the replayed batch complete",
+        Duration::from_secs(180),
+        || async {
+            // Between the replay and its plan the ledger does not know it (404).
+            let page = d.get(&format!("/batch/{late}"))?.text();
+            Ok((batch_state(&page).as_deref() == Some("complete")).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", f.logs()))?;
+    assert_eq!(queue_len(&conn, &dlq).await?, 2);
+
+    // A real browser renders the batch table (when Chromium is installed).
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    if chromium.exists() {
+        let profile = f.dir.path().join("chromium");
+        let o = Command::new(chromium)
+            .args(["--headless", "--disable-gpu", "--no-sandbox", "--dump-dom"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(format!("http://{}/", d.addr))
+            .stdin(Stdio::null())
+            .output()?;
+        let dom = String::from_utf8_lossy(&o.stdout);
+        assert!(dom.contains("id=\"batches\""), "{dom}");
+        assert!(dom.contains(&format!("<code>{batch}</code>")), "{dom}");
+    }
+    Ok(())
+}
