@@ -28,6 +28,10 @@ pub(crate) struct DemoArgs {
     /// Seconds to wait for the batch.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Keep the demo's namespace (queues and Redis keys) afterwards; by
+    /// default it is purged once the report is written.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Child worker processes, stopped with SIGTERM (and reaped) on drop.
@@ -167,6 +171,11 @@ pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     )
     .await?;
     drop(workers);
+    if !a.keep {
+        crate::purge::delete(&cfg)
+            .await
+            .context("cleaning up the demo's namespace (use --keep to leave it)")?;
+    }
     if let Ok(s) = std::fs::read_to_string(out.join("summary.json"))
         && let Ok(sum) = serde_json::from_str::<engage_model::summary::Summary>(&s)
     {

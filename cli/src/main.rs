@@ -10,6 +10,7 @@ mod dashboard;
 mod demo;
 mod fleet;
 mod gen_data;
+mod purge;
 mod quota;
 mod run;
 
@@ -42,6 +43,10 @@ enum Cmd {
     /// Inspect or replay dead-lettered messages.
     #[command(subcommand)]
     Dlq(fleet::DlqCmd),
+    /// Tear the namespace down: its queues (with their messages), exchanges
+    /// and Redis keys, after a confirmation (`--yes` to skip it). The store
+    /// is left alone.
+    Purge(purge::PurgeArgs),
     /// End a Gemini fleet pause now (the quota was raised or reset early):
     /// clears the pause and the fleet's daily count, and sends every job
     /// parked on the wait ladder back to its work queue.
@@ -137,6 +142,13 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Dlq(c) => fleet::dlq(&cfg()?, &c).await?,
         Cmd::Dashboard(a) => dashboard::run(&a).await?,
+        Cmd::Purge(a) => {
+            let p = purge::purge(&cfg()?, &a).await?;
+            println!(
+                "purged: {} queues ({} messages), {} Redis keys",
+                p.queues, p.messages, p.keys
+            );
+        }
         Cmd::Resume => {
             let moved = quota::resume(&cfg()?).await?;
             println!("fleet pause cleared; {moved} parked jobs sent back to their queues");

@@ -204,3 +204,63 @@ fn enqueue_refuses_inputs_outside_the_allow_list() -> anyhow::Result<()> {
     assert!(o.stdout.is_empty(), "no batch id was printed");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_tears_a_namespace_down_after_confirmation() -> anyhow::Result<()> {
+    let mut f = Fleet::new("purge", Backend::Local, 4, 3)?;
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    f.wait_and_report(&batch, 120)?;
+    for s in crate::support::fleet::STAGES {
+        f.signal(s, "TERM");
+    }
+    // Without a terminal and without --yes nothing is deleted.
+    let o = f.engage(&["purge"])?;
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--yes"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let conn = crate::support::fleet::amqp().await?;
+    let exists = |q: String| {
+        let conn = &conn;
+        async move {
+            let ch = conn.create_channel().await?;
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let found = ch
+                .queue_declare(q.as_str().into(), passive, Default::default())
+                .await
+                .is_ok();
+            anyhow::Ok(found)
+        }
+    };
+    let clean = format!("{}.clean", f.ns);
+    assert!(exists(clean.clone()).await?);
+    let o = f.engage(&["purge", "--yes"])?;
+    let said = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("purged:"), "{said}");
+    // The queues are gone (a passive declare fails) and so are the keys.
+    for q in [
+        clean,
+        format!("{}.analyze.dlq", f.ns),
+        format!("{}.wait.12", f.ns),
+    ] {
+        assert!(!exists(q.clone()).await?, "{q} is still there");
+    }
+    let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    let mut c = client.get_multiplexed_async_connection().await?;
+    for pattern in [format!("{}:*", f.ns), format!("{{{}:*", f.ns)] {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query_async(&mut c).await?;
+        assert!(keys.is_empty(), "{pattern}: {keys:?}");
+    }
+    Ok(())
+}
