@@ -114,7 +114,7 @@ fn without_due(headers: Option<&FieldTable>) -> FieldTable {
     let mut out = FieldTable::default();
     for (k, v) in headers.map(|h| h.inner().iter()).into_iter().flatten() {
         let k = k.as_str();
-        if k != broker::DUE_HEADER && k != "x-engage-rung" && !k.starts_with("x-death") {
+        if k != broker::DUE_HEADER && k != broker::RUNG_HEADER && !k.starts_with("x-death") {
             out.insert(k.into(), v.clone());
         }
     }
@@ -148,7 +148,10 @@ mod tests {
     fn resumed_jobs_lose_their_due_time_only() {
         let mut h = FieldTable::default();
         h.insert(broker::DUE_HEADER.into(), AMQPValue::LongLongInt(5));
-        h.insert("x-engage-rung".into(), AMQPValue::LongString("3".into()));
+        h.insert(
+            broker::RUNG_HEADER.into(),
+            AMQPValue::LongString("3".into()),
+        );
         h.insert("x-death".into(), AMQPValue::LongString("..".into()));
         h.insert("x-keep".into(), AMQPValue::LongString("yes".into()));
         let out = without_due(Some(&h));

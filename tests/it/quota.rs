@@ -109,6 +109,10 @@ async fn a_per_day_quota_parks_the_batch_until_resumed() -> anyhow::Result<()> {
     let mut f = gemini_fleet("quota-day", &fake, fake.api_key()).await?;
     // Parking must not spend attempts.
     f.env.insert("ENGAGE_MAX_ATTEMPTS".into(), "1".into());
+    // A reconciler quick to call the paused batch stalled: parked jobs are
+    // work in progress, and it must not re-drive their items.
+    f.env.insert("ENGAGE_RECONCILE_EVERY_S".into(), "1".into());
+    f.env.insert("ENGAGE_RECONCILE_STALL_S".into(), "2".into());
     f.start_all()?;
     let batch = f.enqueue()?;
     // The sixth call meets the per-day quota: the fleet pauses until the
@@ -129,10 +133,11 @@ async fn a_per_day_quota_parks_the_batch_until_resumed() -> anyhow::Result<()> {
     )
     .await?;
     assert!(!line.contains(" complete"), "{line}");
-    // Parked, not polling: no call reaches Gemini while the pause lasts.
+    // Parked, not polling: no call reaches Gemini while the pause lasts, each
+    // job is parked once (not copied), and nothing is re-driven.
     let calls = fake.stats().generate_calls;
     let watch = Instant::now();
-    while watch.elapsed() < Duration::from_secs(3) {
+    while watch.elapsed() < Duration::from_secs(5) {
         assert_eq!(
             fake.stats().generate_calls,
             calls,
@@ -140,6 +145,22 @@ async fn a_per_day_quota_parks_the_batch_until_resumed() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let line = f.status(&batch)?.trim().to_owned();
+    let parked: u64 = line
+        .split("; ")
+        .find_map(|p| p.strip_suffix(" jobs parked until their wait is over"))
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no parked count in {line}"))?;
+    let items = crate::support::fleet::stage_progress(&line, "analyze").map_or(0, |(_, t)| t);
+    assert!(
+        parked > 0 && parked <= items,
+        "{parked} parked for {items} items: {line}"
+    );
+    assert!(
+        !line.contains("repaired"),
+        "the reconciler re-drove a paused batch: {line}"
+    );
     assert_eq!(fake.stats().successes, 5);
     // The quota is raised: `engage resume` brings every parked job back.
     fake.set_behaviour(|b| b.rpd = None);

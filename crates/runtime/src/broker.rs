@@ -82,6 +82,11 @@ pub const WAIT_RUNGS: u32 = 13;
 /// Header carrying a waiting job's due time (ms since the epoch).
 pub const DUE_HEADER: &str = "x-engage-due";
 
+/// Header the wait ladder routes on. Not `x-` prefixed: a headers exchange
+/// ignores `x-` headers when it matches, so such a binding would match every
+/// message and copy each parked job into every rung.
+pub const RUNG_HEADER: &str = "engage-rung";
+
 /// The rung a job with `left` to wait goes to next: the longest rung not
 /// past it (rung 0 for less than a second), or `None` when it is due (less
 /// than half a second left). Hops from a wait `d` land within half a second
@@ -184,7 +189,7 @@ impl Topology {
         Ok(())
     }
 
-    /// The wait ladder: a headers exchange routing on `x-engage-rung` to one
+    /// The wait ladder: a headers exchange routing on [`RUNG_HEADER`] to one
     /// classic queue per rung, each returning its messages to `ns.jobs`
     /// under their own routing key after `2^rung` seconds.
     async fn declare_wait_ladder(&self, ch: &Channel) -> Result<(), BrokerError> {
@@ -215,7 +220,7 @@ impl Topology {
                 .map_err(BrokerError::Unavailable)?;
             let mut bind = FieldTable::default();
             put_str(&mut bind, "x-match", "all");
-            put_str(&mut bind, "x-engage-rung", &rung.to_string());
+            put_str(&mut bind, RUNG_HEADER, &rung.to_string());
             ch.queue_bind(
                 self.wait_queue(rung).into(),
                 self.wait_exchange().into(),
@@ -346,11 +351,7 @@ impl Publisher {
         due_ms: i64,
     ) -> Result<(), BrokerError> {
         let mut h = FieldTable::default();
-        put_str(
-            &mut h,
-            "x-engage-rung",
-            &rung.min(WAIT_RUNGS - 1).to_string(),
-        );
+        put_str(&mut h, RUNG_HEADER, &rung.min(WAIT_RUNGS - 1).to_string());
         h.insert(DUE_HEADER.into(), AMQPValue::LongLongInt(due_ms));
         // The ladder's exchange routes by header; the routing key is the
         // stage's, which the rung's dead-lettering keeps.

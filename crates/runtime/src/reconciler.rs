@@ -152,7 +152,21 @@ impl Sweeper {
                         p.learners_aggregated,
                     ];
                     match self.seen.get(&b) {
-                        Some(s) if s.snapshot == snapshot && now - s.since >= stall => {}
+                        // Jobs waiting on the ladder (a Gemini pause, a
+                        // quota wait) are work in progress, not lost work:
+                        // re-driving items then would only park copies.
+                        Some(s) if s.snapshot == snapshot && now - s.since >= stall => {
+                            if self.parked().await? > 0 {
+                                self.seen.insert(
+                                    b.clone(),
+                                    Seen {
+                                        snapshot,
+                                        since: now,
+                                    },
+                                );
+                                continue;
+                            }
+                        }
                         Some(s) if s.snapshot == snapshot => continue,
                         _ => {
                             self.seen.insert(
@@ -214,16 +228,55 @@ impl Sweeper {
         Ok(out)
     }
 
-    async fn publish(&mut self, batch: &str, emits: Vec<Emit>) -> anyhow::Result<()> {
+    /// The broker connection and publisher, opened on first use.
+    async fn publisher(&mut self) -> anyhow::Result<&Publisher> {
         if self.publisher.is_none() {
             let name = format!("engage-reconciler@{}", self.svc.cfg.fleet.namespace);
             let conn = broker::connect(self.svc.cfg.broker.amqp_url.expose(), &name).await?;
             let p = Publisher::open(&conn, self.svc.topology.clone()).await?;
             self.publisher = Some((conn, p));
         }
-        let Some((_, p)) = &self.publisher else {
-            return Ok(());
+        match &self.publisher {
+            Some((_, p)) => Ok(p),
+            None => anyhow::bail!("no broker connection"),
+        }
+    }
+
+    /// Jobs parked on the namespace's wait ladder now.
+    async fn parked(&mut self) -> anyhow::Result<u64> {
+        let topo = self.svc.topology.clone();
+        let conn = match &self.publisher {
+            Some((conn, _)) => conn,
+            None => {
+                self.publisher().await?;
+                match &self.publisher {
+                    Some((conn, _)) => conn,
+                    None => return Ok(0),
+                }
+            }
         };
+        let ch = conn.create_channel().await?;
+        let mut parked = 0;
+        for rung in 0..broker::WAIT_RUNGS {
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let q = ch
+                .queue_declare(
+                    topo.wait_queue(rung).as_str().into(),
+                    passive,
+                    lapin::types::FieldTable::default(),
+                )
+                .await?;
+            parked += u64::from(q.message_count());
+        }
+        let _ = ch.close(200, "bye".into()).await;
+        Ok(parked)
+    }
+
+    async fn publish(&mut self, batch: &str, emits: Vec<Emit>) -> anyhow::Result<()> {
+        let p = self.publisher().await?;
         for e in emits {
             let env = Envelope::new(batch, e.job_id, format!("reconcile-{batch}"), e.job);
             p.publish_job(e.stage, &env).await?;
