@@ -7,7 +7,7 @@ use engage_analyze::ratelimit::{FleetLimiter, FleetPause, Quota};
 use engage_runtime::broker::{self, WAIT_RUNGS};
 use engage_runtime::config::FleetConfig;
 use lapin::BasicProperties;
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::FieldTable;
 
 use crate::fleet::{publisher, redis, topology};
@@ -25,25 +25,9 @@ pub(crate) async fn parked_jobs(cfg: &FleetConfig) -> Option<u64> {
         .await
         .ok()?;
     let ch = conn.create_channel().await.ok()?;
-    let topo = topology(cfg);
-    let mut parked = 0;
-    for rung in 0..WAIT_RUNGS {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let q = ch
-            .queue_declare(
-                topo.wait_queue(rung).as_str().into(),
-                passive,
-                FieldTable::default(),
-            )
-            .await
-            .ok()?;
-        parked += u64::from(q.message_count());
-    }
+    let parked = topology(cfg).parked_jobs(&ch).await.ok();
     let _ = conn.close(200, "bye".into()).await;
-    Some(parked)
+    parked
 }
 
 /// One line for `engage status` while analysis waits for quota.

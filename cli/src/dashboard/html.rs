@@ -19,21 +19,10 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}.running{color:#0072b2}.
 .halted{color:#d55e00;font-weight:bold}.unknown{color:#777}.note{color:#555}code{word-break:break-all}\
 meter{width:140px}nav a{margin-right:12px}form{margin:10px 0}input{margin-right:6px}";
 
-/// Escapes text for HTML element content and quoted attribute values.
+/// Escapes text for HTML element content and quoted attribute values (the
+/// report page's escaper: `& < > " '`, control characters replaced).
 pub(crate) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    engage_aggregate::html::escape_text(s)
 }
 
 /// A whole page. `refresh`: reload every 5 seconds.

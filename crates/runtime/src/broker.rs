@@ -189,6 +189,28 @@ impl Topology {
         Ok(())
     }
 
+    /// Jobs parked on the wait ladder now (passive declares: nothing is
+    /// created; an error if the ladder is not declared yet).
+    pub async fn parked_jobs(&self, ch: &Channel) -> Result<u64, BrokerError> {
+        let mut parked = 0;
+        for rung in 0..WAIT_RUNGS {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let q = ch
+                .queue_declare(
+                    self.wait_queue(rung).as_str().into(),
+                    passive,
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(BrokerError::Unavailable)?;
+            parked += u64::from(q.message_count());
+        }
+        Ok(parked)
+    }
+
     /// The wait ladder: a headers exchange routing on [`RUNG_HEADER`] to one
     /// classic queue per rung, each returning its messages to `ns.jobs`
     /// under their own routing key after `2^rung` seconds.

@@ -256,23 +256,9 @@ impl Sweeper {
             }
         };
         let ch = conn.create_channel().await?;
-        let mut parked = 0;
-        for rung in 0..broker::WAIT_RUNGS {
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            let q = ch
-                .queue_declare(
-                    topo.wait_queue(rung).as_str().into(),
-                    passive,
-                    lapin::types::FieldTable::default(),
-                )
-                .await?;
-            parked += u64::from(q.message_count());
-        }
+        let parked = topo.parked_jobs(&ch).await;
         let _ = ch.close(200, "bye".into()).await;
-        Ok(parked)
+        Ok(parked?)
     }
 
     async fn publish(&mut self, batch: &str, emits: Vec<Emit>) -> anyhow::Result<()> {

@@ -23,7 +23,7 @@ pub(crate) fn push(out: &mut String, s: &str) {
 }
 
 /// `s` escaped, as a new string.
-pub(crate) fn text(s: &str) -> String {
+pub fn text(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     push(&mut out, s);
     out

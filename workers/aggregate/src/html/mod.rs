@@ -37,6 +37,7 @@ use engage_model::{AnalysisOutcome, MatchedRecord};
 
 use crate::domain::ReportRow;
 
+pub use escape::text as escape_text;
 pub use rejects::{EXAMPLES_PER_REASON, RejectExample, RejectExamples};
 
 /// The output file's name.
