@@ -550,6 +550,7 @@ def run_row(a, row: Row, data: Dataset) -> dict:
                 complete = rc == 0
                 break
             now = time.time()
+            fake.tail.read()  # first_admit_s() stops reading once it has its answer
             first = fake.tail.first_admit_s()
             if row.seed_for_s and first and now >= first + row.seed_for_s:
                 res["events"].append(f"stopped after {row.seed_for_s:.0f} s of calls")

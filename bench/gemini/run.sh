@@ -4,9 +4,6 @@
 #   bench/gemini/run.sh                  full run, about 45 minutes (build excluded)
 #   bench/gemini/run.sh --quick          smoke run, about 6 minutes
 #   bench/gemini/run.sh [--quick] --only q120-w4,burst   (any quota_bench.py option)
-#   bench/gemini/run.sh --limiter-micro [--quick]
-#       the limiter-only micro-benchmark (workers/analyze/examples/ratelimit_bench.rs),
-#       not the product figure; writes its own table to stdout only.
 #
 # Builds the release binaries, checks RabbitMQ and Redis, runs the five real
 # workers against the Gemini-wire fake and writes bench/gemini/RESULTS.md.
@@ -15,15 +12,6 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$ROOT"
-
-if [[ "${1:-}" == "--limiter-micro" ]]; then
-  shift
-  if [[ ! -f workers/analyze/examples/ratelimit_bench.rs ]]; then
-    echo "the limiter-only micro-benchmark (workers/analyze/examples/ratelimit_bench.rs) is not in this checkout (removed in commit 7ebd062; see git history)" >&2
-    exit 1
-  fi
-  exec cargo run --release -q -p engage-analyze --example ratelimit_bench -- --results /dev/stdout "$@"
-fi
 
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   echo "Redis is not reachable at 127.0.0.1:6379; start one with:" >&2
