@@ -22,13 +22,19 @@ With `--analyzer gemini` the analyze workers call the Gemini-wire fake
 (`fake-gemini`, 1-3 s per call, occasional 503s and 429s); the reference is
 then the fault-free run's outputs, and the table adds the fake's count of
 calls per distinct audio (more than one is a paid call repeated, possible
-only for an answer lost with a killed worker). The cluster variant (3-node
-RabbitMQ, Redis Cluster) is not covered yet.
+only for an answer lost with a killed worker).
+
+With `--cluster` the fleet runs on a 3-node RabbitMQ cluster (the fleet is
+given the three node URLs, comma-separated) and a 6-node Redis Cluster (3
+primaries, 3 replicas), all on loopback, and the fault kinds are `kill`,
+`drop`, `node` (one RabbitMQ node's `stop_app` for `--node-down-s` seconds,
+then `start_app`) and `primary` (SIGKILL one Redis primary; its replica takes
+over; the killed node is restarted empty and rejoins as a replica).
 
     chaos.py --bins target/release --work DIR [--learners 300] [--responses 8]
              [--replicas 2] [--fault-every 1] [--faults-for 60] [--timeout 600]
              [--kinds kill,redis,drop,broker] [--seed 1] [--analyzer acoustic|gemini] [--soak]
-             [--delivery-limit 5]
+             [--delivery-limit 5] [--cluster [--node-down-s 10]]
              [--results FILE]
 """
 from __future__ import annotations
@@ -82,6 +88,117 @@ class Redis:
     def restart_empty(self):
         self.stop()
         self.start()
+
+
+class RabbitCluster:
+    """Three private RabbitMQ nodes joined into one cluster. Quorum queues
+    get members on all three, so one node can stop without losing a
+    confirmed message; the fleet is given every node's URL."""
+
+    def __init__(self, work: Path):
+        cookie = uuid.uuid4().hex.upper()
+        self.nodes = [PrivateRabbit(work / f"rmq{i}", cookie=cookie) for i in range(3)]
+        first = self.nodes[0]
+        for n in self.nodes[1:]:
+            for args in (["stop_app"], ["join_cluster", first.node], ["start_app"]):
+                r = ctl(n, *args)
+                if r.returncode != 0:
+                    raise RuntimeError(f"rabbitmqctl {args} on {n.node}: {r.stderr[-500:]}")
+        wait_for("a 3-node RabbitMQ cluster", 60, lambda: ctl(
+            first, "cluster_status").stdout.count("@localhost") >= 6)
+        self.url = ",".join(n.url for n in self.nodes)
+        # queues(), rabbitmqctl() and the final checks use the first node.
+        self.node, self.env, self.port = first.node, first.env, first.port
+
+    def stop_one(self, rng: random.Random, down_s: float) -> str:
+        """Stops one node's app for `down_s` seconds, then starts it again."""
+        n = rng.choice(self.nodes)
+        ctl(n, "stop_app")
+        time.sleep(down_s)
+        ctl(n, "start_app")
+        ctl(n, "await_startup")
+        return n.node
+
+    def close_all_connections(self, why: str):
+        for n in self.nodes:
+            ctl(n, "close_all_connections", why)
+
+    def stop(self):
+        for n in reversed(self.nodes):
+            n.stop()
+
+
+class RedisCluster:
+    """A 6-node Redis Cluster on loopback (3 primaries with a replica each),
+    fast failover (`cluster-node-timeout` 2 s), no persistence."""
+
+    def __init__(self, work: Path):
+        self.cluster = True
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.dirs: dict[int, Path] = {}
+        for _ in range(6):
+            port = free_port()
+            self.dirs[port] = work / f"redis-{port}"
+            self.dirs[port].mkdir(parents=True, exist_ok=True)
+            self.start(port)
+        ports = list(self.procs)
+        r = subprocess.run(["redis-cli", "--cluster", "create",
+                            *(f"127.0.0.1:{p}" for p in ports),
+                            "--cluster-replicas", "1", "--cluster-yes"],
+                           capture_output=True, text=True, timeout=60)
+        if "All 16384 slots covered" not in r.stdout:
+            raise RuntimeError(f"redis-cli --cluster create: {r.stdout[-800:]} {r.stderr[-400:]}")
+        self.wait_ok()
+        self.url = ",".join(f"redis://127.0.0.1:{p}" for p in ports)
+
+    def start(self, port: int):
+        d = self.dirs[port]
+        self.procs[port] = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--dir", str(d), "--cluster-enabled", "yes",
+             "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "2000"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(f"redis {port}", 10, lambda: self.cli(port, "ping") == "PONG")
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+
+    def alive(self) -> list[int]:
+        return [p for p, proc in self.procs.items() if proc.poll() is None]
+
+    def wait_ok(self, timeout: float = 60):
+        wait_for("the Redis Cluster to be ok", timeout, lambda: all(
+            "cluster_state:ok" in self.cli(p, "cluster", "info") for p in self.alive()))
+
+    def primaries(self) -> list[int]:
+        lines = self.cli(self.alive()[0], "cluster", "nodes").splitlines()
+        return [int(ln.split()[1].split("@")[0].rsplit(":", 1)[1]) for ln in lines
+                if " master " in f" {ln.split()[2].replace(',', ' ')} "
+                and "fail" not in ln.split()[2]]
+
+    def kill_primary(self, rng: random.Random) -> int:
+        """SIGKILLs one primary, waits for its replica to take over, and
+        restarts the killed node empty (it rejoins as a replica)."""
+        port = rng.choice(self.primaries())
+        self.procs[port].kill()
+        self.procs[port].wait()
+        wait_for("a replica to take over", 60,
+                 lambda: port not in self.primaries() and len(self.primaries()) == 3)
+        self.wait_ok()
+        self.start(port)
+        return port
+
+    def stop(self):
+        for proc in self.procs.values():
+            proc.kill()
+            proc.wait()
+
+
+def ctl(node: PrivateRabbit, *args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("rabbitmqctl", path="/usr/lib/rabbitmq/bin") or "rabbitmqctl"
+    return subprocess.run([exe, "-n", node.node, *args], env=node.env, capture_output=True,
+                          text=True, timeout=120)
 
 
 class FakeGemini:
@@ -212,14 +329,16 @@ def final_state_problems(out: Path, reference: Path) -> list[str]:
     return problems
 
 
-def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> dict:
+def run_batch(a, data: Path, rabbit, redis, work: Path, faults: bool) -> dict:
     ns = f"chaos-{uuid.uuid4().hex[:8]}"
     d = work / ns
     (d / "logs").mkdir(parents=True)
     env = fleet_env(ns, d / "store", data)
     env.update({
         "ENGAGE_AMQP_URL": rabbit.url,
-        "ENGAGE_REDIS_URL": f"redis://127.0.0.1:{redis.port}",
+        "ENGAGE_REDIS_URL": redis.url if isinstance(redis, RedisCluster)
+        else f"redis://127.0.0.1:{redis.port}",
+        "ENGAGE_REDIS_CLUSTER": "true" if isinstance(redis, RedisCluster) else "false",
         "ENGAGE_RETRY_DELAYS_MS": "200,1000,3000",
         "ENGAGE_MAX_ATTEMPTS": "20",
         # SIGKILLs return every prefetched message: each kill is one delivery
@@ -243,7 +362,7 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
         })
     fleet = Fleet(a.bins, env, d / "logs", a.replicas)
     rng = random.Random(a.seed)
-    done = {"kill": 0, "redis": 0, "drop": 0, "broker": 0}
+    done = {"kill": 0, "redis": 0, "drop": 0, "broker": 0, "node": 0, "primary": 0}
     try:
         time.sleep(2)
         t0 = time.monotonic()
@@ -268,8 +387,14 @@ def run_batch(a, data: Path, rabbit, redis: Redis, work: Path, faults: bool) -> 
                 fleet.kill_one(rng)
             elif kind == "redis":
                 redis.restart_empty()
+            elif kind == "drop" and isinstance(rabbit, RabbitCluster):
+                rabbit.close_all_connections("chaos: dropped")
             elif kind == "drop":
                 rabbitmqctl(rabbit, "close_all_connections", "chaos: dropped")
+            elif kind == "node":
+                rabbit.stop_one(rng, a.node_down_s)
+            elif kind == "primary":
+                redis.kill_primary(rng)
             elif kind == "broker":
                 rabbitmqctl(rabbit, "stop_app")
                 time.sleep(2)
@@ -328,8 +453,18 @@ def main() -> int:
                     help="ENGAGE_DELIVERY_LIMIT of the fleet (the product's default: 5)")
     ap.add_argument("--soak", action="store_true",
                     help="keep enqueueing batches until the fault period is over")
+    ap.add_argument("--cluster", action="store_true",
+                    help="3-node RabbitMQ cluster and 6-node Redis Cluster; kinds kill,drop,node,primary")
+    ap.add_argument("--node-down-s", type=float, default=10.0,
+                    help="how long a `node` fault keeps a RabbitMQ node stopped")
     ap.add_argument("--results", type=Path)
     a = ap.parse_args()
+    if a.cluster and a.kinds == ap.get_default("kinds"):
+        a.kinds = "kill,drop,node,primary"
+    bad = {"redis", "broker"} & set(a.kinds.split(",")) if a.cluster else \
+        {"node", "primary"} & set(a.kinds.split(","))
+    if bad:
+        ap.error(f"kinds {sorted(bad)} need {'no ' if a.cluster else ''}--cluster")
     a.bins, a.work = a.bins.resolve(), a.work.resolve()
     a.work.mkdir(parents=True, exist_ok=True)
     data = a.work / f"data-{a.learners}-{a.responses}"
@@ -342,8 +477,12 @@ def main() -> int:
                "--sessions", str(data / "sessions.csv"), "--s3-root", str(data / "s3"),
                "--audio-buckets", "learner-audio", "--out", str(reference))
     items = json.loads((reference / "summary.json").read_text())
-    rabbit = PrivateRabbit(a.work / f"node-{uuid.uuid4().hex[:6]}")
-    redis = Redis(a.work / f"redis-{uuid.uuid4().hex[:6]}")
+    if a.cluster:
+        rabbit = RabbitCluster(a.work / f"cluster-{uuid.uuid4().hex[:6]}")
+        redis = RedisCluster(a.work / f"rcluster-{uuid.uuid4().hex[:6]}")
+    else:
+        rabbit = PrivateRabbit(a.work / f"node-{uuid.uuid4().hex[:6]}")
+        redis = Redis(a.work / f"redis-{uuid.uuid4().hex[:6]}")
     try:
         calm = run_batch(a, data, rabbit, redis, a.work, faults=False)
         storm = run_batch(a, data, rabbit, redis, a.work, faults=True)
@@ -382,7 +521,8 @@ def main() -> int:
         f"({items.get('activity', {}).get('kept', '?')} kept responses); "
         f"{a.replicas} replicas per stage; a fault every {a.fault_every:g} s for up to "
         f"{a.faults_for:g} s; kinds {a.kinds}; seed {a.seed}; delivery limit {a.delivery_limit}; "
-        f"analyzer {a.analyzer} "
+        f"analyzer {a.analyzer}; "
+        f"{'3-node RabbitMQ cluster + 6-node Redis Cluster' if a.cluster else 'one RabbitMQ node, one Redis'} "
         f"(reference: {'the fault-free run' if a.analyzer == 'gemini' else 'engage run'}).",
         "", *rows, "",
         f"Chaos status line: `{storm['status']}`", "",

@@ -273,11 +273,16 @@ class PrivateRabbit:
     nofile limit raised), so the measurement neither disturbs nor is disturbed
     by other users of the shared broker, and its CPU time is ours alone."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, cookie: str | None = None):
+        """`cookie`: the Erlang cookie to share with other nodes (a cluster)."""
         self.port, dist = free_port(), free_port()
         self.dir = workdir / "rabbitmq"
         for sub in ("home", "mnesia", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        if cookie:
+            c = self.dir / "home" / ".erlang.cookie"
+            c.write_text(cookie)
+            c.chmod(0o400)
         (self.dir / "rabbitmq.conf").write_text(
             f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users.guest = true\n")
         (self.dir / "enabled_plugins").write_text("[].\n")

@@ -385,6 +385,28 @@ async fn fleet_on_a_three_node_redis_cluster() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A node list whose first node is dead: every process (workers, CLI) tries
+/// the next node and the batch completes as usual. Without the failover in
+/// `broker::connect` the URL list would not even parse as one URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_reaches_the_broker_through_a_node_list_with_a_dead_node() -> anyhow::Result<()> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let dead_port = dead.local_addr()?.port();
+    drop(dead); // nothing listens there now: connections are refused
+    let mut f = Fleet::new("nodelist", Backend::Local, 6, 4)?;
+    f.env.insert(
+        "ENGAGE_AMQP_URL".into(),
+        format!(
+            "amqp://guest:guest@127.0.0.1:{dead_port}/%2f,amqp://guest:guest@127.0.0.1:5672/%2f"
+        ),
+    );
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    let out = f.wait_and_report(&batch, 120)?;
+    assert_same_outputs(&f.reference()?, &out);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_keeps_crashing_its_consumer_is_dead_lettered() -> anyhow::Result<()> {
     let ns = crate::support::fleet::namespace("crashloop");

@@ -276,12 +276,49 @@ pub fn with_heartbeat(url: &str) -> String {
     }
 }
 
+/// The node URLs of `url`: one AMQP URL, or the comma-separated URLs of a
+/// cluster's nodes.
+pub fn node_urls(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+}
+
+/// Where the next connection attempt starts in a node list: each attempt
+/// starts one node further, from a per-process offset, so that a fleet spreads
+/// over a cluster's nodes and a reconnect after a node's loss tries another
+/// node first.
+fn next_start(nodes: usize) -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (n + std::process::id() as usize) % nodes.max(1)
+}
+
 /// Opens a connection named after the process (visible in the management UI).
+///
+/// `url` may list several nodes of a cluster, comma-separated: they are tried
+/// in turn (starting one node further at each call) until one accepts; the
+/// error is the last node's. Lapin has no failover of its own.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, BrokerError> {
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(&with_heartbeat(url), props)
-        .await
-        .map_err(BrokerError::Unavailable)
+    let nodes = node_urls(url);
+    let start = next_start(nodes.len());
+    let mut last = None;
+    for i in 0..nodes.len() {
+        let node = nodes[(start + i) % nodes.len()];
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        match Connection::connect(&with_heartbeat(node), props).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                tracing::debug!(node = i, error = %e, "broker node refused the connection");
+                last = Some(e);
+            }
+        }
+    }
+    Err(BrokerError::Unavailable(last.unwrap_or_else(|| {
+        lapin::ErrorKind::IOError(std::sync::Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "no AMQP URL given",
+        )))
+        .into()
+    })))
 }
 
 /// A channel in confirm mode that publishes jobs, retries and dead letters.
@@ -474,6 +511,24 @@ pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_list_splits_on_commas() {
+        assert_eq!(
+            node_urls("amqp://a:1/%2f, amqp://b:2/%2f,"),
+            vec!["amqp://a:1/%2f", "amqp://b:2/%2f"]
+        );
+        assert_eq!(node_urls("amqp://x/%2f"), vec!["amqp://x/%2f"]);
+        assert!(node_urls(" , ").is_empty());
+    }
+
+    #[test]
+    fn each_connection_attempt_starts_one_node_further() {
+        let a = next_start(3);
+        let b = next_start(3);
+        assert_eq!((a + 1) % 3, b);
+        assert_eq!(next_start(1), 0);
+    }
 
     #[test]
     fn the_wait_ladder_reaches_any_wait_within_half_a_second() {

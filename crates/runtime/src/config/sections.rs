@@ -107,7 +107,9 @@ impl SectionSpec for FleetSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerSection {
-    /// AMQP URL of RabbitMQ, with credentials (a 30 s heartbeat is added).
+    /// AMQP URL of RabbitMQ, with credentials (a 30 s heartbeat is added);
+    /// for a cluster, the nodes' URLs comma-separated: a connection tries them
+    /// in turn, so a worker whose node stops reconnects to another one.
     /// Secret: never logged or shown.
     pub amqp_url: Secret<String>,
     /// Delays of the retry tiers in milliseconds (attempt n waits tier n,
@@ -131,7 +133,7 @@ impl Default for BrokerSection {
 impl SectionSpec for BrokerSection {
     const NAME: &'static str = "broker";
     fn validate(&self) -> Result<(), Invalid> {
-        if self.amqp_url.expose().is_empty() {
+        if crate::broker::node_urls(self.amqp_url.expose()).is_empty() {
             return bad("amqp_url", "must not be empty");
         }
         if self.retry_delays_ms.is_empty() {
