@@ -100,6 +100,8 @@ else:
     drain = int(config["data"].get("ENGAGE_DRAIN_TIMEOUT_S", "30"))
 
 deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+# Every stage reads and writes the store (S3) and talks to broker and Redis.
+STAGE_SECRETS = ["engage-connections", "engage-s3"]
 for stage in STAGES:
     name = f"engage-{stage}"
     dep = deployments.get(name)
@@ -122,6 +124,15 @@ for stage in STAGES:
         fail(f"k8s: {name} needs resource requests and limits")
     if "replicas" in dep["spec"]:
         fail(f"k8s: {name} sets replicas, which KEDA owns")
+    # Services named engage-* would inject ENGAGE_*_SERVICE_* variables, which
+    # the config loader refuses.
+    if pod.get("enableServiceLinks") is not False:
+        fail(f"k8s: {name} must set enableServiceLinks: false")
+    # Each stage gets exactly the Secrets it reads.
+    secrets = sorted(e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e)
+    want = sorted(STAGE_SECRETS + (["engage-gemini"] if stage == "analyze" else []))
+    if secrets != want:
+        fail(f"k8s: {name} mounts Secrets {secrets}, expected {want}")
 
 scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in by_kind.get("ScaledObject", [])}
 for stage in STAGES:
@@ -135,6 +146,16 @@ for stage in STAGES:
 
 if not (by_kind.get("PodMonitor") or by_kind.get("ServiceMonitor")):
     fail("k8s: no PodMonitor/ServiceMonitor")
+# The queue rules and panels read RabbitMQ's per-object series.
+endpoints = [e for m in by_kind.get("PodMonitor", []) for e in m["spec"].get("podMetricsEndpoints", [])]
+endpoints += [e for m in by_kind.get("ServiceMonitor", []) for e in m["spec"].get("endpoints", [])]
+if not any(e.get("path") == "/metrics/per-object" for e in endpoints):
+    fail("k8s: no monitor scrapes RabbitMQ's /metrics/per-object (queue alerts and panels need it)")
+# KEDA reads the broker with its own Secret, which no worker mounts.
+for ta in by_kind.get("TriggerAuthentication", []):
+    for ref in ta["spec"].get("secretTargetRef", []):
+        if ref["name"] in STAGE_SECRETS + ["engage-gemini"]:
+            fail(f"k8s: TriggerAuthentication {ta['metadata']['name']} reads worker Secret {ref['name']}")
 
 # ---- Grafana -----------------------------------------------------------------
 dashboard = json.load(open("deploy/grafana/engage-fleet.json"))
