@@ -58,8 +58,45 @@ services = compose.get("services", {})
 for svc in ["rabbitmq", "redis", "minio", "prometheus", *STAGES]:
     if svc not in services:
         fail(f"docker-compose.yml: service {svc!r} missing")
-if not str(services.get("rabbitmq", {}).get("image", "")).startswith("rabbitmq:3.13"):
-    fail("docker-compose.yml: rabbitmq must be rabbitmq:3.13-management")
+# A supported RabbitMQ series (4.x) with the management plugin.
+if not re.fullmatch(r"rabbitmq:4\.\d+-management", str(services.get("rabbitmq", {}).get("image", ""))):
+    fail("docker-compose.yml: rabbitmq must be a rabbitmq:4.x-management image")
+rabbit_mounts = services.get("rabbitmq", {}).get("volumes", [])
+for mount in ["./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/conf.d/20-engage.conf:ro",
+              "./deploy/rabbitmq/enabled_plugins:/etc/rabbitmq/enabled_plugins:ro"]:
+    if mount not in rabbit_mounts:
+        fail(f"docker-compose.yml: rabbitmq must mount {mount}")
+# Every published port on loopback only.
+for svc, spec in services.items():
+    for port in spec.get("ports", []):
+        if not str(port).startswith("127.0.0.1:"):
+            fail(f"docker-compose.yml: {svc} publishes {port!r} on every interface (bind it to 127.0.0.1)")
+# No default passwords: every variable is required (`${VAR:?…}`) and written
+# by deploy/compose-env.sh, except these optional, non-secret ones.
+OPTIONAL_VARS = {"ENGAGE_ANALYZER", "GEMINI_API_KEY"}
+compose_text = open("docker-compose.yml").read()
+env_script = open("deploy/compose-env.sh").read()
+generated = set(re.findall(r"^put (\w+) ", env_script, re.M))
+for m in re.finditer(r"(?<!\$)\$\{(\w+)(:?[-?])?([^}]*)\}", compose_text):
+    var, op = m.group(1), m.group(2)
+    if var in OPTIONAL_VARS:
+        continue
+    if op != ":?":
+        fail(f"docker-compose.yml: ${{{var}}} must be required (${{{var}:?…}}), not defaulted")
+    if var not in generated:
+        fail(f"docker-compose.yml: {var} is required but deploy/compose-env.sh does not write it")
+# The documented data path: ./data at /data, writable by the cli only, inputs
+# under /data/in allowed, and an mc service to copy audio into MinIO.
+if "./data:/data" not in services.get("cli", {}).get("volumes", []):
+    fail("docker-compose.yml: cli must mount ./data at /data (read-write)")
+for stage in STAGES:
+    if "./data:/data:ro" not in services.get(stage, {}).get("volumes", []):
+        fail(f"docker-compose.yml: {stage} must mount ./data at /data read-only")
+prefixes = str(services.get("clean", {}).get("environment", {}).get("ENGAGE_INPUT_PREFIXES", "")).split(",")
+if "file:///data/in" not in prefixes:
+    fail("docker-compose.yml: ENGAGE_INPUT_PREFIXES must allow file:///data/in")
+if "./data:/data:ro" not in services.get("mc", {}).get("volumes", []):
+    fail("docker-compose.yml: an mc service must mount ./data to copy audio into MinIO")
 for stage in STAGES:
     s = services.get(stage, {})
     if s.get("command") != [f"engage-{stage}"]:
