@@ -6,9 +6,15 @@
 #      checks (probes, grace periods, one KEDA ScaledObject per stage queue, …);
 #   3. every engage_* metric named in rules, rule tests and the dashboard is
 #      listed in deploy/metrics.txt (kept in sync with the code by the lead);
-#   4. generated files are up to date (k8s PrometheusRule, Grafana dashboard).
-# Needs promtool (Debian: `apt-get install prometheus`) and python3 with PyYAML;
-# PyYAML is installed with pip if missing.
+#   4. generated files are up to date (k8s PrometheusRule, Grafana dashboard);
+#   5. schemas, offline: docker-compose.yml against the compose-spec schema
+#      (check-jsonschema's vendored copy), every Kubernetes manifest against
+#      the Kubernetes OpenAPI schemas (kubernetes-validate, strict) and the
+#      KEDA / Prometheus Operator objects against deploy/tools/schemas
+#      (deploy/tools/check_k8s.py).
+# Needs promtool (Debian: `apt-get install prometheus`), python3 with PyYAML
+# (installed with pip if missing) and the validators pinned in
+# deploy/tools/requirements.txt (scripts/test --setup installs them).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +31,12 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
     echo "note: PyYAML missing, installing it with pip" >&2
     python3 -m pip install --quiet pyyaml 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages pyyaml
+fi
+
+if ! python3 -c 'import check_jsonschema, kubernetes_validate' 2>/dev/null; then
+    echo "check-jsonschema / kubernetes-validate missing: scripts/test --setup" \
+        "(or pip install -r deploy/tools/requirements.txt)" >&2
+    exit 1
 fi
 
 step "promtool check config"
@@ -286,5 +298,9 @@ python3 deploy/tools/gen_dashboard.py | diff -q - deploy/grafana/engage-fleet.js
     exit 1
 }
 echo "ok"
+
+step "schemas: compose-spec, Kubernetes (strict), KEDA and Prometheus Operator CRDs"
+python3 -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+python3 deploy/tools/check_k8s.py
 
 printf '\nall deploy checks passed\n'
