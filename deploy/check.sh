@@ -149,8 +149,10 @@ else:
     drain = int(config["data"].get("ENGAGE_DRAIN_TIMEOUT_S", "30"))
 
 deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
-# Every stage reads and writes the store (S3) and talks to broker and Redis.
-STAGE_SECRETS = ["engage-connections", "engage-s3"]
+# Every stage talks to broker and Redis, and reads or writes the store with
+# its own S3 keys (engage-s3-STAGE); only analyze holds the Gemini key.
+STAGE_SECRETS = ["engage-connections"]
+WORKER_SECRETS = STAGE_SECRETS + ["engage-gemini"] + [f"engage-s3-{s}" for s in STAGES]
 for stage in STAGES:
     name = f"engage-{stage}"
     dep = deployments.get(name)
@@ -179,7 +181,7 @@ for stage in STAGES:
         fail(f"k8s: {name} must set enableServiceLinks: false")
     # Each stage gets exactly the Secrets it reads.
     secrets = sorted(e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e)
-    want = sorted(STAGE_SECRETS + (["engage-gemini"] if stage == "analyze" else []))
+    want = sorted(STAGE_SECRETS + [f"engage-s3-{stage}"] + (["engage-gemini"] if stage == "analyze" else []))
     if secrets != want:
         fail(f"k8s: {name} mounts Secrets {secrets}, expected {want}")
 
@@ -203,7 +205,7 @@ if not any(e.get("path") == "/metrics/per-object" for e in endpoints):
 # KEDA reads the broker with its own Secret, which no worker mounts.
 for ta in by_kind.get("TriggerAuthentication", []):
     for ref in ta["spec"].get("secretTargetRef", []):
-        if ref["name"] in STAGE_SECRETS + ["engage-gemini"]:
+        if ref["name"] in WORKER_SECRETS:
             fail(f"k8s: TriggerAuthentication {ta['metadata']['name']} reads worker Secret {ref['name']}")
 
 # ---- Grafana -----------------------------------------------------------------
