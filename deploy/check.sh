@@ -11,7 +11,8 @@
 #      (check-jsonschema's vendored copy), every Kubernetes manifest against
 #      the Kubernetes OpenAPI schemas (kubernetes-validate, strict) and the
 #      KEDA / Prometheus Operator objects against deploy/tools/schemas
-#      (deploy/tools/check_k8s.py).
+#      (deploy/tools/check_k8s.py);
+#   6. every alert's runbook_url points at a heading of docs/operations.md.
 # Needs promtool (Debian: `apt-get install prometheus`), python3 with PyYAML
 # (installed with pip if missing) and the validators pinned in
 # deploy/tools/requirements.txt (scripts/test --setup installs them).
@@ -300,6 +301,60 @@ python3 deploy/tools/gen_dashboard.py | diff -q - deploy/grafana/engage-fleet.js
     exit 1
 }
 echo "ok"
+
+step "runbooks: every alert has a runbook_url into docs/operations.md, and it exists"
+python3 - <<'PY'
+import re
+import sys
+
+import yaml
+
+DOC = "docs/operations.md"
+
+
+def slug(heading):
+    """The anchor GitHub renders for a Markdown heading."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+anchors = set()
+seen = {}
+for line in open(DOC):
+    m = re.match(r"#{1,6}\s+(.*)", line)
+    if m:
+        a = slug(re.sub(r"`", "", m.group(1)))
+        n = seen.get(a, 0)
+        seen[a] = n + 1
+        anchors.add(a if n == 0 else f"{a}-{n}")
+
+errors = []
+sources = {
+    "deploy/prometheus/rules.yml": yaml.safe_load(open("deploy/prometheus/rules.yml"))["groups"],
+    "deploy/k8s/prometheus-rule.yaml": yaml.safe_load(open("deploy/k8s/prometheus-rule.yaml"))["spec"]["groups"],
+}
+alerts = 0
+for path, groups in sources.items():
+    for g in groups:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            alerts += 1
+            url = (r.get("annotations") or {}).get("runbook_url", "")
+            m = re.fullmatch(re.escape(DOC) + r"#([\w-]+)", url)
+            if not m:
+                errors.append(f"{path}: {r['alert']}: runbook_url {url!r} is not {DOC}#<anchor>")
+            elif m.group(1) not in anchors:
+                errors.append(f"{path}: {r['alert']}: {url} names no heading of {DOC}")
+# The guide's own links between sections must land too.
+for a in re.findall(r"\]\(#([\w-]+)\)", open(DOC).read()):
+    if a not in anchors:
+        errors.append(f"{DOC}: link to #{a}, which is no heading")
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(1)
+print(f"ok: {alerts} alerts (rules.yml and PrometheusRule) link to existing runbooks")
+PY
 
 step "schemas: compose-spec, Kubernetes (strict), KEDA and Prometheus Operator CRDs"
 python3 -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
