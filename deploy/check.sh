@@ -12,7 +12,10 @@
 #      the Kubernetes OpenAPI schemas (kubernetes-validate, strict) and the
 #      KEDA / Prometheus Operator objects against deploy/tools/schemas
 #      (deploy/tools/check_k8s.py);
-#   6. every alert's runbook_url points at a heading of docs/operations.md.
+#   6. every alert's runbook_url points at a heading of docs/operations.md;
+#   7. with a built `engage` (ENGAGE_BIN, default target/debug/engage), the
+#      environment of every compose service and Kubernetes worker is accepted
+#      by the configuration loader (deploy/tools/check_env.py).
 # Needs promtool (Debian: `apt-get install prometheus`), python3 with PyYAML
 # (installed with pip if missing) and the validators pinned in
 # deploy/tools/requirements.txt (scripts/test --setup installs them).
@@ -359,5 +362,13 @@ PY
 step "schemas: compose-spec, Kubernetes (strict), KEDA and Prometheus Operator CRDs"
 python3 -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 python3 deploy/tools/check_k8s.py
+
+step "environments: the config loader accepts what compose and Kubernetes set"
+engage_bin="${ENGAGE_BIN:-target/debug/engage}"
+if [[ -x "$engage_bin" ]]; then
+    python3 deploy/tools/check_env.py "$engage_bin"
+else
+    echo "skipped: no $engage_bin (scripts/test runs this check after building)"
+fi
 
 printf '\nall deploy checks passed\n'
