@@ -5,7 +5,9 @@
 #   2. YAML/JSON parsing of compose, Kubernetes, Grafana files, plus structural
 #      checks (probes, grace periods, one KEDA ScaledObject per stage queue, …);
 #   3. every engage_* metric named in rules, rule tests and the dashboard is
-#      listed in deploy/metrics.txt (kept in sync with the code by the lead);
+#      listed in deploy/metrics.txt (generated from the code), label values
+#      included, and every rabbitmq_* one is a per-queue series of RabbitMQ's
+#      /metrics/per-object endpoint with its labels;
 #   4. generated files are up to date (k8s PrometheusRule, Grafana dashboard);
 #   5. schemas, offline: docker-compose.yml against the compose-spec schema
 #      (check-jsonschema's vendored copy), every Kubernetes manifest against
@@ -286,6 +288,29 @@ for path, text in sources.items():
                 if re.fullmatch(r"[A-Za-z0-9_:]+", w) and w not in allowed:
                     fail(f"{path}: {name}{{{label}{op}\"{value}\"}}: {w!r} is never emitted "
                          f"(values: {'|'.join(sorted(allowed))})")
+# RabbitMQ's series: the queue families of the rabbitmq_prometheus plugin's
+# /metrics/per-object endpoint (prefix rabbitmq_, labels vhost and queue;
+# prometheus_rabbitmq_core_metrics_collector.erl, queue_coarse_metrics,
+# queue_consumer_count and queue_metrics). /metrics aggregates the queue
+# label away and /metrics/detailed prefixes rabbitmq_detailed_, so any other
+# name or label would leave a rule or panel empty.
+RABBITMQ_PER_OBJECT = {
+    "rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked", "rabbitmq_queue_messages",
+    "rabbitmq_queue_consumers", "rabbitmq_queue_consumer_capacity", "rabbitmq_queue_consumer_utilisation",
+    "rabbitmq_queue_messages_bytes", "rabbitmq_queue_messages_ready_bytes",
+    "rabbitmq_queue_messages_unacked_bytes", "rabbitmq_queue_head_message_timestamp",
+    "rabbitmq_queue_process_memory_bytes",
+}
+rabbit_selector = re.compile(r"(rabbitmq_[A-Za-z0-9_]+)\s*(?:\{([^}]*)\})?")
+for path, text in sources.items():
+    code = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+    for m in rabbit_selector.finditer(code.replace("{{", "{").replace("}}", "}")):
+        name, body = m.group(1), m.group(2) or ""
+        if name not in RABBITMQ_PER_OBJECT:
+            fail(f"{path}: {name} is not a per-queue series of RabbitMQ's /metrics/per-object")
+        for label, _op, _value in matcher.findall(body):
+            if label not in {"vhost", "queue"} | SCRAPE_LABELS:
+                fail(f"{path}: {name} has no label {label!r} (per-object queue series: vhost, queue)")
 unused = sorted(set(known) - used)
 if unused:
     print("note: metrics in metrics.txt not used by rules or dashboard:", ", ".join(unused))
