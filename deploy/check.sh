@@ -5,10 +5,22 @@
 #   2. YAML/JSON parsing of compose, Kubernetes, Grafana files, plus structural
 #      checks (probes, grace periods, one KEDA ScaledObject per stage queue, …);
 #   3. every engage_* metric named in rules, rule tests and the dashboard is
-#      listed in deploy/metrics.txt (kept in sync with the code by the lead);
-#   4. generated files are up to date (k8s PrometheusRule, Grafana dashboard).
-# Needs promtool (Debian: `apt-get install prometheus`) and python3 with PyYAML;
-# PyYAML is installed with pip if missing.
+#      listed in deploy/metrics.txt (generated from the code), label values
+#      included, and every rabbitmq_* one is a per-queue series of RabbitMQ's
+#      /metrics/per-object endpoint with its labels;
+#   4. generated files are up to date (k8s PrometheusRule, Grafana dashboard);
+#   5. schemas, offline: docker-compose.yml against the compose-spec schema
+#      (check-jsonschema's vendored copy), every Kubernetes manifest against
+#      the Kubernetes OpenAPI schemas (kubernetes-validate, strict) and the
+#      KEDA / Prometheus Operator objects against deploy/tools/schemas
+#      (deploy/tools/check_k8s.py);
+#   6. every alert's runbook_url points at a heading of docs/operations.md;
+#   7. with a built `engage` (ENGAGE_BIN, default target/debug/engage), the
+#      environment of every compose service and Kubernetes worker is accepted
+#      by the configuration loader (deploy/tools/check_env.py).
+# Needs promtool (Debian: `apt-get install prometheus`), python3 with PyYAML
+# (installed with pip if missing) and the validators pinned in
+# deploy/tools/requirements.txt (scripts/test --setup installs them).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,6 +37,12 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
     echo "note: PyYAML missing, installing it with pip" >&2
     python3 -m pip install --quiet pyyaml 2>/dev/null \
         || python3 -m pip install --quiet --break-system-packages pyyaml
+fi
+
+if ! python3 -c 'import check_jsonschema, kubernetes_validate' 2>/dev/null; then
+    echo "check-jsonschema / kubernetes-validate missing: scripts/test --setup" \
+        "(or pip install -r deploy/tools/requirements.txt)" >&2
+    exit 1
 fi
 
 step "promtool check config"
@@ -58,8 +76,45 @@ services = compose.get("services", {})
 for svc in ["rabbitmq", "redis", "minio", "prometheus", *STAGES]:
     if svc not in services:
         fail(f"docker-compose.yml: service {svc!r} missing")
-if not str(services.get("rabbitmq", {}).get("image", "")).startswith("rabbitmq:3.13"):
-    fail("docker-compose.yml: rabbitmq must be rabbitmq:3.13-management")
+# A supported RabbitMQ series (4.x) with the management plugin.
+if not re.fullmatch(r"rabbitmq:4\.\d+-management", str(services.get("rabbitmq", {}).get("image", ""))):
+    fail("docker-compose.yml: rabbitmq must be a rabbitmq:4.x-management image")
+rabbit_mounts = services.get("rabbitmq", {}).get("volumes", [])
+for mount in ["./deploy/rabbitmq/rabbitmq.conf:/etc/rabbitmq/conf.d/20-engage.conf:ro",
+              "./deploy/rabbitmq/enabled_plugins:/etc/rabbitmq/enabled_plugins:ro"]:
+    if mount not in rabbit_mounts:
+        fail(f"docker-compose.yml: rabbitmq must mount {mount}")
+# Every published port on loopback only.
+for svc, spec in services.items():
+    for port in spec.get("ports", []):
+        if not str(port).startswith("127.0.0.1:"):
+            fail(f"docker-compose.yml: {svc} publishes {port!r} on every interface (bind it to 127.0.0.1)")
+# No default passwords: every variable is required (`${VAR:?…}`) and written
+# by deploy/compose-env.sh, except these optional, non-secret ones.
+OPTIONAL_VARS = {"ENGAGE_ANALYZER", "GEMINI_API_KEY"}
+compose_text = open("docker-compose.yml").read()
+env_script = open("deploy/compose-env.sh").read()
+generated = set(re.findall(r"^put (\w+) ", env_script, re.M))
+for m in re.finditer(r"(?<!\$)\$\{(\w+)(:?[-?])?([^}]*)\}", compose_text):
+    var, op = m.group(1), m.group(2)
+    if var in OPTIONAL_VARS:
+        continue
+    if op != ":?":
+        fail(f"docker-compose.yml: ${{{var}}} must be required (${{{var}:?…}}), not defaulted")
+    if var not in generated:
+        fail(f"docker-compose.yml: {var} is required but deploy/compose-env.sh does not write it")
+# The documented data path: ./data at /data, writable by the cli only, inputs
+# under /data/in allowed, and an mc service to copy audio into MinIO.
+if "./data:/data" not in services.get("cli", {}).get("volumes", []):
+    fail("docker-compose.yml: cli must mount ./data at /data (read-write)")
+for stage in STAGES:
+    if "./data:/data:ro" not in services.get(stage, {}).get("volumes", []):
+        fail(f"docker-compose.yml: {stage} must mount ./data at /data read-only")
+prefixes = str(services.get("clean", {}).get("environment", {}).get("ENGAGE_INPUT_PREFIXES", "")).split(",")
+if "file:///data/in" not in prefixes:
+    fail("docker-compose.yml: ENGAGE_INPUT_PREFIXES must allow file:///data/in")
+if "./data:/data:ro" not in services.get("mc", {}).get("volumes", []):
+    fail("docker-compose.yml: an mc service must mount ./data to copy audio into MinIO")
 for stage in STAGES:
     s = services.get(stage, {})
     if s.get("command") != [f"engage-{stage}"]:
@@ -100,6 +155,10 @@ else:
     drain = int(config["data"].get("ENGAGE_DRAIN_TIMEOUT_S", "30"))
 
 deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+# Every stage talks to broker and Redis, and reads or writes the store with
+# its own S3 keys (engage-s3-STAGE); only analyze holds the Gemini key.
+STAGE_SECRETS = ["engage-connections"]
+WORKER_SECRETS = STAGE_SECRETS + ["engage-gemini"] + [f"engage-s3-{s}" for s in STAGES]
 for stage in STAGES:
     name = f"engage-{stage}"
     dep = deployments.get(name)
@@ -122,6 +181,15 @@ for stage in STAGES:
         fail(f"k8s: {name} needs resource requests and limits")
     if "replicas" in dep["spec"]:
         fail(f"k8s: {name} sets replicas, which KEDA owns")
+    # Services named engage-* would inject ENGAGE_*_SERVICE_* variables, which
+    # the config loader refuses.
+    if pod.get("enableServiceLinks") is not False:
+        fail(f"k8s: {name} must set enableServiceLinks: false")
+    # Each stage gets exactly the Secrets it reads.
+    secrets = sorted(e["secretRef"]["name"] for e in c.get("envFrom", []) if "secretRef" in e)
+    want = sorted(STAGE_SECRETS + [f"engage-s3-{stage}"] + (["engage-gemini"] if stage == "analyze" else []))
+    if secrets != want:
+        fail(f"k8s: {name} mounts Secrets {secrets}, expected {want}")
 
 scaled = {d["spec"]["scaleTargetRef"]["name"]: d for d in by_kind.get("ScaledObject", [])}
 for stage in STAGES:
@@ -135,6 +203,16 @@ for stage in STAGES:
 
 if not (by_kind.get("PodMonitor") or by_kind.get("ServiceMonitor")):
     fail("k8s: no PodMonitor/ServiceMonitor")
+# The queue rules and panels read RabbitMQ's per-object series.
+endpoints = [e for m in by_kind.get("PodMonitor", []) for e in m["spec"].get("podMetricsEndpoints", [])]
+endpoints += [e for m in by_kind.get("ServiceMonitor", []) for e in m["spec"].get("endpoints", [])]
+if not any(e.get("path") == "/metrics/per-object" for e in endpoints):
+    fail("k8s: no monitor scrapes RabbitMQ's /metrics/per-object (queue alerts and panels need it)")
+# KEDA reads the broker with its own Secret, which no worker mounts.
+for ta in by_kind.get("TriggerAuthentication", []):
+    for ref in ta["spec"].get("secretTargetRef", []):
+        if ref["name"] in WORKER_SECRETS:
+            fail(f"k8s: TriggerAuthentication {ta['metadata']['name']} reads worker Secret {ref['name']}")
 
 # ---- Grafana -----------------------------------------------------------------
 dashboard = json.load(open("deploy/grafana/engage-fleet.json"))
@@ -210,6 +288,29 @@ for path, text in sources.items():
                 if re.fullmatch(r"[A-Za-z0-9_:]+", w) and w not in allowed:
                     fail(f"{path}: {name}{{{label}{op}\"{value}\"}}: {w!r} is never emitted "
                          f"(values: {'|'.join(sorted(allowed))})")
+# RabbitMQ's series: the queue families of the rabbitmq_prometheus plugin's
+# /metrics/per-object endpoint (prefix rabbitmq_, labels vhost and queue;
+# prometheus_rabbitmq_core_metrics_collector.erl, queue_coarse_metrics,
+# queue_consumer_count and queue_metrics). /metrics aggregates the queue
+# label away and /metrics/detailed prefixes rabbitmq_detailed_, so any other
+# name or label would leave a rule or panel empty.
+RABBITMQ_PER_OBJECT = {
+    "rabbitmq_queue_messages_ready", "rabbitmq_queue_messages_unacked", "rabbitmq_queue_messages",
+    "rabbitmq_queue_consumers", "rabbitmq_queue_consumer_capacity", "rabbitmq_queue_consumer_utilisation",
+    "rabbitmq_queue_messages_bytes", "rabbitmq_queue_messages_ready_bytes",
+    "rabbitmq_queue_messages_unacked_bytes", "rabbitmq_queue_head_message_timestamp",
+    "rabbitmq_queue_process_memory_bytes",
+}
+rabbit_selector = re.compile(r"(rabbitmq_[A-Za-z0-9_]+)\s*(?:\{([^}]*)\})?")
+for path, text in sources.items():
+    code = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+    for m in rabbit_selector.finditer(code.replace("{{", "{").replace("}}", "}")):
+        name, body = m.group(1), m.group(2) or ""
+        if name not in RABBITMQ_PER_OBJECT:
+            fail(f"{path}: {name} is not a per-queue series of RabbitMQ's /metrics/per-object")
+        for label, _op, _value in matcher.findall(body):
+            if label not in {"vhost", "queue"} | SCRAPE_LABELS:
+                fail(f"{path}: {name} has no label {label!r} (per-object queue series: vhost, queue)")
 unused = sorted(set(known) - used)
 if unused:
     print("note: metrics in metrics.txt not used by rules or dashboard:", ", ".join(unused))
@@ -228,5 +329,71 @@ python3 deploy/tools/gen_dashboard.py | diff -q - deploy/grafana/engage-fleet.js
     exit 1
 }
 echo "ok"
+
+step "runbooks: every alert has a runbook_url into docs/operations.md, and it exists"
+python3 - <<'PY'
+import re
+import sys
+
+import yaml
+
+DOC = "docs/operations.md"
+
+
+def slug(heading):
+    """The anchor GitHub renders for a Markdown heading."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+anchors = set()
+seen = {}
+for line in open(DOC):
+    m = re.match(r"#{1,6}\s+(.*)", line)
+    if m:
+        a = slug(re.sub(r"`", "", m.group(1)))
+        n = seen.get(a, 0)
+        seen[a] = n + 1
+        anchors.add(a if n == 0 else f"{a}-{n}")
+
+errors = []
+sources = {
+    "deploy/prometheus/rules.yml": yaml.safe_load(open("deploy/prometheus/rules.yml"))["groups"],
+    "deploy/k8s/prometheus-rule.yaml": yaml.safe_load(open("deploy/k8s/prometheus-rule.yaml"))["spec"]["groups"],
+}
+alerts = 0
+for path, groups in sources.items():
+    for g in groups:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            alerts += 1
+            url = (r.get("annotations") or {}).get("runbook_url", "")
+            m = re.fullmatch(re.escape(DOC) + r"#([\w-]+)", url)
+            if not m:
+                errors.append(f"{path}: {r['alert']}: runbook_url {url!r} is not {DOC}#<anchor>")
+            elif m.group(1) not in anchors:
+                errors.append(f"{path}: {r['alert']}: {url} names no heading of {DOC}")
+# The guide's own links between sections must land too.
+for a in re.findall(r"\]\(#([\w-]+)\)", open(DOC).read()):
+    if a not in anchors:
+        errors.append(f"{DOC}: link to #{a}, which is no heading")
+if errors:
+    print("\n".join(errors), file=sys.stderr)
+    sys.exit(1)
+print(f"ok: {alerts} alerts (rules.yml and PrometheusRule) link to existing runbooks")
+PY
+
+step "schemas: compose-spec, Kubernetes (strict), KEDA and Prometheus Operator CRDs"
+python3 -m check_jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+python3 deploy/tools/check_k8s.py
+
+step "environments: the config loader accepts what compose and Kubernetes set"
+engage_bin="${ENGAGE_BIN:-target/debug/engage}"
+if [[ -x "$engage_bin" ]]; then
+    python3 deploy/tools/check_env.py "$engage_bin"
+else
+    echo "skipped: no $engage_bin (scripts/test runs this check after building)"
+fi
 
 printf '\nall deploy checks passed\n'

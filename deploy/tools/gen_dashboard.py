@@ -62,7 +62,7 @@ DLQ = 'queue=~"$ns\\\\..+\\\\.dlq"'
 
 newrow("Overview")
 panel("Ready workers by stage", [('sum by (stage) (engage_ready{stage=~"$stage"})', "{{stage}}")], kind="stat", w=8, h=5,
-      desc="Workers whose /readyz passes (broker, Redis and store reachable).",
+      desc="Workers that report ready (engage_ready: broker connected, Redis answering, start-up checks done, not draining).",
       thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 1}])
 panel("Work queue depth", [(f"sum by (queue) (rabbitmq_queue_messages_ready{{{WORK}}})", "{{queue}}")], kind="stat", w=8, h=5,
       desc="Messages ready in each stage's work queue (RabbitMQ exporter).",
