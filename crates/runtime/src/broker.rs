@@ -279,7 +279,10 @@ pub fn with_heartbeat(url: &str) -> String {
 /// The node URLs of `url`: one AMQP URL, or the comma-separated URLs of a
 /// cluster's nodes.
 pub fn node_urls(url: &str) -> Vec<&str> {
-    url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 /// Where the next connection attempt starts in a node list: each attempt

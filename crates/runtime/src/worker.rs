@@ -27,7 +27,7 @@ use futures::{FutureExt, StreamExt};
 use lapin::{
     message::Delivery,
     options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
+    types::{AMQPValue, FieldTable},
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -148,7 +148,7 @@ impl<S: Stage> Worker<S> {
                 svc.topology.work_queue(S::NAME).into(),
                 tag.as_str().into(),
                 BasicConsumeOptions::default(),
-                FieldTable::default(),
+                consumer_args(S::NAME, &svc.cfg),
             )
             .await?;
         let (acks, settling) =
@@ -700,4 +700,37 @@ async fn publish_all(
         async move { publisher.publish_job(e.stage, &env).await }
     });
     futures::future::try_join_all(publishes).await.map(|_| ())
+}
+
+/// The consumer's arguments: the clean stage asks RabbitMQ for its own
+/// acknowledgement timeout (`x-consumer-timeout`, `[clean]
+/// consumer_timeout_s`), because a gzip or JSON-array log is one job however
+/// big it is; the other stages' jobs are short and keep the broker's timeout.
+/// Brokers older than 3.11.15 ignore the argument.
+fn consumer_args(stage: StageName, cfg: &crate::config::FleetConfig) -> FieldTable {
+    let mut args = FieldTable::default();
+    let secs = cfg.clean.consumer_timeout_s;
+    if stage == StageName::Clean && secs > 0 {
+        let ms = i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        args.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
+    }
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_clean_consumer_asks_for_its_own_timeout() {
+        let mut cfg = crate::config::FleetConfig::default();
+        let clean = consumer_args(StageName::Clean, &cfg);
+        assert_eq!(
+            clean.inner().get("x-consumer-timeout"),
+            Some(&AMQPValue::LongLongInt(6 * 3600 * 1000))
+        );
+        assert!(consumer_args(StageName::Analyze, &cfg).inner().is_empty());
+        cfg.clean.consumer_timeout_s = 0;
+        assert!(consumer_args(StageName::Clean, &cfg).inner().is_empty());
+    }
 }

@@ -56,6 +56,11 @@ pub const FLAT: &[(&str, &str, &str)] = &[
     ("ENGAGE_METRICS_ADDR", "telemetry", "metrics_addr"),
     ("ENGAGE_LOG_FORMAT", "telemetry", "log_format"),
     ("ENGAGE_CLEAN_PIECE_BYTES", "clean", "piece_bytes"),
+    (
+        "ENGAGE_CLEAN_CONSUMER_TIMEOUT_S",
+        "clean",
+        "consumer_timeout_s",
+    ),
     ("ENGAGE_PARTITIONS", "clean", "partitions"),
     ("ENGAGE_AUDIO_BUCKETS", "download", "audio_buckets"),
     ("ENGAGE_INPUT_PREFIXES", "fleet", "input_prefixes"),

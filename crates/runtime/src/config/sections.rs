@@ -351,6 +351,13 @@ pub struct CleanSection {
     pub piece_bytes: u64,
     /// Number of learner partitions per clean piece (match jobs per piece).
     pub partitions: u32,
+    /// Seconds a clean job may hold its delivery before RabbitMQ gives up on
+    /// the consumer, sent as the consumer's `x-consumer-timeout` argument (0:
+    /// the broker's `consumer_timeout`, 30 min by default). A gzip or
+    /// JSON-array log is one job however big it is, so the clean stage asks
+    /// for longer than the other stages. Honoured by RabbitMQ 3.12 and later
+    /// (and 3.11.15+); older brokers ignore it and apply their global timeout.
+    pub consumer_timeout_s: u64,
 }
 
 impl Default for CleanSection {
@@ -358,6 +365,7 @@ impl Default for CleanSection {
         Self {
             piece_bytes: 256 * 1024 * 1024,
             partitions: 16,
+            consumer_timeout_s: 6 * 3600,
         }
     }
 }
