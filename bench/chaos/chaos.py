@@ -46,6 +46,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,7 +98,16 @@ class RabbitCluster:
 
     def __init__(self, work: Path):
         cookie = uuid.uuid4().hex.upper()
-        self.nodes = [PrivateRabbit(work / f"rmq{i}", cookie=cookie) for i in range(3)]
+        self.nodes: list[PrivateRabbit] = []
+        try:
+            for i in range(3):
+                self.nodes.append(PrivateRabbit(work / f"rmq{i}", cookie=cookie))
+            self._join()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _join(self):
         first = self.nodes[0]
         for n in self.nodes[1:]:
             for args in (["stop_app"], ["join_cluster", first.node], ["start_app"]):
@@ -136,8 +146,15 @@ class RedisCluster:
         self.cluster = True
         self.procs: dict[int, subprocess.Popen] = {}
         self.dirs: dict[int, Path] = {}
+        try:
+            self._create(work)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self, work: Path):
         for _ in range(6):
-            port = free_port()
+            port = cluster_port(set(self.procs))
             self.dirs[port] = work / f"redis-{port}"
             self.dirs[port].mkdir(parents=True, exist_ok=True)
             self.start(port)
@@ -193,6 +210,23 @@ class RedisCluster:
         for proc in self.procs.values():
             proc.kill()
             proc.wait()
+
+
+def cluster_port(taken: set[int]) -> int:
+    """A free port for a Redis Cluster node: at most 55535 (its cluster bus
+    listens 10000 higher) with the bus port free too."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 45000)
+        if port in taken or port + 10000 in taken:
+            continue
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
 
 
 def ctl(node: PrivateRabbit, *args: str) -> subprocess.CompletedProcess:
@@ -479,7 +513,11 @@ def main() -> int:
     items = json.loads((reference / "summary.json").read_text())
     if a.cluster:
         rabbit = RabbitCluster(a.work / f"cluster-{uuid.uuid4().hex[:6]}")
-        redis = RedisCluster(a.work / f"rcluster-{uuid.uuid4().hex[:6]}")
+        try:
+            redis = RedisCluster(a.work / f"rcluster-{uuid.uuid4().hex[:6]}")
+        except BaseException:
+            rabbit.stop()
+            raise
     else:
         rabbit = PrivateRabbit(a.work / f"node-{uuid.uuid4().hex[:6]}")
         redis = Redis(a.work / f"redis-{uuid.uuid4().hex[:6]}")
