@@ -659,6 +659,16 @@ return 0
         Ok(c.zrevrange(format!("{}:batches", self.ns), 0, -1).await?)
     }
 
+    /// The batch index: every batch id of this namespace with the time its
+    /// ledger was opened (ms since the epoch), newest first.
+    pub async fn batch_index(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        let mut c = self.conn.clone();
+        Ok(
+            c.zrevrange_withscores(format!("{}:batches", self.ns), 0, -1)
+                .await?,
+        )
+    }
+
     /// Progress counters of a batch (`None` if the ledger does not exist).
     pub async fn progress(&self, batch: &str) -> Result<Option<Progress>, LedgerError> {
         let p = self.prefix(batch);
