@@ -90,8 +90,8 @@ pub struct DeadLetter {
 /// argument holds, so that no number of reads reaches it.
 ///
 /// Not `-1`: RabbitMQ 4.x reads `-1` as "no limit", but 3.x compares the
-/// delivery count with it and drops a message on its first requeue (checked on
-/// a 3.10 broker by `tests/it/ops_cli.rs`). A requeue counts as a delivery on
+/// delivery count with it: on RabbitMQ 3.10.8 a quorum queue declared with
+/// `-1` dropped its message on the first `basic.nack` with requeue. A requeue counts as a delivery on
 /// RabbitMQ < 4.3 (`basic.nack` no longer does from 4.3 on); a message listed
 /// once a second would reach this limit after 68 years.
 pub const DLQ_DELIVERY_LIMIT: i32 = i32::MAX;
