@@ -336,8 +336,10 @@ pub(crate) enum StepStatus {
     Done,
     /// Not yet (or, once the ledger expired, not known).
     Pending,
-    /// The item was made final as failed at or before this stage.
+    /// The item was made final as failed at this stage.
     Failed,
+    /// Never to run: the item failed at an earlier stage.
+    Skipped,
 }
 
 /// One stage of an item's path.
@@ -546,7 +548,7 @@ fn item_detail(f: &BatchFacts, item: &str, learner: Option<&str>) -> ItemDetail 
             _ => pending_note.clone(),
         },
     ));
-    path.push(step(
+    let mut analyze = step(
         "analyze",
         is_final && failure.is_none(),
         is_final && failure.is_some() && !failed_early,
@@ -560,7 +562,11 @@ fn item_detail(f: &BatchFacts, item: &str, learner: Option<&str>) -> ItemDetail 
             None if is_final => "final".into(),
             None => pending_note.clone(),
         },
-    ));
+    );
+    if failed_early {
+        analyze.status = StepStatus::Skipped;
+    }
+    path.push(analyze);
     path.push(step(
         "aggregate",
         aggregated,
@@ -672,6 +678,104 @@ pub(crate) async fn inspect_learner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use engage_model::AnalysisOutcome;
+    use engage_model::jobs::ItemCost;
+
+    fn facts(logged: Vec<ItemState>, dead: Vec<(String, DeadLetter)>) -> BatchFacts {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        BatchFacts {
+            batch: "b".into(),
+            created_at: None,
+            live: true,
+            registered: set(&["r1", "r2", "r3"]),
+            downloaded: set(&["r1", "r3"]),
+            final_items: set(&["r1", "r2"]),
+            aggregated_learners: BTreeSet::new(),
+            logged: logged
+                .into_iter()
+                .map(|s| (s.response_id.clone(), s))
+                .collect(),
+            dead,
+            complete: false,
+        }
+    }
+
+    fn letter(job: &str) -> (String, DeadLetter) {
+        (
+            job.into(),
+            DeadLetter {
+                job_id: job.into(),
+                batch: "b".into(),
+                reason: "max_attempts".into(),
+                attempts: "3".into(),
+                error: "timeout".into(),
+                dead_lettered_at: "2026-12-01T00:00:00Z".into(),
+            },
+        )
+    }
+
+    fn statuses(d: &ItemDetail) -> Vec<StepStatus> {
+        d.path.iter().map(|s| s.status).collect()
+    }
+
+    #[test]
+    fn an_item_without_audio_failed_at_download_and_was_never_analyzed() {
+        let no_audio = ItemState {
+            response_id: "r2".into(),
+            user_id: "u".into(),
+            outcome: AnalysisOutcome::Failed {
+                reason: "audio_missing".into(),
+                detail: "404".into(),
+            },
+            cost: ItemCost::default(),
+        };
+        let d = item_detail(&facts(vec![no_audio], vec![]), "r2", None);
+        use StepStatus::*;
+        assert_eq!(statuses(&d), [Done, Failed, Skipped, Pending]);
+        assert_eq!(d.outcome, Some("failed"));
+        assert_eq!(d.failure_reason.as_deref(), Some("audio_missing"));
+        assert_eq!(d.source, Some("none"));
+        assert_eq!(d.learner.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn a_waiting_item_shows_its_dead_lettered_analyze_job_and_nothing_else() {
+        let f = facts(
+            vec![],
+            vec![
+                letter(&ids::analyze("b", "r3")),
+                letter(&ids::analyze("b", "r1")),
+            ],
+        );
+        let d = item_detail(&f, "r3", Some("u3"));
+        use StepStatus::*;
+        assert_eq!(statuses(&d), [Done, Done, Pending, Pending]);
+        assert_eq!(d.outcome, None);
+        assert_eq!(d.dead_letters.len(), 1, "{:?}", d.dead_letters);
+        assert_eq!(d.dead_letters[0].job_id, ids::analyze("b", "r3"));
+        assert_eq!(d.dead_letters[0].attempts, "3");
+        assert_eq!(d.learner.as_deref(), Some("u3"));
+    }
+
+    #[test]
+    fn a_cache_hit_is_told_apart_from_a_paid_call() {
+        let state = |called, cache_hit| ItemState {
+            response_id: "r1".into(),
+            user_id: "u".into(),
+            outcome: AnalysisOutcome::Failed {
+                reason: "x".into(),
+                detail: String::new(),
+            },
+            cost: ItemCost {
+                called,
+                cache_hit,
+                ..Default::default()
+            },
+        };
+        assert_eq!(source(&state(true, false)), "paid_call");
+        assert_eq!(source(&state(false, true)), "result_cache");
+        assert_eq!(source(&state(false, false)), "none");
+    }
 
     #[test]
     fn since_takes_a_duration_back_from_now_or_a_time() {

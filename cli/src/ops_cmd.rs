@@ -176,6 +176,7 @@ pub(crate) fn render_item(d: &ItemDetail) -> String {
             StepStatus::Done => "done",
             StepStatus::Pending => "pending",
             StepStatus::Failed => "FAILED",
+            StepStatus::Skipped => "skipped",
         };
         let _ = writeln!(out, "  {:<12} {:<8} {}", s.stage, mark, s.note);
     }
@@ -234,7 +235,7 @@ pub(crate) fn render_learner(d: &LearnerDetail) -> String {
                 let at = i
                     .path
                     .iter()
-                    .find(|s| s.status != StepStatus::Done)
+                    .find(|s| s.status == StepStatus::Pending)
                     .map_or("?", |s| s.stage);
                 format!("waiting at {at}")
             }

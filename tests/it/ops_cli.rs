@@ -479,3 +479,39 @@ fn completions_and_help_name_the_commands_and_variables() -> anyhow::Result<()> 
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_halted_before_its_plan_is_listed_as_failed() -> anyhow::Result<()> {
+    let mut f = Fleet::new("opsfailed", Backend::Local, 1, 1)?;
+    f.start("clean")?;
+    f.wait_consuming("clean").await?;
+    let missing = f.dir.path().join("no-such-activity.jsonl");
+    let o = f.engage(&[
+        "enqueue",
+        "--activity",
+        &missing.display().to_string(),
+        "--sessions",
+        &f.data.sessions.display().to_string(),
+    ])?;
+    anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let batch = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let row = crate::support::fleet::poll(
+        "the halted batch in `engage batches --state failed`",
+        std::time::Duration::from_secs(60),
+        || async {
+            let v = json_of(&f.engage(&["batches", "--state", "failed", "--json"])?)?;
+            Ok(v.as_array()
+                .and_then(|r| r.iter().find(|r| r["id"] == batch.as_str()))
+                .cloned())
+        },
+    )
+    .await?;
+    assert_eq!(row["halts"][0]["stage"], "clean", "{row}");
+    let open = json_of(&f.engage(&["batches", "--state", "open", "--json"])?)?;
+    assert_eq!(open, serde_json::json!([]), "{open}");
+    let d = json_of(&f.engage(&["inspect", &batch, "--json"])?)?;
+    assert_eq!(d["state"], "failed", "{d}");
+    let text = String::from_utf8_lossy(&f.engage(&["batches"])?.stdout).into_owned();
+    assert!(text.contains("engage dlq replay clean"), "{text}");
+    Ok(())
+}
