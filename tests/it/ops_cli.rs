@@ -515,3 +515,46 @@ async fn a_batch_halted_before_its_plan_is_listed_as_failed() -> anyhow::Result<
     assert!(text.contains("engage dlq replay clean"), "{text}");
     Ok(())
 }
+
+#[test]
+fn the_global_config_and_namespace_flags_reach_config_show() -> anyhow::Result<()> {
+    let engage = crate::support::fleet::bin_dir().join("engage");
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("engage.toml");
+    std::fs::write(&file, "[fleet]\nnamespace = \"from-file\"\n")?;
+    let namespace_of = |args: &[&str]| -> anyhow::Result<(Value, Value)> {
+        let o = std::process::Command::new(&engage)
+            .env_remove("ENGAGE_NAMESPACE")
+            .env_remove("ENGAGE_CONFIG")
+            .args(args)
+            .output()?;
+        let v = json_of(&o)?;
+        let field = v["sections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["section"] == "fleet")
+            .flat_map(|s| s["fields"].as_array().cloned().unwrap_or_default())
+            .find(|f| f["field"] == "namespace")
+            .ok_or_else(|| anyhow::anyhow!("no fleet.namespace in {v}"))?;
+        Ok((v["file"].clone(), field["value"].clone()))
+    };
+    let path = file.display().to_string();
+    let (f, ns) = namespace_of(&["--config", &path, "config", "show", "--json"])?;
+    assert_eq!(
+        (f.as_str(), ns.as_str()),
+        (Some(path.as_str()), Some("from-file"))
+    );
+    // The flag wins over the file; global flags go before or after the command.
+    let (_, ns) = namespace_of(&[
+        "config",
+        "show",
+        "--json",
+        "--config",
+        &path,
+        "--namespace",
+        "flag",
+    ])?;
+    assert_eq!(ns, "flag");
+    Ok(())
+}
