@@ -67,6 +67,11 @@ pub(crate) fn variables_help() -> String {
     out.push_str(
         "  ENGAGE_<SECTION>__<FIELD>        any other field (e.g. ENGAGE_LIMITS__CONCURRENCY)\n",
     );
+    for var in env::COMMAND_VARS {
+        out.push_str(&format!(
+            "  {var:<32} read by one command (see its --help)\n"
+        ));
+    }
     out
 }
 
