@@ -699,8 +699,8 @@ pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
             };
             let r = dlq_replay(cfg, s, &filter).await?;
             println!(
-                "{s}: replayed {}; left in the dead-letter queue: {} not matching, {} undecodable",
-                r.replayed, r.not_matching, r.undecodable
+                "{s}: replayed {}; {} undecodable left in the dead-letter queue, {} not matching",
+                r.replayed, r.undecodable, r.not_matching
             );
             if r.reopened > 0 {
                 println!(
