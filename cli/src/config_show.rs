@@ -28,10 +28,10 @@ pub(crate) struct ShowArgs {
     pub json: bool,
 }
 
-/// Loads the layers from this process and prints them.
-pub(crate) fn run(cmd: &ConfigCmd) -> anyhow::Result<ExitCode> {
+/// Prints the loaded layers (this process's file and environment, with the
+/// global `--config`/`--namespace` flags applied).
+pub(crate) fn run(cmd: &ConfigCmd, layers: &Layers) -> anyhow::Result<ExitCode> {
     let ConfigCmd::Show(a) = cmd;
-    let layers = Layers::from_process()?;
     let report = layers.report();
     let file = layers.file().map(|p| p.display().to_string());
     if a.json {

@@ -76,9 +76,9 @@ pub(crate) fn bin_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Runs the demo; returns the report directory.
-pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
-    let mut cfg = FleetConfig::load()?;
+/// Runs the demo with the fleet settings `cfg` (its namespace, store and
+/// inputs are the demo's own); returns the report directory.
+pub(crate) async fn demo(mut cfg: FleetConfig, a: &DemoArgs) -> anyhow::Result<PathBuf> {
     fleet::redis(&cfg).await?;
     drop(fleet::publisher(&cfg).await?);
     let bins = bin_dir()?;
@@ -109,7 +109,12 @@ pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
     let mut workers = Workers(Vec::new());
     for s in StageName::ALL {
         let log = std::fs::File::create(logs.join(format!("{s}.log")))?;
-        let child = Command::new(bins.join(format!("engage-{s}")))
+        let mut cmd = Command::new(bins.join(format!("engage-{s}")));
+        if let Some(file) = &cfg.source_file {
+            // `engage --config FILE demo`: the workers read the same file.
+            cmd.env(engage_runtime::config::env::FILE_VAR, file);
+        }
+        let child = cmd
             .env("ENGAGE_NAMESPACE", &cfg.fleet.namespace)
             .env("ENGAGE_STORE", &cfg.store.root)
             .env("ENGAGE_S3_ROOT", &generated.audio_root)
@@ -151,6 +156,7 @@ pub(crate) async fn demo(a: &DemoArgs) -> anyhow::Result<PathBuf> {
             batch: Some(batch.clone()),
             wait: true,
             timeout: a.timeout,
+            json: false,
         },
     )
     .await?;

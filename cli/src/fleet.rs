@@ -58,6 +58,10 @@ pub(crate) struct StatusArgs {
     /// Seconds to wait with --wait.
     #[arg(long, default_value_t = 3600)]
     pub timeout: u64,
+    /// Print JSON (the batch as `engage inspect --json` shows it, or the
+    /// list as `engage batches --json`) instead of progress lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `engage report`.
@@ -73,20 +77,38 @@ pub(crate) struct ReportArgs {
 /// `engage dlq …`
 #[derive(Debug, Subcommand)]
 pub(crate) enum DlqCmd {
-    /// Show dead-lettered messages (all stages, or one), without removing them.
+    /// Show dead-lettered messages (all stages, or one), without removing
+    /// them. Reading spends nothing: dead-letter queues have no reachable
+    /// delivery limit.
     List {
         /// Stage name (clean, match, download, analyze, aggregate).
         stage: Option<String>,
         /// Messages shown per stage.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Print JSON (an array of `{stage, count, letters[]}`).
+        #[arg(long)]
+        json: bool,
     },
-    /// Move dead-lettered messages of a stage back to its work queue (attempts reset).
+    /// Move dead-lettered messages of a stage back to its work queue
+    /// (attempts reset). Filters combine (AND); messages that do not match
+    /// stay in the dead-letter queue. Safe to interrupt: each message is
+    /// published (and confirmed) before it leaves the dead-letter queue.
     Replay {
         /// Stage name.
         stage: String,
-        /// Most messages to replay (default: all).
+        /// Only messages of this batch.
         #[arg(long)]
+        batch: Option<String>,
+        /// Only messages dead-lettered for this reason (`max_attempts`,
+        /// `poison`, `delivery_limit`, `undecodable`, …).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only the message of this job id (as `dlq list` shows it).
+        #[arg(long)]
+        job: Option<String>,
+        /// Most messages to replay [default: every matching message].
+        #[arg(long, value_name = "N")]
         limit: Option<usize>,
     },
 }
@@ -390,23 +412,51 @@ fn stages(stage: Option<&str>) -> anyhow::Result<Vec<StageName>> {
     }
 }
 
-/// One dead-lettered message as `engage dlq list` shows it (headers only:
-/// the body, which may name a learner, is never read out).
-#[derive(Debug, Clone)]
+/// One dead-lettered message as `engage dlq list` shows it: its headers and
+/// its envelope's batch id (the job itself, which may name a learner, is
+/// never read out).
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct DeadLetter {
     /// The job id (the message id), `?` when absent.
     pub job_id: String,
+    /// The batch the envelope names, `?` when the body is undecodable.
+    pub batch: String,
     /// `x-engage-reason`, else the broker's `x-first-death-reason`, else `?`.
     pub reason: String,
     /// `x-engage-attempts`, `?` when absent.
     pub attempts: String,
     /// `x-engage-error` (untrusted text), empty when absent.
     pub error: String,
+    /// `x-engage-dead-lettered-at` (RFC 3339), empty when absent.
+    pub dead_lettered_at: String,
+}
+
+impl DeadLetter {
+    /// Reads what a dead-lettered delivery says about itself.
+    fn of(props: &lapin::BasicProperties, body: &[u8]) -> Self {
+        Self {
+            job_id: props
+                .message_id()
+                .as_ref()
+                .map(|s| s.as_str())
+                .unwrap_or("?")
+                .to_string(),
+            batch: Envelope::decode(body)
+                .map(|e| e.batch_id)
+                .unwrap_or_else(|_| "?".into()),
+            reason: header_str(props, "x-engage-reason")
+                .or_else(|| header_str(props, "x-first-death-reason"))
+                .unwrap_or_else(|| "?".into()),
+            attempts: header_str(props, "x-engage-attempts").unwrap_or_else(|| "?".into()),
+            error: header_str(props, "x-engage-error").unwrap_or_default(),
+            dead_lettered_at: header_str(props, "x-engage-dead-lettered-at").unwrap_or_default(),
+        }
+    }
 }
 
 /// A look at a stage's dead-letter queue: how many messages it holds and
 /// the first few of them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct DlqPeek {
     /// Messages in the queue.
     pub count: u32,
@@ -414,8 +464,28 @@ pub(crate) struct DlqPeek {
     pub letters: Vec<DeadLetter>,
 }
 
-/// Reads up to `limit` dead letters of stage `s` without removing them (they
-/// are taken with `basic.get` and requeued). Declares nothing: the queue is
+/// Ready messages in queue `q`, looked up passively (an error if it does not
+/// exist; declares nothing).
+async fn depth(ch: &lapin::Channel, q: &str) -> anyhow::Result<u32> {
+    let info = ch
+        .queue_declare(
+            q.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("queue {q} is not declared (no worker has started yet?)"))?;
+    Ok(info.message_count())
+}
+
+/// Reads up to `limit` dead letters of stage `s` without removing them: each
+/// is taken with `basic.get`, held until all are read (so none is read twice),
+/// then requeued. That spends nothing that matters: a dead-letter queue's
+/// delivery limit is [`broker::DLQ_DELIVERY_LIMIT`], out of reach (RabbitMQ
+/// 4.3+ does not even count a `basic.nack`). Declares nothing: the queue is
 /// only looked up, passively, so a missing queue is an error.
 pub(crate) async fn dlq_peek(
     ch: &lapin::Channel,
@@ -424,41 +494,25 @@ pub(crate) async fn dlq_peek(
     limit: usize,
 ) -> anyhow::Result<DlqPeek> {
     let q = topo.dlq(s);
-    let info = ch
-        .queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let count = depth(ch, &q).await?;
     let mut letters = Vec::new();
     let mut held = Vec::new();
-    while held.len() < limit {
+    while held.len() < limit.min(count as usize) {
         let Some(m) = ch
             .basic_get(q.as_str().into(), BasicGetOptions::default())
             .await?
         else {
             break;
         };
-        let props = &m.delivery.properties;
-        letters.push(DeadLetter {
-            job_id: props
-                .message_id()
-                .as_ref()
-                .map(|s| s.as_str())
-                .unwrap_or("?")
-                .to_string(),
-            reason: header_str(props, "x-engage-reason")
-                .or_else(|| header_str(props, "x-first-death-reason"))
-                .unwrap_or_else(|| "?".into()),
-            attempts: header_str(props, "x-engage-attempts").unwrap_or_else(|| "?".into()),
-            error: header_str(props, "x-engage-error").unwrap_or_default(),
-        });
+        letters.push(DeadLetter::of(&m.delivery.properties, &m.delivery.data));
         held.push(m);
     }
+    requeue(held).await?;
+    Ok(DlqPeek { count, letters })
+}
+
+/// Returns held deliveries to their queue (`basic.nack`, requeue).
+async fn requeue(held: Vec<lapin::message::BasicGetMessage>) -> anyhow::Result<()> {
     for m in held {
         m.delivery
             .nack(BasicNackOptions {
@@ -467,30 +521,68 @@ pub(crate) async fn dlq_peek(
             })
             .await?;
     }
-    Ok(DlqPeek {
-        count: info.message_count(),
-        letters,
-    })
+    Ok(())
+}
+
+/// Which dead letters `engage dlq replay` moves: every given filter must
+/// match (AND); none given matches every decodable message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplayFilter {
+    /// The envelope's batch id.
+    pub batch: Option<String>,
+    /// The dead-letter reason (as [`DeadLetter::reason`]).
+    pub reason: Option<String>,
+    /// The job id (the message id, else the envelope's).
+    pub job: Option<String>,
+    /// Most messages to replay (`None`: all that match).
+    pub limit: Option<usize>,
+}
+
+impl ReplayFilter {
+    /// True if a decoded dead letter passes every filter.
+    pub(crate) fn matches(&self, letter: &DeadLetter, env: &Envelope<serde_json::Value>) -> bool {
+        let job = if letter.job_id == "?" {
+            env.job_id.as_str()
+        } else {
+            letter.job_id.as_str()
+        };
+        self.batch.as_deref().is_none_or(|b| b == env.batch_id)
+            && self.reason.as_deref().is_none_or(|r| r == letter.reason)
+            && self.job.as_deref().is_none_or(|j| j == job)
+    }
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub(crate) struct Replayed {
     /// Jobs sent back to the work queue (attempts reset).
     pub replayed: usize,
+    /// Decodable messages the filters left in the dead-letter queue.
+    pub not_matching: usize,
     /// Undecodable messages left in the dead-letter queue.
     pub undecodable: usize,
     /// Items made final as dead-lettered that were reopened.
     pub reopened: usize,
 }
 
-/// `engage dlq replay STAGE`: moves up to `limit` dead letters of stage `s`
-/// back to its work queue, attempts reset, reopening their items and lifting
-/// their batches' halts; undecodable messages stay in the dead-letter queue.
+/// `engage dlq replay STAGE`: moves the dead letters of stage `s` that pass
+/// `filter` back to its work queue, attempts reset, reopening their items and
+/// lifting their batches' halts; every other message stays in the
+/// dead-letter queue.
+///
+/// Each message in the queue when the replay starts is looked at once (held
+/// unacknowledged, so `basic.get` hands out the next). Safe to interrupt at
+/// any point: a held message returns to the dead-letter queue when the
+/// connection drops; a matching one is published to the work queue and its
+/// confirm awaited *before* it is acknowledged, so an interruption in between
+/// leaves it in both queues (its job is idempotent, so the copy a later
+/// replay sends is harmless), never in neither. Items reopened before an
+/// interruption wait for the job still in the dead-letter queue: run the same
+/// replay again.
 pub(crate) async fn dlq_replay(
     cfg: &FleetConfig,
     s: StageName,
-    limit: usize,
+    filter: &ReplayFilter,
 ) -> anyhow::Result<Replayed> {
     let (conn, p) = publisher(cfg).await?;
     let ch = conn.create_channel().await?;
@@ -500,24 +592,40 @@ pub(crate) async fn dlq_replay(
     let markers = Idempotency::new(redis, cfg.fleet.namespace.clone());
     let storage = Storage::new(&storage_config(cfg)).await?;
     let layout = Layout::new(ObjectUri::parse(&cfg.store.root)?);
-    let mut reopened = 0usize;
+    let limit = filter.limit.unwrap_or(usize::MAX);
+    let count = depth(&ch, &q).await?;
     let mut taken = Vec::new();
-    let mut skipped = Vec::new();
-    while taken.len() < limit {
+    let mut left = Vec::new();
+    let (mut not_matching, mut undecodable) = (0, 0);
+    for _ in 0..count {
+        if taken.len() >= limit {
+            break;
+        }
         let Some(m) = ch
             .basic_get(q.as_str().into(), BasicGetOptions::default())
             .await?
         else {
             break;
         };
+        let letter = DeadLetter::of(&m.delivery.properties, &m.delivery.data);
         match Envelope::decode(&m.delivery.data) {
-            Ok(env) => taken.push((m, env)),
-            Err(_) => skipped.push(m),
+            Ok(env) if filter.matches(&letter, &env) => taken.push((m, env)),
+            Ok(_) => {
+                not_matching += 1;
+                left.push(m);
+            }
+            Err(_) => {
+                undecodable += 1;
+                left.push(m);
+            }
         }
     }
+    // What stays goes back first: the replay below may take a while.
+    requeue(left).await?;
     // Every item first, then every job: a replayed job that finished
     // before another item of its learner was reopened would let the
     // batch complete in between.
+    let mut reopened = 0usize;
     for (_, env) in &taken {
         // Made final as dead-lettered: reopen it, so that the batch's
         // report is rewritten when the job finishes.
@@ -528,21 +636,14 @@ pub(crate) async fn dlq_replay(
     let replayed = taken.len();
     for (m, mut env) in taken {
         env.attempt = 0;
+        // Published and confirmed before the dead letter is acknowledged.
         p.publish_job(s, &env).await?;
         m.delivery.ack(BasicAckOptions::default()).await?;
-    }
-    let undecodable = skipped.len();
-    for m in skipped {
-        m.delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..Default::default()
-            })
-            .await?;
     }
     let _ = conn.close(200, "bye".into()).await;
     Ok(Replayed {
         replayed,
+        not_matching,
         undecodable,
         reopened,
     })
@@ -551,30 +652,55 @@ pub(crate) async fn dlq_replay(
 /// `engage dlq list|replay`.
 pub(crate) async fn dlq(cfg: &FleetConfig, cmd: &DlqCmd) -> anyhow::Result<()> {
     match cmd {
-        DlqCmd::List { stage, limit } => {
+        DlqCmd::List { stage, limit, json } => {
             // Listing only reads: it declares nothing, so it works whatever
             // the caller's retry settings (the topology's arguments) are.
             let conn = connect(cfg).await?;
             let topo = topology(cfg);
             let ch = conn.create_channel().await?;
+            let mut all = Vec::new();
             for s in stages(stage.as_deref())? {
-                let peek = dlq_peek(&ch, &topo, s, *limit).await?;
+                all.push((s, dlq_peek(&ch, &topo, s, *limit).await?));
+            }
+            let _ = conn.close(200, "bye".into()).await;
+            if *json {
+                let doc: Vec<_> = all
+                    .iter()
+                    .map(|(s, p)| {
+                        serde_json::json!({"stage": s.as_str(), "count": p.count, "letters": p.letters})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(());
+            }
+            for (s, peek) in all {
                 println!("{s}: {} dead-lettered", peek.count);
                 for l in &peek.letters {
                     println!(
-                        "  job={} reason={} attempts={} error={}",
-                        l.job_id, l.reason, l.attempts, l.error
+                        "  job={} batch={} reason={} attempts={} at={} error={}",
+                        l.job_id, l.batch, l.reason, l.attempts, l.dead_lettered_at, l.error
                     );
                 }
             }
-            let _ = conn.close(200, "bye".into()).await;
         }
-        DlqCmd::Replay { stage, limit } => {
+        DlqCmd::Replay {
+            stage,
+            batch,
+            reason,
+            job,
+            limit,
+        } => {
             let s = stages(Some(stage))?[0];
-            let r = dlq_replay(cfg, s, limit.unwrap_or(usize::MAX)).await?;
+            let filter = ReplayFilter {
+                batch: batch.clone(),
+                reason: reason.clone(),
+                job: job.clone(),
+                limit: *limit,
+            };
+            let r = dlq_replay(cfg, s, &filter).await?;
             println!(
-                "{s}: replayed {}; {} undecodable left in the dead-letter queue",
-                r.replayed, r.undecodable
+                "{s}: replayed {}; {} undecodable left in the dead-letter queue, {} not matching",
+                r.replayed, r.undecodable, r.not_matching
             );
             if r.reopened > 0 {
                 println!(

@@ -5,25 +5,30 @@
 //! pipeline in one process, while the workers each link only their own stage.
 #![forbid(unsafe_code)]
 
+mod batch_ops;
 mod config_show;
 mod dashboard;
 mod demo;
 mod fleet;
 mod gen_data;
+mod global;
+mod ops_cmd;
 mod purge;
 mod quota;
 mod run;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use engage_runtime::config::FleetConfig;
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Learner-audio engagement analysis: the pipeline in one process (`run`), or a
 /// RabbitMQ worker fleet (`enqueue`, `status`, `report`, `dlq`, `demo`).
 #[derive(Debug, Parser)]
 #[command(name = "engage", version, about)]
 struct Cli {
+    #[command(flatten)]
+    global: global::GlobalArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -38,6 +43,11 @@ enum Cmd {
     Enqueue(fleet::EnqueueArgs),
     /// Show a batch's progress (or list recent batches).
     Status(fleet::StatusArgs),
+    /// List the namespace's batches, newest first (state, items, learners).
+    Batches(ops_cmd::BatchesArgs),
+    /// Show a batch's plan and progress, a learner's items, or one item's
+    /// path through the stages (outcome, analyzer, answer source, dead letters).
+    Inspect(ops_cmd::InspectArgs),
     /// Copy a complete batch's outputs to a directory.
     Report(fleet::ReportArgs),
     /// Inspect or replay dead-lettered messages.
@@ -62,6 +72,18 @@ enum Cmd {
     /// Inspect the configuration (`show`: effective values and their origins).
     #[command(subcommand)]
     Config(config_show::ConfigCmd),
+    /// Print a shell completion script (`engage completions bash >
+    /// /etc/bash_completion.d/engage`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The command line's definition, with the configuration variables listed
+/// in `--help`.
+fn command() -> clap::Command {
+    Cli::command().after_long_help(global::variables_help())
 }
 
 /// The metrics contract of every worker: the runtime's families and the
@@ -77,8 +99,11 @@ fn metrics_contract() -> anyhow::Result<String> {
 
 fn main() -> ExitCode {
     engage_runtime::redact::install_panic_hook();
-    let cli = Cli::parse();
-    match dispatch(cli.cmd) {
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match dispatch(&cli.global, cli.cmd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("engage: {}", engage_runtime::redact::redact_error(&e));
@@ -87,7 +112,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+fn dispatch(g: &global::GlobalArgs, cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::GenData(a) => {
             let s = gen_data::run(&a)?;
@@ -101,7 +126,16 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             println!("records:  {}", s.records);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Config(c) => config_show::run(&c),
+        Cmd::Config(c) => config_show::run(&c, &g.layers()?),
+        Cmd::Completions { shell } => {
+            // Into a buffer first: `generate` panics when its writer fails
+            // (a closed pipe); writing the buffer is an error instead.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command(), "engage", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)
+                .context("writing the completion script")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::MetricsContract => {
             print!("{}", metrics_contract()?);
             Ok(ExitCode::SUCCESS)
@@ -115,21 +149,31 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         other => {
             engage_runtime::telemetry::init(engage_runtime::config::LogFormat::Text);
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(fleet_cmd(other))
+            rt.block_on(fleet_cmd(g, other))
         }
     }
 }
 
-async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
+async fn fleet_cmd(g: &global::GlobalArgs, cmd: Cmd) -> anyhow::Result<ExitCode> {
     let cfg = || {
-        let cfg = FleetConfig::load()?;
+        let cfg = g.config()?;
         engage_runtime::redact::register_url(cfg.broker.amqp_url.expose());
         engage_runtime::redact::register_url(cfg.redis.url.expose());
         anyhow::Ok(cfg)
     };
     match cmd {
-        Cmd::Demo(a) => println!("report: {}", demo::demo(&a).await?.display()),
+        Cmd::Demo(a) => println!("report: {}", demo::demo(cfg()?, &a).await?.display()),
         Cmd::Enqueue(a) => println!("{}", fleet::enqueue(&cfg()?, &a).await?),
+        Cmd::Status(a) if a.json => {
+            let timeout = std::time::Duration::from_secs(a.timeout);
+            match ops_cmd::status_json(&cfg()?, a.batch.as_deref(), a.wait, timeout).await? {
+                fleet::BatchEnd::Halted if a.wait => return Ok(ExitCode::from(3)),
+                fleet::BatchEnd::Open if a.wait => return Ok(ExitCode::from(2)),
+                _ => {}
+            }
+        }
+        Cmd::Batches(a) => ops_cmd::batches(&cfg()?, &a).await?,
+        Cmd::Inspect(a) => ops_cmd::inspect(&cfg()?, &a).await?,
         Cmd::Status(a) => match fleet::status(&cfg()?, &a).await? {
             fleet::BatchEnd::Halted if a.wait => return Ok(ExitCode::from(3)),
             fleet::BatchEnd::Open if a.wait => return Ok(ExitCode::from(2)),
@@ -141,7 +185,7 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Dlq(c) => fleet::dlq(&cfg()?, &c).await?,
-        Cmd::Dashboard(a) => dashboard::run(&a).await?,
+        Cmd::Dashboard(a) => dashboard::run(cfg()?, &a).await?,
         Cmd::Purge(a) => {
             let p = purge::purge(&cfg()?, &a).await?;
             println!(
@@ -153,10 +197,11 @@ async fn fleet_cmd(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let moved = quota::resume(&cfg()?).await?;
             println!("fleet pause cleared; {moved} parked jobs sent back to their queues");
         }
-        Cmd::GenData(a) => return dispatch(Cmd::GenData(a)),
-        Cmd::Run(a) => return dispatch(Cmd::Run(a)),
-        Cmd::Config(c) => return dispatch(Cmd::Config(c)),
-        Cmd::MetricsContract => return dispatch(Cmd::MetricsContract),
+        c @ (Cmd::GenData(_)
+        | Cmd::Run(_)
+        | Cmd::Config(_)
+        | Cmd::MetricsContract
+        | Cmd::Completions { .. }) => return dispatch(g, c),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -332,9 +332,11 @@ mod tests {
             count: 1,
             letters: vec![DeadLetter {
                 job_id: "plan:b\"><img src=x>".into(),
+                batch: "b".into(),
                 reason: "poison".into(),
                 attempts: "1".into(),
                 error: "<script>alert(1)</script>".into(),
+                dead_lettered_at: String::new(),
             }],
         };
         let Html(h) = dlq(StageName::Clean, Some(&peek), Some("abc"));

@@ -44,18 +44,11 @@ pub(crate) struct DashboardArgs {
     pub allow_host: Vec<String>,
 }
 
-/// `engage dashboard`: loads the fleet's configuration, then serves until Ctrl-C.
-pub(crate) async fn run(args: &DashboardArgs) -> anyhow::Result<()> {
-    Ok(serve(load_config()?, args).await?)
-}
-
-/// The fleet configuration, as the other fleet commands load it (the
-/// loader knows `ENGAGE_DASHBOARD_TOKEN` is not a setting).
-fn load_config() -> anyhow::Result<FleetConfig> {
-    let cfg = FleetConfig::load()?;
-    engage_runtime::redact::register_url(cfg.broker.amqp_url.expose());
-    engage_runtime::redact::register_url(cfg.redis.url.expose());
-    Ok(cfg)
+/// `engage dashboard`: serves the fleet of `cfg` (loaded as the other fleet
+/// commands load it: the loader knows `ENGAGE_DASHBOARD_TOKEN` is not a
+/// setting) until Ctrl-C.
+pub(crate) async fn run(cfg: FleetConfig, args: &DashboardArgs) -> anyhow::Result<()> {
+    Ok(serve(cfg, args).await?)
 }
 
 /// Serves the dashboard until Ctrl-C.

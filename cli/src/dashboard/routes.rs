@@ -145,7 +145,7 @@ async fn replay(
     let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     st.0.guard
         .check_action(&headers, field("csrf"), field("token"))?;
-    let r = crate::fleet::dlq_replay(&st.0.cfg, s, usize::MAX).await?;
+    let r = crate::fleet::dlq_replay(&st.0.cfg, s, &crate::fleet::ReplayFilter::default()).await?;
     tracing::info!(stage = %s, replayed = r.replayed, undecodable = r.undecodable, "dashboard replay");
     Ok(html::replayed(s, r))
 }

@@ -8,13 +8,23 @@
 //!   `x-message-ttl` returns messages to `ns.STAGE` through the default exchange
 //!   (delayed retry that survives a broker restart and blocks no consumer);
 //! - `ns.STAGE.dlq` — quorum dead-letter queue; messages carry `x-engage-*`
-//!   headers with the reason, stage, attempts and last error;
+//!   headers with the reason, stage, attempts and last error. Its
+//!   `x-delivery-limit` is [`DLQ_DELIVERY_LIMIT`], stated explicitly: with no
+//!   argument RabbitMQ ≥ 4.0 applies a limit of 20 and *drops* a message past
+//!   it, so reading a dead-letter queue (`basic.get`, then requeue) twenty
+//!   times would empty it;
 //! - `ns.wait.R` (R = 0..12) — the wait ladder, shared by every stage: rung R
 //!   holds a message 2^R seconds, then dead-letters it to `ns.jobs` under its
 //!   own routing key (its stage). A job told to wait `d` carries its due time
 //!   (`x-engage-due`, ms since the epoch) and hops down the rungs, largest
 //!   first, until it is due: any wait, to the second, with 13 queues, apart
 //!   from the retry tiers of failing jobs (see [`rung_for`]).
+//!
+//! Delivery limits: every quorum queue (work and dead-letter) states its
+//! `x-delivery-limit`, so no broker default applies. The retry tiers and the
+//! wait ladder are classic queues, which count no deliveries (RabbitMQ refuses
+//! `x-delivery-limit` on a classic queue with `PRECONDITION_FAILED`) and which
+//! nothing consumes: their messages only expire back to a work queue.
 //!
 //! Every publish is persistent, mandatory and waits for its publisher confirm.
 
@@ -74,6 +84,28 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// The last error, one line.
     pub error: String,
+}
+
+/// The `x-delivery-limit` of every dead-letter queue: the largest the
+/// argument holds, so that no number of reads reaches it.
+///
+/// Not `-1`: RabbitMQ 4.x reads `-1` as "no limit", but 3.x compares the
+/// delivery count with it: on RabbitMQ 3.10.8 a quorum queue declared with
+/// `-1` dropped its message on the first `basic.nack` with requeue. A requeue counts as a delivery on
+/// RabbitMQ < 4.3 (`basic.nack` no longer does from 4.3 on); a message listed
+/// once a second would reach this limit after 68 years.
+pub const DLQ_DELIVERY_LIMIT: i32 = i32::MAX;
+
+/// The arguments of a dead-letter queue: quorum (replicated), and
+/// [`DLQ_DELIVERY_LIMIT`].
+pub fn dlq_arguments() -> FieldTable {
+    let mut dlq = FieldTable::default();
+    put_str(&mut dlq, "x-queue-type", "quorum");
+    dlq.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongInt(DLQ_DELIVERY_LIMIT),
+    );
+    dlq
 }
 
 /// Rungs of the wait ladder: rung `r` holds a message `2^r` seconds.
@@ -171,9 +203,7 @@ impl Topology {
             )
             .await
             .map_err(BrokerError::Unavailable)?;
-            let mut dlq = FieldTable::default();
-            put_str(&mut dlq, "x-queue-type", "quorum");
-            ch.queue_declare(self.dlq(s).into(), durable, dlq)
+            ch.queue_declare(self.dlq(s).into(), durable, dlq_arguments())
                 .await
                 .map_err(BrokerError::Unavailable)?;
             for (tier, ms) in self.retry_delays_ms.iter().enumerate() {

@@ -617,7 +617,10 @@ return 0
 
     /// Records that `batch` is halted by a dead-lettered job (several jobs
     /// may halt one batch). Kept for `ttl`; works without a ledger (a batch
-    /// may be halted before it is planned).
+    /// may be halted before it is planned), and enters the batch index if
+    /// the batch is not there yet, so `engage batches` lists a batch halted
+    /// before its plan (its entry is pruned like any other once no ledger
+    /// backs it).
     pub async fn halt(&self, batch: &str, halt: &Halt, ttl: Duration) -> Result<(), LedgerError> {
         let key = format!("{}:halted", self.prefix(batch));
         let value = serde_json::to_string(halt).unwrap_or_default();
@@ -625,6 +628,14 @@ return 0
         let _: () = redis::pipe()
             .hset(&key, &halt.job_id, value)
             .pexpire(&key, i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX))
+            .query_async(&mut c)
+            .await?;
+        // The batch index lives in another cluster slot: a separate command.
+        let _: () = redis::cmd("ZADD")
+            .arg(format!("{}:batches", self.ns))
+            .arg("NX")
+            .arg(chrono::Utc::now().timestamp_millis())
+            .arg(batch)
             .query_async(&mut c)
             .await?;
         Ok(())
@@ -657,6 +668,16 @@ return 0
     pub async fn batches(&self) -> Result<Vec<String>, LedgerError> {
         let mut c = self.conn.clone();
         Ok(c.zrevrange(format!("{}:batches", self.ns), 0, -1).await?)
+    }
+
+    /// The batch index: every batch id of this namespace with the time its
+    /// ledger was opened (ms since the epoch), newest first.
+    pub async fn batch_index(&self) -> Result<Vec<(String, i64)>, LedgerError> {
+        let mut c = self.conn.clone();
+        Ok(
+            c.zrevrange_withscores(format!("{}:batches", self.ns), 0, -1)
+                .await?,
+        )
     }
 
     /// Progress counters of a batch (`None` if the ledger does not exist).
