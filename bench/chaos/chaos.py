@@ -140,7 +140,7 @@ class RabbitCluster:
 
 class RedisCluster:
     """A 6-node Redis Cluster on loopback (3 primaries with a replica each),
-    fast failover (`cluster-node-timeout` 2 s), no persistence."""
+    failover after 5 s (`cluster-node-timeout`), no persistence."""
 
     def __init__(self, work: Path):
         self.cluster = True
@@ -173,7 +173,7 @@ class RedisCluster:
         self.procs[port] = subprocess.Popen(
             ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
              "--appendonly", "no", "--dir", str(d), "--cluster-enabled", "yes",
-             "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "2000"],
+             "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "5000"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(f"redis {port}", 10, lambda: self.cli(port, "ping") == "PONG")
 
@@ -195,15 +195,22 @@ class RedisCluster:
                 and "fail" not in ln.split()[2]]
 
     def kill_primary(self, rng: random.Random) -> int:
-        """SIGKILLs one primary, waits for its replica to take over, and
-        restarts the killed node empty (it rejoins as a replica)."""
-        port = rng.choice(self.primaries())
+        """SIGKILLs one primary that has an in-sync replica, waits for the
+        replica to take over, and restarts the killed node empty; it rejoins
+        as a replica, and the next kill waits until it is in sync."""
+        synced = [p for p in self.primaries()
+                  if "state=online" in self.cli(p, "info", "replication")]
+        if not synced:
+            raise RuntimeError("no Redis primary has an in-sync replica")
+        port = rng.choice(synced)
         self.procs[port].kill()
         self.procs[port].wait()
-        wait_for("a replica to take over", 60,
+        wait_for("a replica to take over", 120,
                  lambda: port not in self.primaries() and len(self.primaries()) == 3)
         self.wait_ok()
         self.start(port)
+        wait_for("the restarted node to sync as a replica", 120,
+                 lambda: "master_link_status:up" in self.cli(port, "info", "replication"))
         return port
 
     def stop(self):
