@@ -299,3 +299,43 @@ async fn retry_reruns_failed_items_and_rewrites_the_report() -> anyhow::Result<(
     assert!(status.contains(&format!("reopened: {missing}")), "{status}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_gemini_call_is_sent_for_a_batch_cancelled_while_its_calls_wait_for_quota()
+-> anyhow::Result<()> {
+    use fake_gemini::{FakeConfig, FakeGemini};
+    const RPM: u64 = 3;
+    let fake = FakeGemini::start(FakeConfig::default()).await?;
+    let mut f = crate::gemini::gemini_fleet("cancel-paid", &fake, fake.api_key()).await?;
+    // Three calls a minute: the first three go out, the next ones wait in
+    // the analyze worker for slots booked a minute later.
+    f.env.insert("ENGAGE_GEMINI_RPM".into(), RPM.to_string());
+    f.start_all()?;
+    let batch = f.enqueue()?;
+    poll(
+        "the first window's calls",
+        Duration::from_secs(90),
+        || async { Ok((fake.stats().generate_calls >= RPM).then_some(())) },
+    )
+    .await?;
+    ok(&f, &["cancel", &batch])?;
+    let sent = fake.stats().generate_calls;
+    assert_eq!(sent, RPM, "more calls than the quota allows");
+    // The booked slots come due a minute after the first calls: watch past
+    // them; none of the waiting calls may be sent.
+    let until = Instant::now() + Duration::from_secs(75);
+    while Instant::now() < until {
+        let now = fake.stats().generate_calls;
+        assert_eq!(now, sent, "a call was paid for a cancelled batch");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let ns = f.ns.clone();
+    poll(
+        "every queue of the namespace to empty",
+        Duration::from_secs(60),
+        || async { Ok((queued(&ns).await? == 0).then_some(())) },
+    )
+    .await?;
+    assert!(f.status(&batch)?.contains("cancelled"));
+    Ok(())
+}

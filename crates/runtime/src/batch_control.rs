@@ -157,6 +157,30 @@ pub async fn control(
     })
 }
 
+/// One batch, as a job that is about to pay for something sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRef<'a> {
+    /// Redis.
+    pub conn: &'a RedisConn,
+    /// The namespace's ledger.
+    pub ledger: &'a Ledger,
+    /// The batch.
+    pub batch: &'a str,
+}
+
+impl BatchRef<'_> {
+    /// True if the batch was cancelled since its job started: a last look
+    /// before a paid call that waited for its quota slot. Redis trouble
+    /// answers `false` (the call goes ahead, as it would have a moment
+    /// earlier).
+    pub async fn cancelled(&self) -> bool {
+        matches!(
+            control(self.conn, self.ledger, self.batch).await,
+            Ok(Control::Cancelled)
+        )
+    }
+}
+
 /// KEYS[1] = the batch's `meta`, ARGV[1] = the verb, ARGV[2] = now (ms).
 /// -1: no ledger; -2: complete; -3: cancelled; 0: changed; 1: already so.
 static SET: LazyLock<Script> = LazyLock::new(|| {
