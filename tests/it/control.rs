@@ -187,6 +187,7 @@ async fn a_paused_batch_makes_no_progress_and_completes_once_resumed() -> anyhow
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_batch_ends_cancelled_and_its_jobs_are_dropped_unrun() -> anyhow::Result<()> {
     let mut f = Fleet::new("cancel", Backend::Local, 8, 6)?;
+    f.env.insert("ENGAGE_RECONCILE_EVERY_S".into(), "1".into());
     for s in ["clean", "match", "download"] {
         f.start(s)?;
     }
@@ -256,6 +257,44 @@ async fn a_cancelled_batch_ends_cancelled_and_its_jobs_are_dropped_unrun() -> an
     let o = f.engage(&["cancel", "no-such-batch"])?;
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("unknown batch"), "{}", stderr(&o));
+
+    // The store remembers the cancel once the ledger is gone (expired, or
+    // lost with Redis).
+    let keys = std::process::Command::new("redis-cli")
+        .args(["--scan", "--pattern", &format!("{{{}:{batch}}}*", f.ns)])
+        .output()?;
+    let keys: Vec<String> = stdout(&keys).lines().map(str::to_string).collect();
+    assert!(!keys.is_empty(), "no ledger keys found for the batch");
+    let del = std::process::Command::new("redis-cli")
+        .arg("DEL")
+        .args(&keys)
+        .output()?;
+    assert!(del.status.success());
+    // The reconciler (every second here) rebuilds the ledger from the store:
+    // cancelled again, so the aggregate and report jobs its scan emits are
+    // dropped and no report appears.
+    let text = poll("the ledger's rebuild", Duration::from_secs(60), || async {
+        let text = f.status(&batch)?;
+        Ok(text.contains("clean: ").then_some(text))
+    })
+    .await?;
+    assert!(
+        text.contains("cancelled (no report"),
+        "rebuilt uncancelled: {text}"
+    );
+    poll(
+        "every queue of the namespace to empty",
+        Duration::from_secs(60),
+        || async { Ok((queued(&ns).await? == 0).then_some(())) },
+    )
+    .await?;
+    let text = f.status(&batch)?;
+    assert!(
+        text.contains("cancelled (no report") && !status_says_complete(&text),
+        "{text}"
+    );
+    let report = f.engage(&["report", &batch, "--out", &out.display().to_string()])?;
+    assert!(!report.status.success(), "a cancelled batch got a report");
     Ok(())
 }
 

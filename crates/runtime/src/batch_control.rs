@@ -242,6 +242,25 @@ pub async fn set(
     }
 }
 
+/// Records `batch` as cancelled without looking at its ledger: for a ledger
+/// rebuilt from the store after Redis lost it, whose store says the batch
+/// was cancelled (`cancelled.json`). Written before the rebuilt ledger
+/// exists, so no job of the batch runs in between.
+pub async fn mark_cancelled(
+    conn: &RedisConn,
+    ledger: &Ledger,
+    batch: &str,
+) -> Result<(), LedgerError> {
+    let mut c = conn.clone();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}:meta", ledger.prefix(batch)))
+        .arg(CANCELLED)
+        .arg(chrono::Utc::now().timestamp_millis())
+        .query_async(&mut c)
+        .await?;
+    Ok(())
+}
+
 /// The registered items of `batch` that are not final, as (learner,
 /// response id).
 pub async fn open_items(
