@@ -248,6 +248,8 @@ pub(crate) enum BatchEnd {
     Halted,
     /// Still running (or unknown, or the wait timed out).
     Open,
+    /// An operator cancelled it (`engage cancel`): ended without a report.
+    Cancelled,
 }
 
 /// The line `engage status` prints for a halted batch.
@@ -275,7 +277,11 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
             let halted = !ledger.halts(&b).await?.is_empty();
             let state = match ledger.progress(&b).await? {
                 Some(p) if p.complete => "complete".to_string(),
+                Some(p) if p.cancelled => "cancelled".to_string(),
                 _ if halted => "halted (see `engage status BATCH`)".to_string(),
+                Some(p) if p.paused => {
+                    format!("paused ({}/{} items final)", p.final_items, p.items)
+                }
                 Some(p) => format!("running ({}/{} items final)", p.final_items, p.items),
                 None => "unknown".to_string(),
             };
@@ -309,9 +315,14 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
             Some(p) => p.complete,
             None => outputs_exist(cfg, batch).await?,
         };
+        let cancelled = match &progress {
+            Some(p) => p.cancelled,
+            None if !complete => crate::batch_control::cancelled_in_store(cfg, batch).await?,
+            None => false,
+        };
         let halts = ledger.halts(batch).await?;
         let text = match &progress {
-            _ if !complete && !halts.is_empty() => halt_line(&halts),
+            _ if !complete && !cancelled && !halts.is_empty() => halt_line(&halts),
             Some(p) => {
                 for (bar, (_, done, total)) in bars.iter().zip(stage_lines(p)) {
                     bar.set_length(total);
@@ -330,6 +341,9 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
                 if p.reopened > 0 {
                     t += &format!("  reopened: {}", p.reopened);
                 }
+                if p.paused && !p.complete {
+                    t += &format!("  paused (`engage resume {batch}` to go on)");
+                }
                 // Analysis waiting for quota: say so, and until when.
                 if !p.complete && p.final_items < p.items {
                     let pause = crate::quota::fleet_pause(cfg).await?;
@@ -341,6 +355,7 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
                 t
             }
             None if complete => "complete (ledger expired; outputs in the store)".to_string(),
+            None if cancelled => "cancelled (ledger expired)".to_string(),
             None => "unknown batch (not planned yet, or never enqueued)".to_string(),
         };
         if !tty && text != last {
@@ -353,6 +368,14 @@ pub(crate) async fn status(cfg: &FleetConfig, a: &StatusArgs) -> anyhow::Result<
             }
             println!("{batch} complete");
             return Ok(BatchEnd::Complete);
+        }
+        if cancelled {
+            multi.clear().ok();
+            if tty {
+                println!("{batch} {text}");
+            }
+            println!("{batch} cancelled (no report; `engage cancel` ended it)");
+            return Ok(BatchEnd::Cancelled);
         }
         if !halts.is_empty() {
             multi.clear().ok();
@@ -384,6 +407,9 @@ pub(crate) async fn report(cfg: &FleetConfig, a: &ReportArgs) -> anyhow::Result<
     let out_prefix = layout.output(&a.batch)?;
     let files = st.list(&out_prefix).await?;
     if !files.iter().any(|u| u.file_name() == Some("summary.json")) {
+        if crate::batch_control::cancelled_in_store(cfg, &a.batch).await? {
+            bail!("batch {} was cancelled: it has no report", a.batch);
+        }
         bail!(
             "batch {} has no outputs yet (see `engage status {}`)",
             a.batch,

@@ -5,6 +5,7 @@
 //! pipeline in one process, while the workers each link only their own stage.
 #![forbid(unsafe_code)]
 
+mod batch_control;
 mod batch_ops;
 mod config_show;
 mod dashboard;
@@ -21,9 +22,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use engage_runtime::batch_control::Changed;
 
 /// Learner-audio engagement analysis: the pipeline in one process (`run`), or a
-/// RabbitMQ worker fleet (`enqueue`, `status`, `report`, `dlq`, `demo`).
+/// RabbitMQ worker fleet (`enqueue`, `status`, `report`, `dlq`, `pause`,
+/// `resume`, `cancel`, `retry`, `demo`).
 #[derive(Debug, Parser)]
 #[command(name = "engage", version, about)]
 struct Cli {
@@ -57,10 +60,21 @@ enum Cmd {
     /// and Redis keys, after a confirmation (`--yes` to skip it). The store
     /// is left alone.
     Purge(purge::PurgeArgs),
-    /// End a Gemini fleet pause now (the quota was raised or reset early):
-    /// clears the pause and the fleet's daily count, and sends every job
-    /// parked on the wait ladder back to its work queue.
-    Resume,
+    /// Without BATCH: end a Gemini fleet pause now (the quota was raised or
+    /// reset early): clears the pause and the fleet's daily count, and sends
+    /// every job parked on the wait ladder back to its work queue. With
+    /// BATCH: resume a batch paused with `engage pause` (its parked jobs
+    /// come back at once).
+    Resume(ResumeArgs),
+    /// Pause a batch: workers park its jobs (no attempt spent) until
+    /// `engage resume BATCH`; other batches keep flowing.
+    Pause(BatchArg),
+    /// Cancel a batch: it ends as cancelled, its open items final as
+    /// `cancelled`, its queued jobs dropped, no report written. Final.
+    Cancel(BatchArg),
+    /// Re-run an ended batch's failed items (all, or one reason's): they are
+    /// reopened, downloaded and analyzed again, and the report is rewritten.
+    Retry(RetryArgs),
     /// Generate data, start the five workers, run a batch, print the report.
     Demo(demo::DemoArgs),
     /// Serve a web dashboard of the fleet (batches, queues, dead letters, replay).
@@ -86,6 +100,31 @@ fn command() -> clap::Command {
     Cli::command().after_long_help(global::variables_help())
 }
 
+/// `engage resume [BATCH]`.
+#[derive(Debug, clap::Args)]
+struct ResumeArgs {
+    /// The batch to resume (omit to end the fleet-wide Gemini pause).
+    batch: Option<String>,
+}
+
+/// A batch id argument.
+#[derive(Debug, clap::Args)]
+struct BatchArg {
+    /// The batch id.
+    batch: String,
+}
+
+/// `engage retry BATCH [--reason R]`.
+#[derive(Debug, clap::Args)]
+struct RetryArgs {
+    /// The batch id.
+    batch: String,
+    /// Only items failed with this reason (e.g. `audio_missing`); a reason
+    /// ending with `:` covers a family (`dead_lettered:`).
+    #[arg(long)]
+    reason: Option<String>,
+}
+
 /// The metrics contract of every worker: the runtime's families and the
 /// Gemini limiter's.
 fn metrics_contract() -> anyhow::Result<String> {
@@ -107,7 +146,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("engage: {}", engage_runtime::redact::redact_error(&e));
-            ExitCode::FAILURE
+            ExitCode::from(batch_control::exit_code(&e))
         }
     }
 }
@@ -169,6 +208,7 @@ async fn fleet_cmd(g: &global::GlobalArgs, cmd: Cmd) -> anyhow::Result<ExitCode>
             match ops_cmd::status_json(&cfg()?, a.batch.as_deref(), a.wait, timeout).await? {
                 fleet::BatchEnd::Halted if a.wait => return Ok(ExitCode::from(3)),
                 fleet::BatchEnd::Open if a.wait => return Ok(ExitCode::from(2)),
+                fleet::BatchEnd::Cancelled if a.wait => return Ok(ExitCode::from(4)),
                 _ => {}
             }
         }
@@ -177,6 +217,7 @@ async fn fleet_cmd(g: &global::GlobalArgs, cmd: Cmd) -> anyhow::Result<ExitCode>
         Cmd::Status(a) => match fleet::status(&cfg()?, &a).await? {
             fleet::BatchEnd::Halted if a.wait => return Ok(ExitCode::from(3)),
             fleet::BatchEnd::Open if a.wait => return Ok(ExitCode::from(2)),
+            fleet::BatchEnd::Cancelled if a.wait => return Ok(ExitCode::from(4)),
             _ => {}
         },
         Cmd::Report(a) => {
@@ -193,9 +234,59 @@ async fn fleet_cmd(g: &global::GlobalArgs, cmd: Cmd) -> anyhow::Result<ExitCode>
                 p.queues, p.messages, p.keys
             );
         }
-        Cmd::Resume => {
+        Cmd::Resume(ResumeArgs { batch: None }) => {
             let moved = quota::resume(&cfg()?).await?;
             println!("fleet pause cleared; {moved} parked jobs sent back to their queues");
+        }
+        Cmd::Resume(ResumeArgs { batch: Some(b) }) => {
+            let r = batch_control::resume(&cfg()?, &b).await?;
+            match r.changed {
+                Changed::Yes => println!(
+                    "{b} resumed; {} parked jobs sent back to their queues",
+                    r.sent_back
+                ),
+                Changed::Already => println!("{b} is not paused; nothing to resume"),
+            }
+        }
+        Cmd::Pause(BatchArg { batch: b }) => match batch_control::pause(&cfg()?, &b).await? {
+            Changed::Yes => {
+                println!("{b} paused; its jobs are parked until `engage resume {b}`");
+            }
+            Changed::Already => println!("{b} is paused already"),
+        },
+        Cmd::Cancel(BatchArg { batch: b }) => {
+            let c = batch_control::cancel(&cfg()?, &b).await?;
+            if c.changed == Changed::Already {
+                println!("{b} was cancelled already");
+            } else {
+                println!("{b} cancelled");
+            }
+            if c.items_cancelled > 0 || c.jobs_dropped > 0 {
+                println!(
+                    "{b}: {} items final as cancelled; {} waiting jobs dropped (queued ones are dropped by the workers)",
+                    c.items_cancelled, c.jobs_dropped
+                );
+            }
+        }
+        Cmd::Retry(a) => {
+            let r = batch_control::retry(&cfg()?, &a.batch, a.reason.as_deref()).await?;
+            println!(
+                "{}: retried {} items ({} failed items matched{}; {} not retriable)",
+                a.batch,
+                r.retried,
+                r.matched,
+                a.reason
+                    .as_deref()
+                    .map(|x| format!(" reason {x:?}"))
+                    .unwrap_or_default(),
+                r.not_retriable
+            );
+            if r.retried > 0 {
+                println!(
+                    "{}: the report is rewritten when they finish (`engage status {} --wait`)",
+                    a.batch, a.batch
+                );
+            }
         }
         c @ (Cmd::GenData(_)
         | Cmd::Run(_)

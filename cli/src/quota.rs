@@ -94,7 +94,9 @@ pub(crate) async fn resume(cfg: &FleetConfig) -> anyhow::Result<u64> {
     Ok(moved)
 }
 
-fn without_due(headers: Option<&FieldTable>) -> FieldTable {
+/// Headers of a parked job sent back now: without its due time, rung and
+/// dead-letter history.
+pub(crate) fn without_due(headers: Option<&FieldTable>) -> FieldTable {
     let mut out = FieldTable::default();
     for (k, v) in headers.map(|h| h.inner().iter()).into_iter().flatten() {
         let k = k.as_str();

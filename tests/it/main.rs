@@ -2,6 +2,7 @@
 //! the Gemini-wire fake. One test binary (zero-to-production style); every test
 //! uses its own namespace so tests run in parallel without interfering.
 
+mod control;
 mod corpus;
 mod csv_injection;
 mod dashboard;

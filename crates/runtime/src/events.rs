@@ -39,11 +39,16 @@ pub enum JobOutcome {
     DeadLetter,
     /// The worker stopped consuming; the message was requeued.
     Fatal,
+    /// The job's batch is paused (`engage pause`): parked on the wait
+    /// ladder, no attempt spent.
+    Paused,
+    /// The job's batch is cancelled (`engage cancel`): acked and dropped.
+    Cancelled,
 }
 
 impl JobOutcome {
     /// Every outcome.
-    pub const ALL: [JobOutcome; 7] = [
+    pub const ALL: [JobOutcome; 9] = [
         Self::Ok,
         Self::Duplicate,
         Self::Retry,
@@ -51,6 +56,8 @@ impl JobOutcome {
         Self::Waiting,
         Self::DeadLetter,
         Self::Fatal,
+        Self::Paused,
+        Self::Cancelled,
     ];
 
     /// The metric label.
@@ -63,6 +70,8 @@ impl JobOutcome {
             Self::Waiting => "waiting",
             Self::DeadLetter => "dead_letter",
             Self::Fatal => "fatal",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
         }
     }
 }

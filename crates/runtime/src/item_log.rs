@@ -185,14 +185,15 @@ async fn write_chunk(
 
 /// One state per response id from the chunks' states, in any order: a
 /// `dead_lettered:*` state loses to any other (its job was replayed and
-/// finished), then a state whose paid call was made wins over a later cache
-/// hit, otherwise the first.
+/// finished), a `cancelled` one to any but those, a failed one to an
+/// analyzed one (its failure was retried with `engage retry`); then a state
+/// whose paid call was made wins over a later cache hit, otherwise the first.
 pub fn one_per_item(states: impl IntoIterator<Item = ItemState>) -> BTreeMap<String, ItemState> {
     let mut out: BTreeMap<String, ItemState> = BTreeMap::new();
     for s in states {
         let replace = match out.get(&s.response_id) {
             None => true,
-            Some(have) if dead_lettered(have) != dead_lettered(&s) => dead_lettered(have),
+            Some(have) if rank(have) != rank(&s) => rank(have) < rank(&s),
             Some(have) => !have.cost.called && s.cost.called,
         };
         if replace {
@@ -201,6 +202,22 @@ pub fn one_per_item(states: impl IntoIterator<Item = ItemState>) -> BTreeMap<Str
     }
     out
 }
+
+/// How much a state of an item counts when one item has several: an
+/// analyzed state over a failure, a failure over an operator's cancel, a
+/// cancel over a dead-lettered job's state.
+fn rank(s: &ItemState) -> u8 {
+    match s.outcome.failure_reason() {
+        None => 3,
+        Some(r) if r.starts_with(DEAD_LETTERED) => 0,
+        Some(CANCELLED) => 1,
+        Some(_) => 2,
+    }
+}
+
+/// The failure reason of an item its batch's cancel made final (`engage
+/// cancel`).
+pub const CANCELLED: &str = "cancelled";
 
 /// Whether a state records that its job was dead-lettered.
 pub fn dead_lettered(s: &ItemState) -> bool {
@@ -276,6 +293,38 @@ mod tests {
         }
         // Alone, it stands.
         assert!(dead_lettered(&one_per_item([dead])["a"]));
+    }
+
+    #[test]
+    fn a_retried_failure_loses_to_the_analyzed_state_in_any_order() {
+        let failed = state("a", false);
+        let mut analyzed = state("a", false);
+        analyzed.outcome = AnalysisOutcome::Ok(engage_model::AnalysisResult {
+            emotional_score: 1.0,
+            engagement_score: 2.0,
+            dominant_emotion: engage_model::DominantEmotion::Calm,
+            engagement_state: engage_model::EngagementState::Engaged,
+            pronunciation_quality: engage_model::PronunciationQuality::Good,
+            audio_quality: engage_model::AudioQuality::Good,
+            analyzer: "acoustic:1".into(),
+        });
+        let mut cancelled = state("a", false);
+        cancelled.outcome = AnalysisOutcome::Failed {
+            reason: CANCELLED.into(),
+            detail: String::new(),
+        };
+        for order in [
+            [failed.clone(), analyzed.clone()],
+            [analyzed.clone(), failed.clone()],
+        ] {
+            assert_eq!(one_per_item(order)["a"].outcome.failure_reason(), None);
+        }
+        for order in [
+            [failed.clone(), cancelled.clone()],
+            [cancelled.clone(), failed.clone()],
+        ] {
+            assert_eq!(one_per_item(order)["a"].outcome.failure_reason(), Some("x"));
+        }
     }
 
     #[tokio::test]

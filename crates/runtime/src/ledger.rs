@@ -93,8 +93,16 @@ pub struct Progress {
     pub failed: BTreeMap<String, u64>,
     /// What the reconciler repaired in this batch, by kind.
     pub repaired: BTreeMap<String, u64>,
-    /// Items reopened because their dead-lettered job was replayed.
+    /// Items reopened because their dead-lettered job was replayed, or
+    /// their failure retried (`engage retry`).
     pub reopened: u64,
+    /// An operator paused the batch (`engage pause`): its jobs are parked.
+    #[serde(default)]
+    pub paused: bool,
+    /// An operator cancelled the batch (`engage cancel`): it has ended
+    /// without a report.
+    #[serde(default)]
+    pub cancelled: bool,
 }
 
 /// Why a batch stopped: a job of a stage whose work is the batch's own
@@ -449,17 +457,19 @@ impl Ledger {
         Ok(out)
     }
 
-    /// Reopens an item made final as `dead_lettered:*` whose job is being
-    /// replayed: it is no longer final, its learner is no longer aggregated
+    /// Reopens an item made final as failed with a reason starting with
+    /// `reason_prefix` (`dead_lettered:` for a replayed job, `""` for any
+    /// failure, for `engage retry`): it is no longer final, its learner is no longer aggregated
     /// and the batch no longer complete (claims dropped, so the replayed job's
     /// completion claims them again), and the batch's keys lose the time to
-    /// live completion gave them. `Ok(false)`: the item is not dead-lettered
+    /// live completion gave them. `Ok(false)`: the item did not fail that way
     /// (nothing to reopen). [`LedgerError::Lost`]: the ledger is gone.
     pub async fn reopen_item(
         &self,
         batch: &str,
         user: &str,
         rid: &str,
+        reason_prefix: &str,
     ) -> Result<bool, LedgerError> {
         static REOPEN: LazyLock<Script> = LazyLock::new(|| {
             Script::new(
@@ -469,7 +479,7 @@ local u = ARGV[1]
 local r = ARGV[2]
 if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
 local reason = redis.call('HGET', p .. ':failed', r)
-if not reason or string.sub(reason, 1, 14) ~= 'dead_lettered:' then return 0 end
+if not reason or string.sub(reason, 1, #ARGV[3]) ~= ARGV[3] then return 0 end
 redis.call('SREM', p .. ':final:' .. u, r)
 redis.call('SREM', p .. ':all_final', r)
 redis.call('HDEL', p .. ':failed', r)
@@ -496,6 +506,7 @@ return 1
             .key(self.prefix(batch))
             .arg(user)
             .arg(rid)
+            .arg(reason_prefix)
             .invoke_async(&mut c)
             .await?;
         match got {
@@ -573,9 +584,19 @@ return 0
     /// keys are gone (the outputs stay in the store). Batch-index entries
     /// whose ledger has expired are pruned on the way.
     pub async fn complete(&self, batch: &str, retention: Duration) -> Result<(), LedgerError> {
+        let mut c = self.conn.clone();
+        let _: () = c
+            .hset(format!("{}:meta", self.prefix(batch)), "complete", 1)
+            .await?;
+        self.retire(batch, retention).await
+    }
+
+    /// What [`Ledger::complete`] does once the batch has ended (completed,
+    /// or cancelled by an operator): drops the item states and gives every
+    /// key of the batch `retention` to live.
+    pub async fn retire(&self, batch: &str, retention: Duration) -> Result<(), LedgerError> {
         let p = self.prefix(batch);
         let mut c = self.conn.clone();
-        let _: () = c.hset(format!("{p}:meta"), "complete", 1).await?;
         let ttl = i64::try_from(retention.as_secs().max(1)).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
         for k in BATCH_KEYS {
@@ -727,6 +748,8 @@ return 0
                 .get("reopened")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
+            paused: meta.contains_key(crate::batch_control::PAUSED),
+            cancelled: meta.contains_key(crate::batch_control::CANCELLED),
         }))
     }
 

@@ -4,7 +4,8 @@
 //! - the contract a stage implements: [`stage`] ([`Stage`], [`JobCtx`],
 //!   [`Emit`]) and [`job_error`] ([`JobError`]); nothing imports the loop;
 //! - the loop: [`worker`] (consume → dedupe → run → route → publish → ack),
-//!   [`acks`], [`broker`], [`app`] (a worker's `main`);
+//!   [`acks`], [`broker`], [`app`] (a worker's `main`), [`batch_control`]
+//!   (an operator's pause or cancel of a batch, obeyed by the loop);
 //! - exactly-once effects: [`idempotency`], [`ledger`] (the batch's
 //!   progress), [`fan_in`] (a stage says "done" and gets the follow-ups the
 //!   ledger claimed for it), [`item_log`], [`items`], [`recovery`];
@@ -22,6 +23,7 @@ pub mod allocator;
 pub mod app;
 pub mod audio_budget;
 pub mod audio_fetch;
+pub mod batch_control;
 pub mod broker;
 pub mod config;
 pub mod events;

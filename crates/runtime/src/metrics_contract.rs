@@ -119,7 +119,7 @@ mod tests {
         let m = runtime_families();
         let text = render(&[&m.registry]);
         for line in [
-            "engage_jobs_total counter outcome=dead_letter|delayed|duplicate|fatal|ok|retry|waiting stage=aggregate|analyze|clean|download|match",
+            "engage_jobs_total counter outcome=cancelled|dead_letter|delayed|duplicate|fatal|ok|paused|retry|waiting stage=aggregate|analyze|clean|download|match",
             "engage_failed_items_total counter reason=* stage=aggregate|analyze|clean|download|match",
             "engage_item_log_chunk_states histogram",
         ] {

@@ -137,6 +137,9 @@ impl Sweeper {
         for b in self.open_batches().await?.into_iter().take(MAX_BATCHES) {
             let emits = match self.svc.ledger.progress(&b).await? {
                 Some(p) if p.complete => continue,
+                // An operator holds it: a cancelled batch has ended, a
+                // paused one's jobs are parked on purpose.
+                Some(p) if p.cancelled || p.paused => continue,
                 // A halted batch waits for its dead-lettered job's replay,
                 // not for a repair: re-publishing that work would only
                 // dead-letter it again.

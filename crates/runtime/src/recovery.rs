@@ -5,13 +5,16 @@
 //! [`layout`](engage_model::layout)); this module reads them back into the ledger and
 //! re-runs the fan-in scan, handing its claims to [`fan_in`](crate::fan_in).
 //! At worst, a learner's aggregate job is emitted a second time, which is
-//! harmless: its output is deterministic.
+//! harmless: its output is deterministic. A batch the store records as
+//! cancelled is rebuilt cancelled (an operator's pause, which only Redis
+//! holds, is not: it is lost with the ledger).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use tracing::warn;
 
+use crate::batch_control::{cancelled_marker, mark_cancelled};
 use crate::item_log::read_batch;
 use crate::job_error::{DelayReason, JobError};
 use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
@@ -116,6 +119,10 @@ async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<ScanRe
         if let Some(l) = get_json::<LearnerFile>(st, &uri).await? {
             facts.aggregated.push(l.user_id);
         }
+    }
+    // A cancelled batch stays cancelled: its flag was lost with the ledger.
+    if st.size(&cancelled_marker(&layout, batch)?).await?.is_some() {
+        mark_cancelled(&svc.redis, &svc.ledger, batch).await?;
     }
     svc.ledger.restore(batch, &facts).await?;
     // Registration is re-derived by the next ledger call; trigger it now.

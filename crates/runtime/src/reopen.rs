@@ -11,13 +11,17 @@
 //! usual fan-in aggregates the learner again and rewrites the report (the
 //! item log's newer state wins over the dead-lettered one). A replayed job
 //! that halted its batch (clean, match, aggregate) lifts its halt.
+//!
+//! `engage retry` reopens a finished batch's failed items the same way
+//! ([`reopen_items`], any failure reason or one named reason) before it
+//! publishes their download jobs again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
 use crate::idempotency::Idempotency;
-use crate::item_log::read_batch;
+use crate::item_log::{DEAD_LETTERED, read_batch};
 use crate::ledger::{Ledger, LedgerError};
 use crate::storage::Storage;
 use engage_model::envelope::{Envelope, StageName};
@@ -47,28 +51,68 @@ pub async fn reopen_for_replay(
     let Some((user, rid)) = item else {
         return Ok(false);
     };
-    match ledger.reopen_item(b, &user, &rid).await {
-        Ok(true) => {}
-        Ok(false) | Err(LedgerError::Lost) => return Ok(false),
-        Err(e) => return Err(e.into()),
-    }
-    let mut states = BTreeMap::new();
-    for (id, s) in read_batch(storage, layout, b).await? {
-        if s.user_id == user && id != rid {
-            states.insert(id, serde_json::to_string(&s)?);
+    let items = [(user, rid)];
+    let reopened = reopen_items(ledger, markers, storage, layout, b, &items, DEAD_LETTERED).await?;
+    Ok(!reopened.is_empty())
+}
+
+/// Reopens items of batch `b`, each a (learner, response id), made final as
+/// failed with a reason starting with `reason_prefix` (`""`: any failure),
+/// before their jobs run again (`engage dlq replay`, `engage retry`):
+/// every item first, then each learner's recorded states come back from the
+/// item log, the completion markers of its aggregate job and of the report
+/// are forgotten and the batch's `active/` marker is back. Returns the items
+/// reopened (an item that is not failed that way, or a batch whose ledger
+/// is gone, reopens nothing).
+pub async fn reopen_items(
+    ledger: &Ledger,
+    markers: &Idempotency,
+    storage: &Storage,
+    layout: &Layout,
+    b: &str,
+    items: &[(String, String)],
+    reason_prefix: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut reopened: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (user, rid) in items {
+        match ledger.reopen_item(b, user, rid, reason_prefix).await {
+            Ok(true) => {
+                reopened
+                    .entry(user.as_str())
+                    .or_default()
+                    .insert(rid.as_str());
+            }
+            Ok(false) => {}
+            Err(LedgerError::Lost) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
         }
     }
-    ledger.put_states(b, &user, &states).await?;
-    markers
-        .forget(StageName::Aggregate, &ids::aggregate(b, &user))
-        .await?;
+    if reopened.is_empty() {
+        return Ok(Vec::new());
+    }
+    let logged = read_batch(storage, layout, b).await?;
+    for (user, rids) in &reopened {
+        let mut states = BTreeMap::new();
+        for (id, s) in &logged {
+            if s.user_id == *user && !rids.contains(id.as_str()) {
+                states.insert(id.clone(), serde_json::to_string(s)?);
+            }
+        }
+        ledger.put_states(b, user, &states).await?;
+        markers
+            .forget(StageName::Aggregate, &ids::aggregate(b, user))
+            .await?;
+    }
     markers
         .forget(StageName::Aggregate, &ids::report(b))
         .await?;
     storage
         .put(&layout.active(b)?, Bytes::from_static(b"running\n"))
         .await?;
-    Ok(true)
+    Ok(reopened
+        .iter()
+        .flat_map(|(u, rids)| rids.iter().map(|r| (u.to_string(), r.to_string())))
+        .collect())
 }
 
 /// The (learner, response) of an item job whose body decodes and whose ids

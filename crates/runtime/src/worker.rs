@@ -1,7 +1,10 @@
 //! The worker loop, written once for every stage:
 //!
-//! consume → decode → dedupe → handle → publish follow-ups with confirms →
-//! mark done → ack.
+//! consume → decode → batch held? → dedupe → handle → publish follow-ups
+//! with confirms → mark done → ack.
+//!
+//! A job of a batch an operator paused is parked on the wait ladder, one of
+//! a cancelled batch acked and dropped ([`crate::batch_control`]).
 //!
 //! A crash at any point loses nothing (the message is unacked and comes back)
 //! and duplicates nothing observable (effects are under deterministic keys,
@@ -32,9 +35,10 @@ use lapin::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::acks::{self, AckPolicy, Acks};
+use crate::batch_control::{self, Control, PAUSED_RECHECK};
 use crate::broker::{self, DeadLetter, Publisher};
 use crate::events::{
     DeadLetterReason, DeadLettered, DelayScheduled, DuplicateSkipped, FatalStop, InternalEvent,
@@ -311,6 +315,9 @@ impl<S: Stage> Worker<S> {
             let deliveries = broker::header_str(&delivery.properties, "x-delivery-count")
                 .and_then(|n| n.parse::<u32>().ok())
                 .unwrap_or(0);
+            if let Some(held) = self.held(publisher, &delivery.data, &env).await {
+                return held;
+            }
             let ran = match self.decode(&env).await {
                 Ok(Some(_)) if deliveries >= self.svc.cfg.broker.delivery_limit => {
                     let reason = DeadLetterReason::DeliveryLimit;
@@ -327,6 +334,47 @@ impl<S: Stage> Worker<S> {
         }
         .instrument(span)
         .await
+    }
+
+    /// An operator's hold on the job's batch ([`crate::batch_control`]): a
+    /// paused batch's job is parked on the wait ladder (no attempt spent)
+    /// and looked at again after [`PAUSED_RECHECK`]; a cancelled batch's job
+    /// is acked and dropped before it costs anything. `None`: run it.
+    async fn held(
+        &self,
+        publisher: &Publisher,
+        body: &[u8],
+        env: &Envelope<serde_json::Value>,
+    ) -> Option<(Disposition, JobOutcome)> {
+        if !valid_batch_id(&env.batch_id) {
+            return None;
+        }
+        let svc = &self.svc;
+        match batch_control::control(&svc.redis, &svc.ledger, &env.batch_id).await {
+            Ok(Control::Running) => None,
+            Ok(Control::Cancelled) => {
+                debug!("the batch is cancelled; dropping the job");
+                Some((Disposition::Ack, JobOutcome::Cancelled))
+            }
+            Ok(Control::Paused) => {
+                let wait = i64::try_from(PAUSED_RECHECK.as_millis()).unwrap_or(i64::MAX);
+                let rung = broker::rung_for(PAUSED_RECHECK).unwrap_or(0);
+                let (disposition, _) = self
+                    .park(
+                        publisher,
+                        body,
+                        &env.job_id,
+                        rung,
+                        now_ms().saturating_add(wait),
+                    )
+                    .await;
+                Some((disposition, JobOutcome::Paused))
+            }
+            Err(e) => Some(
+                self.retry_free(publisher, env, ErrorClass::Redis, e.into())
+                    .await,
+            ),
+        }
     }
 
     /// The job body, or `None` if the job already completed (a redelivery).

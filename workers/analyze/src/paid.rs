@@ -22,8 +22,10 @@ use crate::ratelimit::{FleetLimiter, Limit, Quota, QuotaKind, RateLimitError, Re
 use engage_audio::AudioProbe;
 use engage_model::AnalysisOutcome;
 use engage_model::jobs::ItemCost;
+use engage_runtime::batch_control::BatchRef;
 use engage_runtime::config::AnalyzeSection;
 use engage_runtime::idempotency::{Idempotency, KeptLease};
+use engage_runtime::item_log::CANCELLED;
 use engage_runtime::job_error::{DelayReason, ErrorClass, JobError};
 use engage_runtime::redis_conn::RedisConn;
 use engage_runtime::storage::{ObjectUri, Storage};
@@ -78,6 +80,9 @@ pub struct Audio<'a> {
     pub cache: &'a ObjectUri,
     /// The lease key of this audio and analyzer.
     pub lease_key: &'a str,
+    /// The job's batch: a call whose batch was cancelled while it waited
+    /// for its quota slot is not sent.
+    pub batch: BatchRef<'a>,
 }
 
 impl Paid {
@@ -245,6 +250,16 @@ impl Paid {
                 self.client.discard(prepared).await;
                 return Err(e);
             }
+        }
+        if audio.batch.cancelled().await {
+            self.client.discard(prepared).await;
+            let outcome = AnalysisOutcome::Failed {
+                reason: CANCELLED.to_owned(),
+                detail:
+                    "the batch was cancelled while the call waited for its quota slot; not sent"
+                        .to_owned(),
+            };
+            return Ok((outcome, Lasting::No));
         }
         let answer = self.client.send(&prepared).await;
         self.client.discard(prepared).await;

@@ -10,6 +10,7 @@ use engage_model::jobs::{AnalyzeJob, ItemCost};
 use engage_model::layout::Layout;
 use engage_runtime::audio_budget::Held;
 use engage_runtime::audio_fetch::{Fetched, fetch_audio};
+use engage_runtime::batch_control::BatchRef;
 use engage_runtime::items::{failed, finalize, finalize_dead_lettered};
 use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::stage::{Emit, JobCtx, Stage};
@@ -145,6 +146,11 @@ impl AnalyzeStage {
                     storage: &svc.storage,
                     cache,
                     lease_key: &format!("analyze:{}:{}", job.content_hash, paid.analyzer_id()),
+                    batch: BatchRef {
+                        conn: &svc.redis,
+                        ledger: &svc.ledger,
+                        batch: &ctx.batch_id,
+                    },
                 };
                 let last = ctx.attempt + 1 >= svc.cfg.limits.max_attempts;
                 paid.analyze(&svc.idempotency, audio, last, &mut cost)
