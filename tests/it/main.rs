@@ -9,6 +9,7 @@ mod fleet;
 mod gemini;
 mod ledger;
 mod ops;
+mod presence;
 mod quota;
 mod report_html;
 mod resilience;
