@@ -96,7 +96,10 @@ async fn guard_layer(State(st): State<AppState>, req: Request, next: Next) -> Re
     }
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with a
+    // form's POST, which the same-origin check must refuse, so no action
+    // could be taken from a browser. `same-origin` sends nothing to others.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
