@@ -229,7 +229,10 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
     );
     assert_eq!(home.header("x-frame-options").as_deref(), Some("DENY"));
     // `no-referrer` would make browsers send `Origin: null` with the forms.
-    assert_eq!(home.header("referrer-policy").as_deref(), Some("same-origin"));
+    assert_eq!(
+        home.header("referrer-policy").as_deref(),
+        Some("same-origin")
+    );
     for p in [
         "/batch/no-such-batch",
         "/batch/..",

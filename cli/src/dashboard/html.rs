@@ -283,7 +283,7 @@ fn action_forms(b: &mut String, scope: Scope, target: &str, csrf: Option<&str>) 
     let Some(csrf) = csrf else {
         b.push_str(
             "<p class=\"note\">Actions are disabled: ENGAGE_DASHBOARD_TOKEN is not set. \
-             Use <code>engage dlq replay STAGE</code>.</p>",
+             Use the CLI instead (e.g. <code>engage dlq replay STAGE</code>).</p>",
         );
         return;
     };
