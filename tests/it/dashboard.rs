@@ -3,7 +3,11 @@
 //! The home page follows a batch to `complete`; the batch page serves the
 //! same `report.html` as `engage report`; dead letters show on the DLQ page,
 //! escaped; a replay is refused without the operator token, with a wrong
-//! CSRF token, from another origin or Host, and done with both tokens.
+//! CSRF token, from another origin or Host, and done with both tokens. The
+//! home page shows per stage its live worker, jobs finished per minute and
+//! backlog, and each worker process. Then headless Chromium (required)
+//! watches a second batch complete, is refused a replay submitted without
+//! the token, and replays with it; a worker stopped cleanly leaves the page.
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +17,8 @@ use lapin::BasicProperties;
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 
-use crate::support::fleet::{Backend, Fleet, amqp, bin_dir, free_port, poll, queue_len};
+use crate::support::browser::Browser;
+use crate::support::fleet::{Backend, Fleet, STAGES, amqp, bin_dir, free_port, poll, queue_len};
 
 const TOKEN: &str = "operator-s3cret token";
 
@@ -72,8 +77,9 @@ impl Dashboard {
         Ok(r.text())
     }
 
-    /// POSTs a form to the replay route of `stage`.
+    /// POSTs a form to the replay action on `stage` (the form gets its `target`).
     fn replay(&self, stage: &str, form: &str, extra: &[(&str, &str)]) -> anyhow::Result<Reply> {
+        let form = format!("target={stage}&{form}");
         let origin = format!("http://{}", self.addr);
         let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
@@ -83,7 +89,7 @@ impl Dashboard {
         request(
             &self.addr,
             "POST",
-            &format!("/dlq/{stage}/replay"),
+            "/action/replay",
             &headers,
             form.as_bytes(),
         )
@@ -156,6 +162,26 @@ fn home_state(home: &str, batch: &str) -> Option<String> {
     Some(rest.split('"').next()?.to_string())
 }
 
+/// `stage`'s row in the home page's stages table.
+fn stage_row<'a>(home: &'a str, stage: &str) -> Option<&'a str> {
+    let start = home.find(&format!("<tr id=\"stage-{stage}\">"))?;
+    let rest = &home[start..];
+    Some(&rest[..rest.find("</tr>")?])
+}
+
+/// Jobs `stage` finished in the charted half hour, from its chart's title.
+fn stage_done(home: &str, stage: &str) -> Option<u64> {
+    let row = stage_row(home, stage)?;
+    let title = row.split("<svg class=\"tput\"").nth(1)?;
+    title
+        .split(" minutes (")
+        .nth(1)?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The state on a batch's page.
 fn batch_state(page: &str) -> Option<String> {
     let rest = page.split("State: <span class=\"").nth(1)?;
@@ -189,7 +215,10 @@ fn enc(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Result<()> {
     let mut f = Fleet::new("dashboard", Backend::Local, 4, 3)?;
-    f.start_all()?;
+    let mut pids = Vec::new();
+    for s in STAGES {
+        pids.push((s, f.start(s)?));
+    }
     let d = Dashboard::start(&f).await?;
 
     // Security headers on every page; unknown things are 404 pages.
@@ -199,6 +228,11 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
         Some("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'")
     );
     assert_eq!(home.header("x-frame-options").as_deref(), Some("DENY"));
+    // `no-referrer` would make browsers send `Origin: null` with the forms.
+    assert_eq!(
+        home.header("referrer-policy").as_deref(),
+        Some("same-origin")
+    );
     for p in [
         "/batch/no-such-batch",
         "/batch/..",
@@ -224,6 +258,42 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", f.logs()))?;
+    // Per stage: its worker is live, it finished jobs this half hour, its
+    // backlog is known and charted; the workers table lists each process.
+    let home = poll(
+        "every stage's finished jobs on the home page",
+        Duration::from_secs(30),
+        || async {
+            let home = d.page("/")?;
+            Ok(STAGES
+                .iter()
+                .all(|s| stage_done(&home, s).is_some_and(|n| n > 0))
+                .then_some(home))
+        },
+    )
+    .await?;
+    for (s, pid) in &pids {
+        let row = stage_row(&home, s).ok_or_else(|| anyhow::anyhow!("no {s} row: {home}"))?;
+        assert!(row.contains("<td class=\"n workers\">1</td>"), "{row}");
+        assert!(row.contains("<td class=\"n backlog\">0</td>"), "{row}");
+        assert!(row.contains("<svg class=\"tput\""), "{row}");
+        assert!(row.contains("<svg class=\"backlog\""), "{row}");
+        let worker = format!("<tr><td>{s}</td><td><code>");
+        let listed = home
+            .split("<table id=\"workers\">")
+            .nth(1)
+            .unwrap_or_default()
+            .split("<tr>")
+            .any(|r| {
+                format!("<tr>{r}").starts_with(&worker)
+                    && r.contains(&format!(">{pid}</td>"))
+                    && r.contains(">live<")
+            });
+        assert!(listed, "worker {s}/{pid} not listed live: {home}");
+    }
+    // The Gemini limiter: bookings against the configured quota.
+    assert!(home.contains("<table id=\"gemini\">"), "{home}");
+    assert!(home.contains("<b id=\"r429\">0</b>"), "{home}");
     let page = d.page(&format!("/batch/{batch}"))?;
     let link = format!("href=\"/batch/{batch}/report.html\"");
     assert!(page.contains(&link), "{page}");
@@ -364,19 +434,84 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
     .map_err(|e| anyhow::anyhow!("{e}\n{}", f.logs()))?;
     assert_eq!(queue_len(&conn, &dlq).await?, 2);
 
-    // A real browser renders the batch table (when Chromium is installed).
-    let chromium = std::path::Path::new("/usr/bin/chromium");
-    if chromium.exists() {
-        let profile = f.dir.path().join("chromium");
-        let o = Command::new(chromium)
-            .args(["--headless", "--disable-gpu", "--no-sandbox", "--dump-dom"])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg(format!("http://{}/", d.addr))
-            .stdin(Stdio::null())
-            .output()?;
-        let dom = String::from_utf8_lossy(&o.stdout);
-        assert!(dom.contains("id=\"batches\""), "{dom}");
-        assert!(dom.contains(&format!("<code>{batch}</code>")), "{dom}");
-    }
+    // The same in a real browser (headless Chromium over the DevTools
+    // protocol): it watches a batch complete, sees the charts, submits the
+    // Replay form without the operator token and is refused, then types the
+    // token and replays.
+    let mut b = Browser::launch(&f.dir.path().join("cdp-profile"))?;
+    let base = format!("http://{}", d.addr);
+    b.goto(&format!("{base}/"))?;
+    let second = f.enqueue()?;
+    // The home page reloads itself every 5 s: the browser sees the change.
+    b.wait_dom(
+        "the second batch complete in the browser",
+        Duration::from_secs(180),
+        |h| (home_state(h, &second).as_deref() == Some("complete")).then_some(()),
+    )?;
+    let dom = b.html()?;
+    assert_eq!(dom.matches("<svg class=\"tput\"").count(), 5, "{dom}");
+    assert_eq!(dom.matches("<svg class=\"backlog\"").count(), 5, "{dom}");
+    assert!(dom.contains("<table id=\"workers\">"), "{dom}");
+    let missing2 = f.dir.path().join("late-activity-2.jsonl");
+    let o = f.engage(&[
+        "enqueue",
+        "--activity",
+        &missing2.display().to_string(),
+        "--sessions",
+        &f.data.sessions.display().to_string(),
+    ])?;
+    let late2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    poll(
+        "the new dead letter on the DLQ page",
+        Duration::from_secs(60),
+        || async { Ok((dlq_count(&d.page("/dlq/clean")?) == Some(3)).then_some(())) },
+    )
+    .await?;
+    std::fs::copy(&f.data.activity, &missing2)?;
+    b.goto(&format!("{base}/dlq/clean"))?;
+    // Submitted without the token (`submit()` skips the `required` check).
+    b.eval("document.querySelector('form.action-replay').submit()")?;
+    b.wait_for_path("/action/replay")?;
+    let refused = b.html()?;
+    assert!(
+        refused.contains("403 Forbidden") && refused.contains("missing or wrong dashboard token"),
+        "{refused}"
+    );
+    assert_eq!(queue_len(&conn, &dlq).await?, 3);
+    b.goto(&format!("{base}/dlq/clean"))?;
+    b.eval(&format!(
+        "document.querySelector('form.action-replay input[name=token]').value = {}; \
+         document.querySelector('form.action-replay button').click(); true",
+        serde_json::json!(TOKEN)
+    ))?;
+    b.wait_for_path("/action/replay")?;
+    let done = b.html()?;
+    assert!(
+        done.contains("clean: replayed 1; 2 undecodable left"),
+        "{done}"
+    );
+    poll(
+        "the batch replayed from the browser complete",
+        Duration::from_secs(180),
+        || async {
+            let page = d.get(&format!("/batch/{late2}"))?.text();
+            Ok((batch_state(&page).as_deref() == Some("complete")).then_some(()))
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", f.logs()))?;
+    b.goto(&format!("{base}/batch/{late2}"))?;
+    let page = b.html()?;
+    assert_eq!(batch_state(&page).as_deref(), Some("complete"), "{page}");
+    drop(b);
+
+    // A worker that stops cleanly leaves: its stage shows no live worker.
+    let statuses = f.signal("match", "TERM");
+    assert!(statuses.iter().all(|s| s.success()), "{statuses:?}");
+    let home = d.page("/")?;
+    let row = stage_row(&home, "match").ok_or_else(|| anyhow::anyhow!("no match row"))?;
+    assert!(row.contains("<td class=\"n workers\">0</td>"), "{row}");
+    assert!(!home.contains("<tr><td>match</td><td><code>"), "{home}");
+
     Ok(())
 }

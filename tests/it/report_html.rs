@@ -6,7 +6,7 @@
 //! script run (it adds the learner filter) and no CSP violation logged.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use crate::support::fleet::{Backend, Dataset, Fleet};
@@ -53,25 +53,9 @@ fn add_hostile_learners(data: &Dataset) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chromium() -> PathBuf {
-    if let Some(p) = std::env::var_os("CHROMIUM") {
-        return PathBuf::from(p);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|b| dirs.iter().map(move |d| d.join(b)))
-        .find(|p| p.exists())
-        .expect(
-            "headless Chromium is required for this test: \
-             `apt-get install -y chromium` (or set CHROMIUM)",
-        )
-}
-
 /// Runs headless Chromium on `page` with `args`; returns (stdout, stderr).
 fn browse(page: &Path, profile: &Path, args: &[&str]) -> anyhow::Result<(String, String)> {
-    let out = Command::new(chromium())
+    let out = Command::new(crate::support::browser::chromium()?)
         .args([
             "--headless",
             "--disable-gpu",

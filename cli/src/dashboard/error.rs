@@ -25,6 +25,10 @@ pub(crate) enum DashboardError {
     /// A malformed request.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The batch's state refuses the action (e.g. cancelling a complete
+    /// batch); the message says why.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Reading or changing the fleet failed (Redis, RabbitMQ, the store).
     #[error("{}", engage_runtime::redact::redact_error(.0))]
     Fleet(#[from] anyhow::Error),
@@ -48,12 +52,23 @@ pub(crate) enum DashboardError {
 }
 
 impl DashboardError {
+    /// A batch-control failure as the CLI would exit with it: an unknown
+    /// batch is not found, a refusal is a conflict, the rest a fleet error.
+    pub(crate) fn from_control(e: anyhow::Error) -> Self {
+        match crate::batch_control::exit_code(&e) {
+            2 => Self::NotFound(e.to_string()),
+            3 => Self::Refused(e.to_string()),
+            _ => Self::Fleet(e),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::WrongHost => StatusCode::MISDIRECTED_REQUEST,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Refused(_) => StatusCode::CONFLICT,
             Self::Fleet(_) | Self::Unprotected(_) | Self::Bind { .. } | Self::Serve(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -1,20 +1,26 @@
 //! `engage dashboard`: a small web UI of the fleet, served by the CLI.
 //!
 //! Server-rendered HTML, no JavaScript, nothing fetched from elsewhere. It
-//! shows batches and their progress, the backlog and the dead letters of
-//! every stage and the Gemini limiter's state (home), one batch with its
-//! failures, halts and `report.html` (`/batch/{id}`), and a stage's dead
-//! letters with a Replay button (`/dlq/{stage}`).
+//! shows batches and their progress, per stage the workers seen lately,
+//! jobs finished per minute, the backlog and the dead letters, and the
+//! Gemini limiter's state (home), one batch with its failures, halts and
+//! `report.html` (`/batch/{id}`), and a stage's dead letters with a Replay
+//! button (`/dlq/{stage}`).
 //!
 //! One concept per file: [`routes`] (the HTTP surface), [`html`] (the
-//! pages), [`security`] (the operator token, CSRF and same-origin checks),
-//! [`model`] (reading the fleet's state), [`error`] (what can go wrong).
+//! pages), [`charts`] (their inline SVG), [`history`] (the backlog's recent
+//! past), [`actions`] (the operator actions), [`security`] (the operator
+//! token, CSRF and same-origin checks), [`model`] (reading the fleet's
+//! state), [`error`] (what can go wrong).
 //!
-//! Reading needs no token. Replaying needs `ENGAGE_DASHBOARD_TOKEN`: without
-//! it actions are disabled, and listening on a non-loopback address is
+//! Reading needs no token. Actions need `ENGAGE_DASHBOARD_TOKEN`: without
+//! it they are disabled, and listening on a non-loopback address is
 //! refused.
 
+mod actions;
+mod charts;
 mod error;
+mod history;
 mod html;
 mod model;
 mod routes;
@@ -68,9 +74,9 @@ async fn serve(cfg: FleetConfig, args: &DashboardArgs) -> Result<(), DashboardEr
             source,
         })?;
     let actions = if guard.actions_enabled() {
-        "replay enabled"
+        "actions enabled"
     } else {
-        "read-only: set ENGAGE_DASHBOARD_TOKEN to enable replay"
+        "read-only: set ENGAGE_DASHBOARD_TOKEN to enable actions"
     };
     println!("dashboard on http://{} ({actions})", args.listen);
     let app = routes::router(routes::AppState::new(cfg, guard));

@@ -1,16 +1,19 @@
 //! Reading the fleet's state for the pages: the batch ledger (batches,
 //! progress, halts), queue depths by passive `queue_declare` (declaring
-//! nothing), dead letters through `engage dlq list`'s reader, the Gemini
-//! limiter's pause, and a batch's `report.html` from the store.
+//! nothing), the workers' heartbeats and per-minute throughput
+//! ([`engage_runtime::presence`]), dead letters through `engage dlq list`'s
+//! reader, the Gemini limiter's pause, bookings and 429s, and a batch's
+//! `report.html` from the store.
 
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use engage_analyze::ratelimit::FleetPause;
+use engage_analyze::ratelimit::{FleetLimiter, FleetPause, Quota, Usage};
 use engage_model::envelope::StageName;
 use engage_model::layout::{Layout, valid_batch_id};
 use engage_runtime::config::FleetConfig;
 use engage_runtime::ledger::{Halt, Ledger, Progress};
+use engage_runtime::presence::{self, FleetPresence};
 use engage_runtime::services::storage_config;
 use engage_runtime::storage::{ObjectUri, Storage};
 use lapin::options::QueueDeclareOptions;
@@ -23,6 +26,8 @@ use crate::fleet::{self, DlqPeek};
 pub(crate) const HOME_BATCHES: usize = 50;
 /// Dead letters listed on a stage's page.
 pub(crate) const DLQ_SHOWN: usize = 50;
+/// Minutes of throughput charted on the home page.
+pub(crate) const THROUGHPUT_MINUTES: usize = 30;
 
 /// Where a batch stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +100,15 @@ pub(crate) struct Overview {
     pub pause: Option<FleetPause>,
     /// Jobs parked on the wait ladder (`None`: unknown).
     pub parked: Option<u64>,
+    /// Workers heard from lately and jobs finished per minute (`None`:
+    /// Redis could not answer).
+    pub presence: Option<FleetPresence>,
+    /// The Gemini limiter's bookings and the fleet's 429s (`None`: Redis
+    /// could not answer).
+    pub gemini: Option<Usage>,
+    /// The configured Gemini quota: requests/min, tokens/min, requests/day
+    /// (`None`: no daily limit).
+    pub quota: (u64, u64, Option<u64>),
 }
 
 /// The fleet's state as the home page shows it.
@@ -107,11 +121,33 @@ pub(crate) async fn overview(cfg: &FleetConfig) -> anyhow::Result<Overview> {
             batches.push(batch_view(cfg, &ledger, &id).await?);
         }
     }
+    let redis = fleet::redis(cfg).await?;
+    let ns = &cfg.fleet.namespace;
+    let presence = presence::read(&redis, ns, THROUGHPUT_MINUTES)
+        .await
+        .map_err(|e| tracing::warn!(error = %e, "reading the workers' presence"))
+        .ok();
+    let gemini = match FleetLimiter::new(redis, ns, Quota::default()) {
+        Ok(l) => l
+            .usage()
+            .await
+            .map_err(|e| tracing::warn!(error = %e, "reading the Gemini limiter"))
+            .ok(),
+        Err(_) => None,
+    };
+    let g = &cfg.gemini;
     Ok(Overview {
         batches,
         queues: queue_counts(cfg).await,
         pause: crate::quota::fleet_pause(cfg).await?,
         parked: crate::quota::parked_jobs(cfg).await,
+        presence,
+        gemini,
+        quota: (
+            u64::from(g.rpm),
+            g.tpm,
+            (g.rpd > 0).then_some(u64::from(g.rpd)),
+        ),
     })
 }
 

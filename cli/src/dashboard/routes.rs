@@ -7,9 +7,10 @@
 //! | `GET /batch/{id}` | one batch: progress, failed items, halts |
 //! | `GET /batch/{id}/report.html` | its report, from the store |
 //! | `GET /dlq/{stage}` | a stage's dead letters and the Replay form |
-//! | `POST /dlq/{stage}/replay` | `engage dlq replay STAGE` (token + CSRF) |
+//! | `POST /action/{name}` | an operator action on the form's `target` (token + CSRF, see [`super::actions`]) |
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -25,7 +26,9 @@ use axum::routing::{get, post};
 use engage_model::envelope::StageName;
 use engage_runtime::config::FleetConfig;
 
+use super::actions::{self, Target};
 use super::error::DashboardError;
+use super::history::BacklogHistory;
 use super::security::Guard;
 use super::{html, model};
 
@@ -47,12 +50,23 @@ pub(crate) struct AppState(Arc<Inner>);
 struct Inner {
     cfg: FleetConfig,
     guard: Guard,
+    backlog: BacklogHistory,
 }
 
 impl AppState {
     /// The state of a dashboard over `cfg`, guarded by `guard`.
     pub(crate) fn new(cfg: FleetConfig, guard: Guard) -> Self {
-        Self(Arc::new(Inner { cfg, guard }))
+        Self(Arc::new(Inner {
+            cfg,
+            guard,
+            backlog: BacklogHistory::default(),
+        }))
+    }
+
+    /// The CSRF token for forms, `None` when actions are disabled.
+    fn csrf(&self) -> Option<&str> {
+        let g = &self.0.guard;
+        g.actions_enabled().then(|| g.csrf())
     }
 }
 
@@ -63,7 +77,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/batch/{id}", get(batch))
         .route("/batch/{id}/report.html", get(report))
         .route("/dlq/{stage}", get(dlq))
-        .route("/dlq/{stage}/replay", post(replay))
+        .route("/action/{name}", post(action))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard_layer))
         .with_state(state)
@@ -82,14 +96,23 @@ async fn guard_layer(State(st): State<AppState>, req: Request, next: Next) -> Re
     }
     h.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with a
+    // form's POST, which the same-origin check must refuse, so no action
+    // could be taken from a browser. `same-origin` sends nothing to others.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
 async fn home(State(st): State<AppState>) -> Result<Html<String>, DashboardError> {
     let o = model::overview(&st.0.cfg).await?;
-    Ok(html::home(&o, st.0.guard.actions_enabled()))
+    let now = Instant::now();
+    st.0.backlog.record(now, &o.queues);
+    let backlog: Vec<_> = StageName::ALL
+        .into_iter()
+        .map(|s| (s, st.0.backlog.series(now, s)))
+        .collect();
+    Ok(html::home(&o, &backlog, st.0.guard.actions_enabled()))
 }
 
 async fn batch(
@@ -98,7 +121,7 @@ async fn batch(
 ) -> Result<Html<String>, DashboardError> {
     let v = model::batch(&st.0.cfg, &id).await?;
     let report = model::report_exists(&st.0.cfg, &v.id).await?;
-    Ok(html::batch(&v, report))
+    Ok(html::batch(&v, report, st.csrf()))
 }
 
 async fn report(
@@ -126,28 +149,26 @@ async fn dlq(
 ) -> Result<Html<String>, DashboardError> {
     let s = stage(&name)?;
     let peek = model::dead_letters(&st.0.cfg, s).await?;
-    let g = &st.0.guard;
-    Ok(html::dlq(
-        s,
-        peek.as_ref(),
-        g.actions_enabled().then(|| g.csrf()),
-    ))
+    Ok(html::dlq(s, peek.as_ref(), st.csrf()))
 }
 
-async fn replay(
+/// Every action: token, CSRF and origin checked here, once, before the
+/// action or its target is even looked up; then [`actions::run`].
+async fn action(
     State(st): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Html<String>, DashboardError> {
-    let s = stage(&name)?;
     let form = parse_form(&body).ok_or(DashboardError::BadRequest("malformed form"))?;
     let field = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     st.0.guard
         .check_action(&headers, field("csrf"), field("token"))?;
-    let r = crate::fleet::dlq_replay(&st.0.cfg, s, &crate::fleet::ReplayFilter::default()).await?;
-    tracing::info!(stage = %s, replayed = r.replayed, undecodable = r.undecodable, "dashboard replay");
-    Ok(html::replayed(s, r))
+    let spec =
+        actions::find(&name).ok_or_else(|| DashboardError::NotFound("no such action".into()))?;
+    let target = Target::parse(spec, field("target").unwrap_or_default())?;
+    let done = actions::run(&st.0.cfg, spec, &target).await?;
+    Ok(html::action_done(&done))
 }
 
 async fn not_found() -> DashboardError {

@@ -1,7 +1,7 @@
 //! The `main` of every worker binary: load configuration (the common sections
 //! and the stage's own, [`FleetConfig::load_for_stage`]), set up logging,
 //! connect, serve `/metrics` `/healthz` `/readyz`, build the stage, run it
-//! until SIGTERM/SIGINT, drain, exit.
+//! (with its [`crate::presence`] heartbeat) until SIGTERM/SIGINT, drain, exit.
 //!
 //! The endpoints are served before the stage is built, so a stage whose
 //! start-up waits (the analyze worker checking its Gemini model) is seen not
@@ -75,11 +75,18 @@ where
     // deployed (one leader among them sweeps at a time).
     let reconciler = (S::NAME == StageName::Aggregate)
         .then(|| tokio::spawn(crate::reconciler::run(svc.clone(), shutdown.clone())));
+    // The heartbeat `engage dashboard` shows: alive, and jobs per minute.
+    let presence = tokio::spawn(crate::presence::run(
+        crate::presence::Presence::new(svc.redis.clone(), &svc.cfg.fleet.namespace, S::NAME),
+        svc.metrics.clone(),
+        shutdown.clone(),
+    ));
     worker::run(stage, svc, shutdown.clone()).await?;
     shutdown.cancel();
     if let Some(r) = reconciler {
         let _ = r.await;
     }
+    let _ = presence.await;
     shutdown.cancel();
     info!(stage = S::NAME.as_str(), "worker stopped");
     Ok(())

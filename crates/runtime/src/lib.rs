@@ -12,7 +12,8 @@
 //! - the durable store: [`storage`], [`store_io`];
 //! - running it: [`config`], [`secret`], [`metrics`], [`events`] (each
 //!   internal event logs its line and counts itself), [`health`],
-//!   [`telemetry`], [`redis_conn`], [`services`].
+//!   [`telemetry`], [`redis_conn`], [`services`], [`presence`] (the
+//!   heartbeat that shows workers and throughput on the dashboard).
 //!
 //! The data types it moves come from `engage-model`; stages call the runtime,
 //! never the reverse.
@@ -36,6 +37,7 @@ pub mod job_error;
 pub mod ledger;
 pub mod metrics;
 pub mod metrics_contract;
+pub mod presence;
 pub mod reconciler;
 pub mod recovery;
 pub mod redact;

@@ -313,7 +313,7 @@ impl Paid {
         last_attempt: bool,
     ) -> Result<(AnalysisOutcome, Lasting), JobError> {
         if let Some(q) = e.quota_kind() {
-            self.limiter.record_429(q);
+            self.limiter.record_429(q).await;
         }
         let failed = |e: &GeminiError| AnalysisOutcome::Failed {
             reason: format!("gemini_{}", e.class()),

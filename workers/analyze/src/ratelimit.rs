@@ -219,6 +219,21 @@ pub struct FleetPause {
     pub reason: String,
 }
 
+/// What the limiter has booked, fleet-wide, as `engage dashboard` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests booked in the minute window (the last minute and ahead).
+    pub requests_minute: u64,
+    /// Estimated tokens booked in the minute window.
+    pub tokens_minute: u64,
+    /// Requests booked in the day window.
+    pub requests_day: u64,
+    /// 429 answers the fleet received, by quota (`rpm`, `tpm`, `rpd`,
+    /// `unknown`), since the counts were last reset (`engage resume` keeps
+    /// them; they expire a day after the last 429).
+    pub rate_limited: Vec<(String, u64)>,
+}
+
 /// Errors of the fleet limiter.
 #[derive(Debug, thiserror::Error)]
 pub enum RateLimitError {
@@ -393,6 +408,30 @@ if cur > now then return {cur - now, cur, redis.call('GET', KEYS[2]) or 'unknown
 return {0, 0, ''}
 "#;
 
+/// KEYS: 1 request log (minute), 2 token log (minute), 3 request log (day),
+/// 4 the 429 counts. ARGV: 1 now (−1: server time), 2 minute window ms,
+/// 3 day window ms. Answers `{requests, tokens, requests_day, {quota, n, ...}}`.
+const USAGE_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local from = now - tonumber(ARGV[2])
+local tokens = 0
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], from, '+inf')) do
+  local c = tonumber(string.match(m, ':(%d+)$'))
+  if c then tokens = tokens + c end
+end
+return {redis.call('ZCOUNT', KEYS[1], from, '+inf'), tokens,
+        redis.call('ZCOUNT', KEYS[3], now - tonumber(ARGV[3]), '+inf'),
+        redis.call('HGETALL', KEYS[4])}
+"#;
+
+/// How long the fleet's 429 counts live after the last 429.
+const RATE_LIMITED_TTL_SECS: i64 = 24 * 3600;
+
+static USAGE: LazyLock<Script> = LazyLock::new(|| Script::new(USAGE_LUA));
 static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_LUA));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(CANCEL_LUA));
 static PAUSE: LazyLock<Script> = LazyLock::new(|| Script::new(PAUSE_LUA));
@@ -415,6 +454,8 @@ pub struct Keys {
     pub seq: String,
     /// The fleet's margin (ms): the largest any worker reported lately.
     pub margin: String,
+    /// 429s the fleet received, by quota (a hash).
+    pub rate_limited: String,
 }
 
 impl Keys {
@@ -436,6 +477,7 @@ impl Keys {
             pause_reason: k("pause_reason"),
             seq: k("seq"),
             margin: k("margin"),
+            rate_limited: k("429s"),
         })
     }
 
@@ -451,8 +493,9 @@ impl Keys {
     }
 
     #[cfg(test)]
-    fn all(&self) -> [&str; 7] {
+    fn all(&self) -> [&str; 8] {
         [
+            &self.rate_limited,
             &self.requests_minute,
             &self.tokens_minute,
             &self.requests_day,
@@ -882,12 +925,51 @@ impl<C: ConnectionLike + Clone + Send + Sync> FleetLimiter<C> {
         }))
     }
 
-    /// Counts a 429 from Gemini by quota type.
-    pub fn record_429(&self, quota: QuotaKind) {
+    /// Counts a 429 from Gemini by quota type: in this process's metrics
+    /// and in the fleet's count the dashboard shows (best effort: a Redis
+    /// failure here is logged, the job goes on).
+    pub async fn record_429(&self, quota: QuotaKind) {
         self.metrics
             .rate_limited
             .with_label_values(&[quota.as_str()])
             .inc();
+        let mut conn = self.conn.clone();
+        let counted: Result<(), redis::RedisError> = redis::pipe()
+            .hincr(&self.keys.rate_limited, quota.as_str(), 1)
+            .ignore()
+            .expire(&self.keys.rate_limited, RATE_LIMITED_TTL_SECS)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = counted {
+            tracing::debug!(error = %e, "counting a 429 in Redis failed");
+        }
+    }
+
+    /// What the fleet has booked in the current windows, and its 429s.
+    pub async fn usage(&self) -> Result<Usage, RateLimitError> {
+        let mut conn = self.conn.clone();
+        let (requests_minute, tokens_minute, requests_day, flat): (u64, u64, u64, Vec<String>) =
+            USAGE
+                .key(&self.keys.requests_minute)
+                .key(&self.keys.tokens_minute)
+                .key(&self.keys.requests_day)
+                .key(&self.keys.rate_limited)
+                .arg(self.time.arg())
+                .arg(millis(self.windows.minute))
+                .arg(millis(self.windows.day))
+                .invoke_async(&mut conn)
+                .await?;
+        let rate_limited = flat
+            .chunks_exact(2)
+            .filter_map(|p| Some((p[0].clone(), p[1].parse().ok()?)))
+            .collect();
+        Ok(Usage {
+            requests_minute,
+            tokens_minute,
+            requests_day,
+            rate_limited,
+        })
     }
 
     /// Counts the input tokens Gemini reported for a call (`usageMetadata.promptTokenCount`).
@@ -1453,6 +1535,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn usage_counts_bookings_and_the_fleets_429s() {
+        let quota = Quota {
+            rpm: Some(10),
+            tpm: Some(1_000),
+            rpd: Some(100),
+        };
+        let l = limiter(&namespace(), quota, Windows::default()).await;
+        assert_eq!(l.usage().await.unwrap(), Usage::default());
+        granted(l.acquire(5, NOW).await.unwrap());
+        granted(l.acquire(7, NOW).await.unwrap());
+        l.record_429(QuotaKind::Tpm).await;
+        l.record_429(QuotaKind::Tpm).await;
+        l.record_429(QuotaKind::Rpm).await;
+        let mut u = l.usage().await.unwrap();
+        u.rate_limited.sort();
+        assert_eq!(
+            u,
+            Usage {
+                requests_minute: 2,
+                tokens_minute: 12,
+                requests_day: 2,
+                rate_limited: vec![("rpm".into(), 1), ("tpm".into(), 2)],
+            }
+        );
+    }
+
+    #[tokio::test]
     async fn metrics_register_once_per_registry() {
         let l = limiter(&namespace(), Quota::default(), Windows::default()).await;
         let registry = Registry::new();
@@ -1461,7 +1570,7 @@ mod tests {
             l.register_metrics(&registry),
             Err(RateLimitError::Metrics(_))
         ));
-        l.record_429(QuotaKind::Tpm);
+        l.record_429(QuotaKind::Tpm).await;
         l.record_actual_tokens(42);
         granted(l.acquire(5, NOW).await.unwrap());
         let families = registry.gather();
