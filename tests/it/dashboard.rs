@@ -79,7 +79,18 @@ impl Dashboard {
 
     /// POSTs a form to the replay action on `stage` (the form gets its `target`).
     fn replay(&self, stage: &str, form: &str, extra: &[(&str, &str)]) -> anyhow::Result<Reply> {
-        let form = format!("target={stage}&{form}");
+        self.action("replay", stage, form, extra)
+    }
+
+    /// POSTs a form to action `name` on `target`.
+    fn action(
+        &self,
+        name: &str,
+        target: &str,
+        form: &str,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<Reply> {
+        let form = format!("target={target}&{form}");
         let origin = format!("http://{}", self.addr);
         let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
         if !extra.iter().any(|(k, _)| k.eq_ignore_ascii_case("origin")) {
@@ -89,7 +100,7 @@ impl Dashboard {
         request(
             &self.addr,
             "POST",
-            "/action/replay",
+            &format!("/action/{name}"),
             &headers,
             form.as_bytes(),
         )
@@ -433,6 +444,33 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
     .await
     .map_err(|e| anyhow::anyhow!("{e}\n{}", f.logs()))?;
     assert_eq!(queue_len(&conn, &dlq).await?, 2);
+
+    // The batch page offers the batch actions; the batch's state decides.
+    let page = d.page(&format!("/batch/{late}"))?;
+    for name in ["retry", "pause", "resume", "cancel"] {
+        assert!(
+            page.contains(&format!("action=\"/action/{name}\"")),
+            "no {name} form: {page}"
+        );
+    }
+    let r = d.action("pause", &late, &format!("csrf={token}"), &[])?;
+    assert_eq!(r.code, 403, "no token, no pause: {}", r.text());
+    let r = d.action("pause", &late, &good, &[])?;
+    assert_eq!(
+        r.code,
+        409,
+        "a complete batch cannot be paused: {}",
+        r.text()
+    );
+    let r = d.action("retry", &late, &good, &[])?;
+    assert_eq!(r.code, 200, "{}", r.text());
+    assert!(
+        r.text().contains(&format!("{late}: retried ")),
+        "{}",
+        r.text()
+    );
+    let r = d.action("cancel", "no-such-batch", &good, &[])?;
+    assert_eq!(r.code, 404, "{}", r.text());
 
     // The same in a real browser (headless Chromium over the DevTools
     // protocol): it watches a batch complete, sees the charts, submits the

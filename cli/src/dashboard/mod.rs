@@ -3,9 +3,9 @@
 //! Server-rendered HTML, no JavaScript, nothing fetched from elsewhere. It
 //! shows batches and their progress, per stage the workers seen lately,
 //! jobs finished per minute, the backlog and the dead letters, and the
-//! Gemini limiter's state (home), one batch with its failures, halts and
-//! `report.html` (`/batch/{id}`), and a stage's dead letters with a Replay
-//! button (`/dlq/{stage}`).
+//! Gemini limiter's state (home), one batch with its failures, halts,
+//! `report.html` and its retry/pause/resume/cancel buttons (`/batch/{id}`),
+//! and a stage's dead letters with a Replay button (`/dlq/{stage}`).
 //!
 //! One concept per file: [`routes`] (the HTTP surface), [`html`] (the
 //! pages), [`charts`] (their inline SVG), [`history`] (the backlog's recent
