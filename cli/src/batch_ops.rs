@@ -21,6 +21,7 @@ use engage_model::envelope::StageName;
 use engage_model::jobs::{BatchPlan, ItemState, ids};
 use engage_model::layout::{Layout, valid_batch_id};
 use engage_runtime::config::FleetConfig;
+use engage_runtime::idempotency::{Idempotency, IdempotencyError};
 use engage_runtime::item_log;
 use engage_runtime::ledger::{Ledger, LedgerError, Progress};
 use engage_runtime::services::storage_config;
@@ -68,6 +69,9 @@ pub(crate) enum OpsError {
     /// The broker failed.
     #[error("reading the dead-letter queues: {0:#}")]
     Broker(anyhow::Error),
+    /// Redis failed while reading completion markers.
+    #[error("reading completion markers: {0}")]
+    Markers(#[from] IdempotencyError),
 }
 
 /// Where a batch stands.
@@ -351,6 +355,10 @@ pub(crate) struct Step {
     pub status: StepStatus,
     /// What the fleet recorded there (outcome, source, reason).
     pub note: String,
+    /// When the stage's job for the item finished (RFC 3339), from its
+    /// completion marker (kept 7 days); `None` when not known (not run yet,
+    /// or a stage shared by many items: clean and match).
+    pub at: Option<String>,
 }
 
 /// `engage inspect BATCH --item ID`: one item's path through the stages.
@@ -520,6 +528,7 @@ fn item_detail(f: &BatchFacts, item: &str, learner: Option<&str>) -> ItemDetail 
             StepStatus::Pending
         },
         note,
+        at: None,
     };
     let pending_note = if f.live {
         String::new()
@@ -643,7 +652,29 @@ pub(crate) async fn inspect_item(
             }
         }
     }
-    Ok(item_detail(&f, item, learner.as_deref()))
+    let mut detail = item_detail(&f, item, learner.as_deref());
+    stage_times(cfg, &mut detail).await?;
+    Ok(detail)
+}
+
+/// Fills in when the item's download, analyze and aggregate jobs finished,
+/// from their completion markers.
+async fn stage_times(cfg: &FleetConfig, d: &mut ItemDetail) -> Result<(), OpsError> {
+    let conn = fleet::redis(cfg).await.map_err(OpsError::Unreachable)?;
+    let markers = Idempotency::new(conn, cfg.fleet.namespace.clone());
+    for step in &mut d.path {
+        let job = match step.stage {
+            "download" => (StageName::Download, ids::download(&d.batch, &d.item)),
+            "analyze" => (StageName::Analyze, ids::analyze(&d.batch, &d.item)),
+            "aggregate" => match &d.learner {
+                Some(u) => (StageName::Aggregate, ids::aggregate(&d.batch, u)),
+                None => continue,
+            },
+            _ => continue,
+        };
+        step.at = markers.done_at(job.0, &job.1).await?.map(rfc3339_ms);
+    }
+    Ok(())
 }
 
 /// `engage inspect BATCH --learner ID`.

@@ -178,7 +178,8 @@ pub(crate) fn render_item(d: &ItemDetail) -> String {
             StepStatus::Failed => "FAILED",
             StepStatus::Skipped => "skipped",
         };
-        let _ = writeln!(out, "  {:<12} {:<8} {}", s.stage, mark, s.note);
+        let at = s.at.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default();
+        let _ = writeln!(out, "  {:<12} {:<8} {}{at}", s.stage, mark, s.note);
     }
     match (d.outcome, &d.failure_reason) {
         (Some(_), Some(r)) => {

@@ -329,10 +329,32 @@ async fn batches_and_inspect_tell_the_truth_about_a_real_batch() -> anyhow::Resu
         ],
         "{i}"
     );
+    // Each per-item stage says when it finished, within this test. (Not in
+    // order: a job's marker is written after its follow-ups are published,
+    // so the next stage may finish first.)
+    let started = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let now = chrono::Utc::now() + chrono::Duration::seconds(5);
+    let times: Vec<chrono::DateTime<chrono::Utc>> = ["download", "analyze", "aggregate"]
+        .iter()
+        .map(|stage| {
+            let step = i["path"]
+                .as_array()
+                .and_then(|p| p.iter().find(|s| s["stage"] == *stage))
+                .ok_or_else(|| anyhow::anyhow!("no {stage} step: {i}"))?;
+            let at = step["at"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("{stage} has no time: {i}"))?;
+            Ok(chrono::DateTime::parse_from_rfc3339(at)?.with_timezone(&chrono::Utc))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert!(
+        times.iter().all(|t| *t >= started && *t <= now),
+        "stage times outside the test: {times:?} {i}"
+    );
     let text = String::from_utf8_lossy(&f.engage(&["inspect", &batch, "--item", &item])?.stdout)
         .into_owned();
     assert!(
-        text.contains(&analyzer) && text.contains("analyze"),
+        text.contains(&analyzer) && text.contains("analyze") && text.contains("(at "),
         "{text}"
     );
 

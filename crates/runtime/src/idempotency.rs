@@ -68,12 +68,27 @@ impl Idempotency {
     }
 
     /// Records that a job completed (its effects and follow-ups are durable).
+    /// The marker's value is the completion time (Unix ms), which `engage
+    /// inspect` shows; only its existence decides [`Self::is_done`].
     pub async fn mark_done(&self, stage: StageName, job_id: &str) -> Result<(), IdempotencyError> {
         let mut c = self.conn.clone();
+        let now_ms = chrono::Utc::now().timestamp_millis();
         let _: () = c
-            .set_ex(self.done_key(stage, job_id), 1u8, DONE_TTL.as_secs())
+            .set_ex(self.done_key(stage, job_id), now_ms, DONE_TTL.as_secs())
             .await?;
         Ok(())
+    }
+
+    /// When the job completed (Unix ms), if its marker is there and carries
+    /// a time (markers written before times were recorded hold `1`).
+    pub async fn done_at(
+        &self,
+        stage: StageName,
+        job_id: &str,
+    ) -> Result<Option<i64>, IdempotencyError> {
+        let mut c = self.conn.clone();
+        let v: Option<String> = c.get(self.done_key(stage, job_id)).await?;
+        Ok(v.and_then(|v| v.parse::<i64>().ok()).filter(|ms| *ms > 1_000_000_000_000))
     }
 
     /// Tries to take a lease on `item` for `ttl`. `None` means someone else holds it.
