@@ -178,7 +178,10 @@ pub(crate) fn render_item(d: &ItemDetail) -> String {
             StepStatus::Failed => "FAILED",
             StepStatus::Skipped => "skipped",
         };
-        let at = s.at.as_deref().map(|t| format!(" (at {t})")).unwrap_or_default();
+        let at =
+            s.at.as_deref()
+                .map(|t| format!(" (at {t})"))
+                .unwrap_or_default();
         let _ = writeln!(out, "  {:<12} {:<8} {}{at}", s.stage, mark, s.note);
     }
     match (d.outcome, &d.failure_reason) {

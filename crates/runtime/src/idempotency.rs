@@ -88,7 +88,8 @@ impl Idempotency {
     ) -> Result<Option<i64>, IdempotencyError> {
         let mut c = self.conn.clone();
         let v: Option<String> = c.get(self.done_key(stage, job_id)).await?;
-        Ok(v.and_then(|v| v.parse::<i64>().ok()).filter(|ms| *ms > 1_000_000_000_000))
+        Ok(v.and_then(|v| v.parse::<i64>().ok())
+            .filter(|ms| *ms > 1_000_000_000_000))
     }
 
     /// Tries to take a lease on `item` for `ttl`. `None` means someone else holds it.
