@@ -361,14 +361,7 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
     .await?
     .await?;
     let missing = f.dir.path().join("late-activity.jsonl");
-    let o = f.engage(&[
-        "enqueue",
-        "--activity",
-        &missing.display().to_string(),
-        "--sessions",
-        &f.data.sessions.display().to_string(),
-    ])?;
-    let late = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let late = f.enqueue_activity(&missing)?;
     let dlq_page = poll(
         "three dead letters on the DLQ page",
         Duration::from_secs(60),
@@ -491,14 +484,7 @@ async fn dashboard_shows_the_fleet_and_replays_with_both_tokens() -> anyhow::Res
     assert_eq!(dom.matches("<svg class=\"backlog\"").count(), 5, "{dom}");
     assert!(dom.contains("<table id=\"workers\">"), "{dom}");
     let missing2 = f.dir.path().join("late-activity-2.jsonl");
-    let o = f.engage(&[
-        "enqueue",
-        "--activity",
-        &missing2.display().to_string(),
-        "--sessions",
-        &f.data.sessions.display().to_string(),
-    ])?;
-    let late2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let late2 = f.enqueue_activity(&missing2)?;
     poll(
         "the new dead letter on the DLQ page",
         Duration::from_secs(60),

@@ -508,15 +508,7 @@ async fn a_batch_halted_before_its_plan_is_listed_as_failed() -> anyhow::Result<
     f.start("clean")?;
     f.wait_consuming("clean").await?;
     let missing = f.dir.path().join("no-such-activity.jsonl");
-    let o = f.engage(&[
-        "enqueue",
-        "--activity",
-        &missing.display().to_string(),
-        "--sessions",
-        &f.data.sessions.display().to_string(),
-    ])?;
-    anyhow::ensure!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let batch = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let batch = f.enqueue_activity(&missing)?;
     let row = crate::support::fleet::poll(
         "the halted batch in `engage batches --state failed`",
         std::time::Duration::from_secs(60),

@@ -233,14 +233,7 @@ async fn poison_goes_to_the_dlq_with_its_reason_and_replay_brings_it_back() -> a
 
     // A batch whose activity file does not exist yet: dead-lettered, not retried forever.
     let missing = f.dir.path().join("late-activity.jsonl");
-    let o = f.engage(&[
-        "enqueue",
-        "--activity",
-        &missing.display().to_string(),
-        "--sessions",
-        &f.data.sessions.display().to_string(),
-    ])?;
-    let batch = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let batch = f.enqueue_activity(&missing)?;
     poll(
         "the failed batch in the DLQ",
         Duration::from_secs(30),

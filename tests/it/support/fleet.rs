@@ -316,6 +316,23 @@ impl Fleet {
         Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
     }
 
+    /// `engage enqueue` of `activity` (a local path, which need not exist:
+    /// the batch then halts at its plan) with this fleet's sessions; the
+    /// batch id.
+    pub fn enqueue_activity(&self, activity: &std::path::Path) -> anyhow::Result<String> {
+        let o = self.engage(&[
+            "enqueue",
+            "--activity",
+            &activity.display().to_string(),
+            "--sessions",
+            &self.data.sessions.display().to_string(),
+        ])?;
+        if !o.status.success() {
+            bail!("enqueue failed: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    }
+
     /// `engage status --wait`, then `engage report`; returns the report directory.
     pub fn wait_and_report(&self, batch: &str, timeout_s: u64) -> anyhow::Result<PathBuf> {
         let o = self.engage(&[
