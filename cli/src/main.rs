@@ -13,6 +13,7 @@ mod gen_data;
 mod purge;
 mod quota;
 mod run;
+mod run_match;
 
 use std::process::ExitCode;
 

@@ -34,6 +34,8 @@ use engage_model::{ActivityRecord, AnalysisOutcome, AudioRef, MatchedRecord};
 use engage_runtime::audio_budget::{AudioBudget, Held, HoldError};
 use engage_runtime::config::DEFAULT_AUDIO_MEMORY_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::run_match::{auto_partitions, stream_match};
 use rayon::prelude::*;
 
 /// Where `engage run` may stop early.
@@ -83,9 +85,11 @@ pub(crate) struct RunArgs {
     /// Combined-score weights engagement,emotional,accuracy.
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.4, 0.2, 0.4])]
     pub weights: Vec<f64>,
-    /// Learner partitions (parallelism of matching).
-    #[arg(long, default_value_t = 16)]
-    pub partitions: u32,
+    /// Learner partitions: the unit of matching (two at a time on two cores);
+    /// fewer, bigger partitions take more memory. Default: one per 24 MiB of
+    /// activity log (gzip counted at 8× its size), at least 16.
+    #[arg(long)]
+    pub partitions: Option<u32>,
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
@@ -114,7 +118,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         _ => bail!("--weights takes three numbers: engagement,emotional,accuracy"),
     };
     weights.validate().context("--weights")?;
-    if args.partitions == 0 {
+    if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
     for a in &args.activity {
@@ -193,19 +197,26 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
 
     // Clean, into partition files under work/.
     let work = out.join("work");
+    let partitions = match args.partitions {
+        Some(p) => p,
+        None => {
+            let mut logs = Vec::new();
+            for a in &args.activity {
+                let len = std::fs::metadata(a)?.len();
+                let mut magic = [0u8; 2];
+                let gzip = std::io::Read::read_exact(&mut File::open(a)?, &mut magic).is_ok()
+                    && magic == [0x1f, 0x8b];
+                logs.push((len, gzip));
+            }
+            auto_partitions(&logs)
+        }
+    };
     let mut pieces: Vec<Vec<PathBuf>> = Vec::new();
     let mut stats = Vec::new();
     let opts = CleanOptions::default();
     for (i, path) in args.activity.iter().enumerate() {
-        let (piece_files, piece_stats) = clean_file(
-            path,
-            i,
-            &work,
-            args.partitions,
-            &selection,
-            &opts,
-            &mut rejects,
-        )?;
+        let (piece_files, piece_stats) =
+            clean_file(path, i, &work, partitions, &selection, &opts, &mut rejects)?;
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
@@ -231,9 +242,32 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         return finish(out, summary);
     }
 
-    // Match, partition by partition in parallel.
-    let by_part = partition_sessions(parsed.sessions, args.partitions);
-    let matched_parts: Vec<Vec<MatchedRecord>> = (0..args.partitions)
+    let mut by_part = partition_sessions(parsed.sessions, partitions);
+    if args.stop_after == Some(StopAfter::Match) {
+        // Streamed: bounded memory whatever the input size (run_match.rs).
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let sessions = (0..partitions)
+            .map(|p| by_part.remove(&p).unwrap_or_default())
+            .collect();
+        let c = stream_match(&pieces, sessions, &work, &out.join("matched.csv"), threads)?;
+        summary.activity.duplicates += c.duplicates;
+        summary.activity.kept = summary.activity.kept.saturating_sub(c.duplicates);
+        summary.matched = c.matched;
+        summary.unmatched = c.rows - c.matched;
+        summary.no_audio = c.no_audio;
+        summary.learners = c.learners;
+        summary.analyzed = 0;
+        summary.failed.clear();
+        summary.report_rows = 0;
+        return finish(out, summary);
+    }
+
+    // Match, partition by partition in parallel, holding every record: the
+    // analysis and the report below need them all (only `--stop-after
+    // match` is streamed).
+    let matched_parts: Vec<Vec<MatchedRecord>> = (0..partitions)
         .into_par_iter()
         .map(|p| -> anyhow::Result<Vec<MatchedRecord>> {
             let mut records = Vec::new();
@@ -250,24 +284,6 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let (records, cross_dups) = dedupe_first(matched_parts.into_iter().flatten());
     summary.activity.duplicates += cross_dups;
     summary.activity.kept = summary.activity.kept.saturating_sub(cross_dups);
-    let empty = BTreeMap::new();
-    if args.stop_after == Some(StopAfter::Match) {
-        count_into(&mut summary, &records, &empty, &[]);
-        let files = render(
-            &records,
-            &empty,
-            Vec::new(),
-            &summary,
-            &RejectExamples::default(),
-        )?;
-        write_files(
-            out,
-            files
-                .into_iter()
-                .filter(|(n, _)| *n == "matched.csv" || *n == "summary.json"),
-        )?;
-        return finish(out, summary);
-    }
 
     // Download (validate) and analyze, in parallel, once per distinct audio.
     let outcomes = analyze_all(&records, &args.s3_root, &args.audio_buckets);

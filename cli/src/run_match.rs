@@ -1,0 +1,454 @@
+//! `engage run`'s match step in bounded memory: learner partition by
+//! partition, a few at a time, each written as a sorted run of `matched.csv`
+//! rows, then one k-way merge into `matched.csv`
+//! ([`engage_aggregate::matched_runs`]).
+//!
+//! A partition's work: read its clean spool files (every piece, in file
+//! order), parse only the five fields `matched.csv` shows, borrowed from the
+//! spool bytes; keep the first occurrence of each response id (a response's
+//! repeats share its learner's partition, so this is the batch-wide
+//! keep-first of [`engage_aggregate::outputs::dedupe_first`]); find each
+//! response's session with the match worker's [`SessionIndex`] (positions, no
+//! copies of session strings); sort by the `matched.csv` key and write the
+//! run. Peak memory is `threads ×` one partition's spool plus its rows, and
+//! the sessions; the partition count (`--partitions`, by default derived
+//! from the input size, [`auto_partitions`]) keeps a partition small
+//! whatever the log size.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use anyhow::Context;
+use engage_aggregate::matched_runs::{RunWriter, merge_runs};
+use engage_aggregate::{MatchedView, SessionView};
+use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex};
+use engage_model::Session;
+use engage_model::time::Timestamp;
+use serde::Deserialize;
+
+/// Spool bytes a partition should hold at most when `--partitions` is not
+/// given: with two partitions in flight, about 2 × (this + its rows).
+pub(crate) const TARGET_PARTITION_BYTES: u64 = 24 * 1024 * 1024;
+
+/// Fewest partitions `engage run` uses by default.
+pub(crate) const MIN_PARTITIONS: u32 = 16;
+
+/// Most partitions the default picks (each piece keeps a buffered file per
+/// partition open while it is cleaned).
+pub(crate) const MAX_AUTO_PARTITIONS: u32 = 4096;
+
+/// How much bigger than its file a gzip log is assumed to be once decoded.
+const GZIP_RATIO: u64 = 8;
+
+/// The default partition count for activity logs of these sizes (gzip files
+/// counted at [`GZIP_RATIO`] times their size): one per
+/// [`TARGET_PARTITION_BYTES`] of input, at least [`MIN_PARTITIONS`].
+pub(crate) fn auto_partitions(logs: &[(u64, bool)]) -> u32 {
+    let bytes: u64 = logs
+        .iter()
+        .map(|&(len, gzip)| {
+            if gzip {
+                len.saturating_mul(GZIP_RATIO)
+            } else {
+                len
+            }
+        })
+        .fold(0, u64::saturating_add);
+    let n = bytes.div_ceil(TARGET_PARTITION_BYTES);
+    u32::try_from(n)
+        .unwrap_or(u32::MAX)
+        .clamp(MIN_PARTITIONS, MAX_AUTO_PARTITIONS)
+}
+
+/// A text field of a spool line, borrowed unless it had JSON escapes.
+#[derive(Debug, Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+
+/// The `matched.csv` fields of one clean spool line (a serialised
+/// `ActivityRecord`; its other fields are skipped, not copied).
+#[derive(Debug, Deserialize)]
+struct SpoolRow<'a> {
+    #[serde(borrow)]
+    response_id: Cow<'a, str>,
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    timestamp: Timestamp,
+    #[serde(borrow, default)]
+    audio_url: Option<Text<'a>>,
+    #[serde(default)]
+    accuracy: Option<f64>,
+}
+
+/// Counts of the streamed match, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct StreamCounts {
+    /// Rows of `matched.csv` (unique responses).
+    pub rows: u64,
+    /// Responses matched to a session.
+    pub matched: u64,
+    /// Matched responses without audio.
+    pub no_audio: u64,
+    /// Repeats of a response id dropped (beyond those clean dropped).
+    pub duplicates: u64,
+    /// Distinct learners.
+    pub learners: u64,
+}
+
+impl StreamCounts {
+    fn merge(&mut self, o: StreamCounts) {
+        self.rows += o.rows;
+        self.matched += o.matched;
+        self.no_audio += o.no_audio;
+        self.duplicates += o.duplicates;
+        self.learners += o.learners;
+    }
+}
+
+/// Matches one partition: `spools` in order (every piece's file of this
+/// partition), written as a sorted run to `run`.
+fn match_partition(
+    spools: &[PathBuf],
+    sessions: Vec<Session>,
+    run: &Path,
+) -> anyhow::Result<StreamCounts> {
+    let bufs = spools
+        .iter()
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
+        .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
+    let mut rows: Vec<SpoolRow<'_>> = Vec::new();
+    for buf in &bufs {
+        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            rows.push(serde_json::from_slice(line).context("corrupt work file")?);
+        }
+    }
+    let mut counts = StreamCounts::default();
+    let read = rows.len() as u64;
+    // Keep-first by response id, in spool order (= input order).
+    let keep: Vec<bool> = {
+        let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
+        rows.iter().map(|r| seen.insert(&r.response_id)).collect()
+    };
+    let mut keep = keep.into_iter();
+    rows.retain(|_| keep.next().unwrap_or(false));
+    let index = SessionIndex::build(sessions);
+    let mut order: Vec<(usize, Option<usize>)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                i,
+                index.nearest_position(&r.user_id, r.timestamp, DEFAULT_TOLERANCE_NS),
+            )
+        })
+        .collect();
+    let key = |i: usize| {
+        let r = &rows[i];
+        (r.user_id.as_ref(), r.timestamp, r.response_id.as_ref())
+    };
+    order.sort_unstable_by(|a, b| key(a.0).cmp(&key(b.0)));
+
+    let file = File::create(run).with_context(|| format!("cannot create {}", run.display()))?;
+    let mut w = RunWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let mut last_user: Option<&str> = None;
+    for &(i, pos) in &order {
+        let r = &rows[i];
+        let session = pos.and_then(|p| index.session(p)).map(SessionView::from);
+        let audio_url = r.audio_url.as_ref().map(|t| t.0.as_ref());
+        counts.rows += 1;
+        if session.is_some() {
+            counts.matched += 1;
+            if audio_url.is_none() {
+                counts.no_audio += 1;
+            }
+        }
+        if last_user != Some(r.user_id.as_ref()) {
+            counts.learners += 1;
+            last_user = Some(r.user_id.as_ref());
+        }
+        w.push(&MatchedView {
+            response_id: &r.response_id,
+            user_id: &r.user_id,
+            timestamp: r.timestamp,
+            audio_url,
+            accuracy: r.accuracy,
+            session,
+        })?;
+    }
+    w.finish()?;
+    counts.duplicates = read - counts.rows;
+    Ok(counts)
+}
+
+/// Matches every partition (`pieces[k][p]` is piece `k`'s spool of partition
+/// `p`; `sessions[p]` that partition's sessions) with at most `threads`
+/// partitions in flight, deletes the spool files as they are consumed, and
+/// writes `matched.csv` to `out`.
+pub(crate) fn stream_match(
+    pieces: &[Vec<PathBuf>],
+    sessions: Vec<Vec<Session>>,
+    work: &Path,
+    out: &Path,
+    threads: usize,
+) -> anyhow::Result<StreamCounts> {
+    let partitions = sessions.len();
+    let sessions: Vec<Mutex<Option<Vec<Session>>>> =
+        sessions.into_iter().map(|s| Mutex::new(Some(s))).collect();
+    let run_path = |p: usize| work.join(format!("match-{p:04}.run"));
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<anyhow::Result<StreamCounts>>> = Mutex::new(Vec::new());
+    let worker = || {
+        while !failed.load(Ordering::Relaxed) {
+            let p = next.fetch_add(1, Ordering::Relaxed);
+            if p >= partitions {
+                break;
+            }
+            let spools: Vec<PathBuf> = pieces.iter().filter_map(|pc| pc.get(p).cloned()).collect();
+            let part_sessions = sessions
+                .get(p)
+                .and_then(|m| m.lock().ok().and_then(|mut s| s.take()))
+                .unwrap_or_default();
+            let r = match_partition(&spools, part_sessions, &run_path(p)).and_then(|c| {
+                for s in &spools {
+                    std::fs::remove_file(s)
+                        .with_context(|| format!("cannot remove {}", s.display()))?;
+                }
+                Ok(c)
+            });
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            match results.lock() {
+                Ok(mut v) => v.push(r),
+                Err(poisoned) => poisoned.into_inner().push(r),
+            }
+        }
+    };
+    let panicked = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.clamp(1, partitions.max(1)))
+            .map(|_| s.spawn(worker))
+            .collect();
+        handles.into_iter().any(|h| h.join().is_err())
+    });
+    if panicked {
+        anyhow::bail!("a match thread panicked");
+    }
+    let mut counts = StreamCounts::default();
+    for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        counts.merge(r?);
+    }
+
+    let runs = (0..partitions)
+        .map(|p| {
+            File::open(run_path(p))
+                .map(|f| BufReader::with_capacity(64 * 1024, f))
+                .with_context(|| format!("cannot open match run {p}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let written = merge_runs(runs, BufWriter::with_capacity(1024 * 1024, file))?;
+    anyhow::ensure!(
+        written == counts.rows,
+        "matched.csv has {written} rows, the partitions produced {}",
+        counts.rows
+    );
+    for p in 0..partitions {
+        std::fs::remove_file(run_path(p))?;
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engage_aggregate::outputs::dedupe_first;
+    use engage_aggregate::write_matched_csv;
+    use engage_clean::domain::PartitionWriter;
+    use engage_clean::plan::partition_sessions;
+    use engage_match::match_records;
+    use engage_model::{ActivityRecord, MatchedRecord};
+    use rand::{Rng, SeedableRng};
+
+    const MIN: i64 = 60_000_000_000;
+
+    fn dataset(seed: u64) -> (Vec<Vec<ActivityRecord>>, Vec<Session>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let users = ["1", "2", "10", "-7", "=u", "a\"b", "é", "tab\tx", "u9"];
+        let mut sessions = Vec::new();
+        for (row, _) in (0..60).enumerate() {
+            let u = users[rng.random_range(0..users.len())];
+            sessions.push(Session {
+                user_id: u.into(),
+                session_id: format!("s{row}"),
+                // Few instants, so several sessions share one.
+                created_at: rng.random_range(0..12) * 5 * MIN,
+                milestone: "M1".into(),
+                lesson: "P,1".into(),
+                progress: "-5".into(),
+                phase: format!("P{}", row % 3),
+                row: row as u64,
+            });
+        }
+        let mut pieces: Vec<Vec<ActivityRecord>> = vec![Vec::new(), Vec::new(), Vec::new()];
+        let mut all: Vec<ActivityRecord> = Vec::new();
+        for _ in 0..400 {
+            let repeat = !all.is_empty() && rng.random_bool(0.1);
+            let r = if repeat {
+                // The same response again (same id), possibly another piece,
+                // possibly with other pass-through fields.
+                let mut r = all[rng.random_range(0..all.len())].clone();
+                r.response_text = Some("again".into());
+                r
+            } else {
+                let u = users[rng.random_range(0..users.len())];
+                let ts = rng.random_range(-2..62) * MIN + rng.random_range(0..3) * MIN / 2;
+                let audio = match rng.random_range(0..4) {
+                    0 => None,
+                    1 => Some("s3://b/a,\"q\".wav".to_string()),
+                    _ => Some(format!("s3://b/{}.wav", rng.random_range(0..1000))),
+                };
+                ActivityRecord {
+                    response_id: engage_model::response_id(u, ts, audio.as_deref()),
+                    user_id: u.into(),
+                    timestamp: ts,
+                    audio_url: audio,
+                    accuracy: rng
+                        .random_bool(0.7)
+                        .then(|| rng.random_range(0..10_000) as f64 / 100.0),
+                    original_text: Some("prompt".into()),
+                    response_text: None,
+                    session_id: None,
+                    sub_session_id: None,
+                }
+            };
+            all.push(r.clone());
+            pieces[rng.random_range(0..3)].push(r);
+        }
+        (pieces, sessions)
+    }
+
+    /// The streamed `matched.csv` is byte for byte what the in-memory path
+    /// (match every partition, keep-first across all, render) writes, and
+    /// the counts are the summary's.
+    #[test]
+    fn streamed_matched_csv_equals_the_in_memory_one() {
+        for (seed, parts, threads) in [(1, 1, 1), (2, 3, 2), (3, 5, 2), (4, 16, 3)] {
+            let (pieces, sessions) = dataset(seed);
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut spools: Vec<Vec<PathBuf>> = Vec::new();
+            for (k, piece) in pieces.iter().enumerate() {
+                let paths: Vec<PathBuf> = (0..parts)
+                    .map(|p| dir.path().join(format!("k{k}-p{p}.jsonl")))
+                    .collect();
+                let files = paths
+                    .iter()
+                    .map(File::create)
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .expect("create");
+                let mut w = PartitionWriter::new(files).expect("writer");
+                for r in piece {
+                    w.write(r).expect("write");
+                }
+                w.finish().expect("finish");
+                spools.push(paths);
+            }
+
+            let by_part = partition_sessions(sessions.clone(), parts);
+            let mut all: Vec<MatchedRecord> = Vec::new();
+            for p in 0..parts {
+                let mut recs = Vec::new();
+                for piece in &spools {
+                    let bytes = std::fs::read(&piece[p as usize]).expect("read");
+                    for l in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                        recs.push(serde_json::from_slice::<ActivityRecord>(l).expect("json"));
+                    }
+                }
+                let index = SessionIndex::build(by_part.get(&p).cloned().unwrap_or_default());
+                all.extend(match_records(recs, &index, DEFAULT_TOLERANCE_NS).0);
+            }
+            let (records, dups) = dedupe_first(all);
+            let mut want = Vec::new();
+            write_matched_csv(&mut want, &records).expect("render");
+
+            let mut by_part = partition_sessions(sessions, parts);
+            let sessions = (0..parts)
+                .map(|p| by_part.remove(&p).unwrap_or_default())
+                .collect();
+            let out = dir.path().join("matched.csv");
+            let c = stream_match(&spools, sessions, dir.path(), &out, threads).expect("stream");
+            let got = std::fs::read(&out).expect("matched.csv");
+            assert_eq!(
+                String::from_utf8(got).expect("utf-8"),
+                String::from_utf8(want).expect("utf-8"),
+                "seed {seed}, {parts} partitions"
+            );
+            let matched = records.iter().filter(|r| r.session.is_some()).count() as u64;
+            assert!(
+                matched > 0 && matched < records.len() as u64,
+                "seed {seed}: both kinds"
+            );
+            assert!(dups > 0, "seed {seed}: repeats exercised");
+            assert_eq!(
+                c,
+                StreamCounts {
+                    rows: records.len() as u64,
+                    matched,
+                    no_audio: records
+                        .iter()
+                        .filter(|r| r.session.is_some() && r.record.audio_url.is_none())
+                        .count() as u64,
+                    duplicates: dups,
+                    learners: records
+                        .iter()
+                        .map(|r| r.record.user_id.as_str())
+                        .collect::<HashSet<_>>()
+                        .len() as u64,
+                },
+                "seed {seed}"
+            );
+            // Spools and runs are consumed.
+            let left: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("dir")
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name())
+                .collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("matched.csv")]);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_spool_line_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = dir.path().join("s.jsonl");
+        std::fs::write(&spool, b"{\"response_id\":\"a\"\n").expect("write");
+        let err = stream_match(
+            &[vec![spool]],
+            vec![Vec::new()],
+            dir.path(),
+            &dir.path().join("m.csv"),
+            1,
+        )
+        .expect_err("corrupt");
+        assert!(format!("{err:#}").contains("corrupt work file"), "{err:#}");
+    }
+
+    #[test]
+    fn auto_partitions_grow_with_the_input_and_stay_in_bounds() {
+        assert_eq!(auto_partitions(&[]), MIN_PARTITIONS);
+        assert_eq!(auto_partitions(&[(100 << 20, false)]), MIN_PARTITIONS);
+        assert_eq!(
+            auto_partitions(&[(5_000_000_000, false)]),
+            5_000_000_000u64.div_ceil(TARGET_PARTITION_BYTES) as u32
+        );
+        assert_eq!(
+            auto_partitions(&[(500 << 20, true)]),
+            auto_partitions(&[(4000 << 20, false)])
+        );
+        assert_eq!(auto_partitions(&[(u64::MAX, true)]), MAX_AUTO_PARTITIONS);
+    }
+}
