@@ -80,10 +80,10 @@ impl<W: Write> RunWriter<W> {
     /// Appends one row; its key must not be below the previous row's.
     pub fn push(&mut self, row: &MatchedView<'_>) -> Result<(), ReportError> {
         let key = row.key();
-        if let Some((u, t, r)) = &self.last {
-            if (u.as_str(), *t, r.as_str()) > key {
-                return Err(ReportError::OutOfOrder);
-            }
+        if let Some((u, t, r)) = &self.last
+            && (u.as_str(), *t, r.as_str()) > key
+        {
+            return Err(ReportError::OutOfOrder);
         }
         write_safe_record(&mut self.csv, &MATCHED_TEXT, &matched_cells(row))?;
         self.csv.flush()?;
