@@ -35,7 +35,15 @@ use engage_runtime::audio_budget::{AudioBudget, Held, HoldError};
 use engage_runtime::config::DEFAULT_AUDIO_MEMORY_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::run_match::{auto_partitions, stream_match};
+use crate::run_match::{auto_partitions, spool_sessions, stream_match};
+
+/// Where the sessions are while the run goes on.
+enum HeldSessions {
+    /// Parsed, all of them (the full pipeline).
+    InMemory(Vec<engage_model::Session>),
+    /// One spool file per learner partition (`--stop-after match`).
+    Spooled(Vec<PathBuf>),
+}
 use rayon::prelude::*;
 
 /// Where `engage run` may stop early.
@@ -176,26 +184,6 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let mut summary = Summary::default();
     let mut rejects = BufWriter::new(File::create(out.join("rejects.jsonl"))?);
 
-    // Sessions and selection.
-    let sessions_file = File::open(&args.sessions)
-        .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
-    let parsed = read_sessions(BufReader::new(sessions_file))
-        .with_context(|| format!("sessions file {}", args.sessions.display()))?;
-    summary.sessions = session_counts(parsed.sessions.len(), &parsed.rejects);
-    let selection = if let Some(ids) = &args.users {
-        SelectedLearners::from_ids(ids.iter())
-    } else if let Some(f) = &args.users_file {
-        let file =
-            File::open(f).with_context(|| format!("cannot read users file {}", f.display()))?;
-        SelectedLearners::from_reader(BufReader::new(file))
-            .with_context(|| format!("users file {}", f.display()))?
-    } else if let Some(m) = &args.milestone {
-        SelectedLearners::from_sessions(parsed.sessions.iter(), m)
-    } else {
-        SelectedLearners::All
-    };
-
-    // Clean, into partition files under work/.
     let work = out.join("work");
     let partitions = match args.partitions {
         Some(p) => p,
@@ -211,6 +199,53 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
             auto_partitions(&logs)
         }
     };
+    // `--stop-after match` streams: sessions and records are spooled by
+    // learner partition and matched a few partitions at a time, so memory
+    // does not grow with the input (run_match.rs). The later stages need
+    // every record at once and keep them in memory.
+    let streamed = args.stop_after == Some(StopAfter::Match);
+
+    // Sessions and selection.
+    let sessions_file = File::open(&args.sessions)
+        .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
+    let (held, session_rejects, milestone_selection) = if streamed {
+        let s = spool_sessions(
+            BufReader::new(sessions_file),
+            partitions,
+            &work,
+            args.milestone.as_deref(),
+        )
+        .with_context(|| format!("sessions file {}", args.sessions.display()))?;
+        summary.sessions = session_counts(s.kept, &s.rejects);
+        (HeldSessions::Spooled(s.paths), s.rejects, s.selected)
+    } else {
+        let parsed = read_sessions(BufReader::new(sessions_file))
+            .with_context(|| format!("sessions file {}", args.sessions.display()))?;
+        summary.sessions = session_counts(parsed.sessions.len(), &parsed.rejects);
+        let selected = args
+            .milestone
+            .as_ref()
+            .map(|m| SelectedLearners::from_sessions(parsed.sessions.iter(), m));
+        (
+            HeldSessions::InMemory(parsed.sessions),
+            parsed.rejects,
+            selected,
+        )
+    };
+    let selection = if let Some(ids) = &args.users {
+        SelectedLearners::from_ids(ids.iter())
+    } else if let Some(f) = &args.users_file {
+        let file =
+            File::open(f).with_context(|| format!("cannot read users file {}", f.display()))?;
+        SelectedLearners::from_reader(BufReader::new(file))
+            .with_context(|| format!("users file {}", f.display()))?
+    } else if let Some(selected) = milestone_selection {
+        selected
+    } else {
+        SelectedLearners::All
+    };
+
+    // Clean, into partition files under work/.
     let mut pieces: Vec<Vec<PathBuf>> = Vec::new();
     let mut stats = Vec::new();
     let opts = CleanOptions::default();
@@ -220,7 +255,7 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
-    for r in &parsed.rejects {
+    for r in &session_rejects {
         serde_json::to_writer(
             &mut rejects,
             &serde_json::json!({"source": "sessions", "row": r.row, "reason": r.reason, "detail": r.detail}),
@@ -242,27 +277,26 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         return finish(out, summary);
     }
 
-    let mut by_part = partition_sessions(parsed.sessions, partitions);
-    if args.stop_after == Some(StopAfter::Match) {
-        // Streamed: bounded memory whatever the input size (run_match.rs).
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let sessions = (0..partitions)
-            .map(|p| by_part.remove(&p).unwrap_or_default())
-            .collect();
-        let c = stream_match(&pieces, sessions, &work, &out.join("matched.csv"), threads)?;
-        summary.activity.duplicates += c.duplicates;
-        summary.activity.kept = summary.activity.kept.saturating_sub(c.duplicates);
-        summary.matched = c.matched;
-        summary.unmatched = c.rows - c.matched;
-        summary.no_audio = c.no_audio;
-        summary.learners = c.learners;
-        summary.analyzed = 0;
-        summary.failed.clear();
-        summary.report_rows = 0;
-        return finish(out, summary);
-    }
+    let sessions = match held {
+        HeldSessions::Spooled(paths) => {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
+            let c = stream_match(&pieces, &paths, &work, &out.join("matched.csv"), threads)?;
+            summary.activity.duplicates += c.duplicates;
+            summary.activity.kept = summary.activity.kept.saturating_sub(c.duplicates);
+            summary.matched = c.matched;
+            summary.unmatched = c.rows - c.matched;
+            summary.no_audio = c.no_audio;
+            summary.learners = c.learners;
+            summary.analyzed = 0;
+            summary.failed.clear();
+            summary.report_rows = 0;
+            return finish(out, summary);
+        }
+        HeldSessions::InMemory(sessions) => sessions,
+    };
+    let by_part = partition_sessions(sessions, partitions);
 
     // Match, partition by partition in parallel, holding every record: the
     // analysis and the report below need them all (only `--stop-after

@@ -3,22 +3,24 @@
 //! rows, then one k-way merge into `matched.csv`
 //! ([`engage_aggregate::matched_runs`]).
 //!
-//! A partition's work: read its clean spool files (every piece, in file
-//! order), parse only the five fields `matched.csv` shows, borrowed from the
+//! The sessions file is streamed into one spool file per learner partition
+//! ([`spool_sessions`]), as clean spools the records. A partition's work:
+//! read its sessions and its clean spool files (every piece, in file order);
+//! parse only the five record fields `matched.csv` shows, borrowed from the
 //! spool bytes; keep the first occurrence of each response id (a response's
 //! repeats share its learner's partition, so this is the batch-wide
 //! keep-first of [`engage_aggregate::outputs::dedupe_first`]); find each
-//! response's session with the match worker's [`SessionIndex`] (positions, no
-//! copies of session strings); sort by the `matched.csv` key and write the
-//! run. Peak memory is `threads ×` one partition's spool plus its rows, and
-//! the sessions; the partition count (`--partitions`, by default derived
-//! from the input size, [`auto_partitions`]) keeps a partition small
-//! whatever the log size.
+//! response's session with the match worker's [`SessionIndex`] (positions,
+//! no copies of session strings); sort by the `matched.csv` key and write
+//! the run. Peak memory is `threads ×` one partition (its spool bytes, rows
+//! and sessions) plus clean's buffers; the partition count (`--partitions`,
+//! by default from the input size, [`auto_partitions`]) keeps a partition
+//! small whatever the log size.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -28,15 +30,19 @@ use engage_aggregate::matched_runs::{RunWriter, merge_runs};
 use engage_aggregate::{MatchedView, SessionView};
 use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex};
 use engage_model::Session;
+use engage_model::layout::partition_of;
+use engage_model::selection::SelectedLearners;
+use engage_model::session::{SessionReject, parse_sessions};
 use engage_model::time::Timestamp;
 use serde::Deserialize;
 
 /// Spool bytes a partition should hold at most when `--partitions` is not
 /// given: with two partitions in flight, about 2 × (this + its rows).
-pub(crate) const TARGET_PARTITION_BYTES: u64 = 24 * 1024 * 1024;
+pub(crate) const TARGET_PARTITION_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Fewest partitions `engage run` uses by default.
-pub(crate) const MIN_PARTITIONS: u32 = 16;
+/// Fewest partitions `engage run` uses by default (a small log still keeps
+/// both cores busy while matching).
+pub(crate) const MIN_PARTITIONS: u32 = 4;
 
 /// Most partitions the default picks (each piece keeps a buffered file per
 /// partition open while it is cleaned).
@@ -109,13 +115,90 @@ impl StreamCounts {
     }
 }
 
+/// A sessions file spooled by learner partition (so no process holds every
+/// session at once).
+#[derive(Debug)]
+pub(crate) struct SpooledSessions {
+    /// One JSON Lines file of [`Session`]s per partition, file order kept.
+    pub paths: Vec<PathBuf>,
+    /// Sessions kept.
+    pub kept: usize,
+    /// Rejected rows, in file order.
+    pub rejects: Vec<SessionReject>,
+    /// With a milestone: the learners with a kept session at it.
+    pub selected: Option<SelectedLearners>,
+}
+
+/// Buffer per session spool file while spooling.
+const SESSION_SINK_BUFFER: usize = 16 * 1024;
+
+/// Streams a sessions CSV ([`parse_sessions`]'s rules) into one spool file
+/// per learner partition under `work`; with `milestone`, also collects the
+/// learners it selects (as [`SelectedLearners::from_sessions`] does).
+pub(crate) fn spool_sessions(
+    r: impl Read,
+    partitions: u32,
+    work: &Path,
+    milestone: Option<&str>,
+) -> anyhow::Result<SpooledSessions> {
+    let paths: Vec<PathBuf> = (0..partitions)
+        .map(|p| work.join(format!("sessions-{p:04}.jsonl")))
+        .collect();
+    let mut sinks = paths
+        .iter()
+        .map(|p| File::create(p).map(|f| BufWriter::with_capacity(SESSION_SINK_BUFFER, f)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("cannot create the sessions spool")?;
+    let mut out = SpooledSessions {
+        paths: Vec::new(),
+        kept: 0,
+        rejects: Vec::new(),
+        selected: None,
+    };
+    let milestone = milestone.map(str::trim);
+    let mut ids: HashSet<String> = HashSet::new();
+    for row in parse_sessions(r)? {
+        match row? {
+            Ok(session) => {
+                if milestone.is_some_and(|m| session.milestone.trim() == m) {
+                    ids.insert(session.user_id.trim().to_string());
+                }
+                let sink = &mut sinks[partition_of(&session.user_id, partitions) as usize];
+                serde_json::to_writer(&mut *sink, &session)?;
+                sink.write_all(b"\n")?;
+                out.kept += 1;
+            }
+            Err(reject) => out.rejects.push(reject),
+        }
+    }
+    for sink in sinks {
+        sink.into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot write the sessions spool")?;
+    }
+    out.paths = paths;
+    out.selected = milestone.map(|_| SelectedLearners::from_ids(ids));
+    Ok(out)
+}
+
+fn read_session_spool(path: &Path) -> anyhow::Result<Vec<Session>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).context("corrupt sessions work file"))
+        .collect()
+}
+
 /// Matches one partition: `spools` in order (every piece's file of this
-/// partition), written as a sorted run to `run`.
+/// partition) against the sessions in `sessions`, written as a sorted run to
+/// `run`.
 fn match_partition(
     spools: &[PathBuf],
-    sessions: Vec<Session>,
+    sessions: &Path,
     run: &Path,
 ) -> anyhow::Result<StreamCounts> {
+    let sessions = read_session_spool(sessions)?;
     let bufs = spools
         .iter()
         .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
@@ -185,19 +268,17 @@ fn match_partition(
 }
 
 /// Matches every partition (`pieces[k][p]` is piece `k`'s spool of partition
-/// `p`; `sessions[p]` that partition's sessions) with at most `threads`
-/// partitions in flight, deletes the spool files as they are consumed, and
-/// writes `matched.csv` to `out`.
+/// `p`; `sessions[p]` that partition's session spool, [`spool_sessions`])
+/// with at most `threads` partitions in flight, deletes the spool files as
+/// they are consumed, and writes `matched.csv` to `out`.
 pub(crate) fn stream_match(
     pieces: &[Vec<PathBuf>],
-    sessions: Vec<Vec<Session>>,
+    sessions: &[PathBuf],
     work: &Path,
     out: &Path,
     threads: usize,
 ) -> anyhow::Result<StreamCounts> {
     let partitions = sessions.len();
-    let sessions: Vec<Mutex<Option<Vec<Session>>>> =
-        sessions.into_iter().map(|s| Mutex::new(Some(s))).collect();
     let run_path = |p: usize| work.join(format!("match-{p:04}.run"));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -208,12 +289,10 @@ pub(crate) fn stream_match(
             if p >= partitions {
                 break;
             }
-            let spools: Vec<PathBuf> = pieces.iter().filter_map(|pc| pc.get(p).cloned()).collect();
-            let part_sessions = sessions
-                .get(p)
-                .and_then(|m| m.lock().ok().and_then(|mut s| s.take()))
-                .unwrap_or_default();
-            let r = match_partition(&spools, part_sessions, &run_path(p)).and_then(|c| {
+            let mut spools: Vec<PathBuf> =
+                pieces.iter().filter_map(|pc| pc.get(p).cloned()).collect();
+            let r = match_partition(&spools, &sessions[p], &run_path(p)).and_then(|c| {
+                spools.push(sessions[p].clone());
                 for s in &spools {
                     std::fs::remove_file(s)
                         .with_context(|| format!("cannot remove {}", s.display()))?;
@@ -271,29 +350,46 @@ mod tests {
     use engage_clean::domain::PartitionWriter;
     use engage_clean::plan::partition_sessions;
     use engage_match::match_records;
+    use engage_model::session::read_sessions;
     use engage_model::{ActivityRecord, MatchedRecord};
     use rand::{Rng, SeedableRng};
 
     const MIN: i64 = 60_000_000_000;
 
-    fn dataset(seed: u64) -> (Vec<Vec<ActivityRecord>>, Vec<Session>) {
+    /// A sessions CSV with awkward ids, shared instants and a few bad rows.
+    fn sessions_csv(rng: &mut rand_chacha::ChaCha8Rng, users: &[&str]) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "user_id",
+            "session_id",
+            "created_at",
+            "milestone",
+            "lesson",
+            "progress",
+            "phase",
+        ])
+        .expect("header");
+        for row in 0..60 {
+            let u = users[rng.random_range(0..users.len())];
+            // Few instants, so several sessions share one; epoch milliseconds.
+            let at = (rng.random_range(0..12) * 5 * MIN / 1_000_000).to_string();
+            let at = if row % 17 == 5 {
+                "yesterday".to_string()
+            } else {
+                at
+            };
+            let milestone = format!("M{}", row % 2);
+            let phase = format!("P{}", row % 3);
+            w.write_record([u, &format!("s{row}"), &at, &milestone, "P,1", "-5", &phase])
+                .expect("row");
+        }
+        w.into_inner().expect("csv")
+    }
+
+    fn dataset(seed: u64) -> (Vec<Vec<ActivityRecord>>, Vec<u8>) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let users = ["1", "2", "10", "-7", "=u", "a\"b", "é", "tab\tx", "u9"];
-        let mut sessions = Vec::new();
-        for (row, _) in (0..60).enumerate() {
-            let u = users[rng.random_range(0..users.len())];
-            sessions.push(Session {
-                user_id: u.into(),
-                session_id: format!("s{row}"),
-                // Few instants, so several sessions share one.
-                created_at: rng.random_range(0..12) * 5 * MIN,
-                milestone: "M1".into(),
-                lesson: "P,1".into(),
-                progress: "-5".into(),
-                phase: format!("P{}", row % 3),
-                row: row as u64,
-            });
-        }
+        let sessions = sessions_csv(&mut rng, &users);
         let mut pieces: Vec<Vec<ActivityRecord>> = vec![Vec::new(), Vec::new(), Vec::new()];
         let mut all: Vec<ActivityRecord> = Vec::new();
         for _ in 0..400 {
@@ -338,7 +434,7 @@ mod tests {
     #[test]
     fn streamed_matched_csv_equals_the_in_memory_one() {
         for (seed, parts, threads) in [(1, 1, 1), (2, 3, 2), (3, 5, 2), (4, 16, 3)] {
-            let (pieces, sessions) = dataset(seed);
+            let (pieces, csv) = dataset(seed);
             let dir = tempfile::tempdir().expect("tempdir");
             let mut spools: Vec<Vec<PathBuf>> = Vec::new();
             for (k, piece) in pieces.iter().enumerate() {
@@ -358,7 +454,9 @@ mod tests {
                 spools.push(paths);
             }
 
-            let by_part = partition_sessions(sessions.clone(), parts);
+            let parsed = read_sessions(csv.as_slice()).expect("sessions");
+            assert!(!parsed.rejects.is_empty(), "bad session rows exercised");
+            let by_part = partition_sessions(parsed.sessions.clone(), parts);
             let mut all: Vec<MatchedRecord> = Vec::new();
             for p in 0..parts {
                 let mut recs = Vec::new();
@@ -375,12 +473,20 @@ mod tests {
             let mut want = Vec::new();
             write_matched_csv(&mut want, &records).expect("render");
 
-            let mut by_part = partition_sessions(sessions, parts);
-            let sessions = (0..parts)
-                .map(|p| by_part.remove(&p).unwrap_or_default())
-                .collect();
+            let spooled =
+                spool_sessions(csv.as_slice(), parts, dir.path(), Some(" M1 ")).expect("spool");
+            assert_eq!(spooled.kept, parsed.sessions.len());
+            assert_eq!(spooled.rejects, parsed.rejects);
+            assert_eq!(
+                spooled.selected,
+                Some(SelectedLearners::from_sessions(
+                    parsed.sessions.iter(),
+                    "M1"
+                ))
+            );
             let out = dir.path().join("matched.csv");
-            let c = stream_match(&spools, sessions, dir.path(), &out, threads).expect("stream");
+            let c =
+                stream_match(&spools, &spooled.paths, dir.path(), &out, threads).expect("stream");
             let got = std::fs::read(&out).expect("matched.csv");
             assert_eq!(
                 String::from_utf8(got).expect("utf-8"),
@@ -426,9 +532,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = dir.path().join("s.jsonl");
         std::fs::write(&spool, b"{\"response_id\":\"a\"\n").expect("write");
+        let header = b"user_id,session_id,created_at,milestone,lesson,progress\n";
+        let sessions = spool_sessions(&header[..], 1, dir.path(), None).expect("sessions");
         let err = stream_match(
             &[vec![spool]],
-            vec![Vec::new()],
+            &sessions.paths,
             dir.path(),
             &dir.path().join("m.csv"),
             1,
@@ -440,7 +548,8 @@ mod tests {
     #[test]
     fn auto_partitions_grow_with_the_input_and_stay_in_bounds() {
         assert_eq!(auto_partitions(&[]), MIN_PARTITIONS);
-        assert_eq!(auto_partitions(&[(100 << 20, false)]), MIN_PARTITIONS);
+        assert_eq!(auto_partitions(&[(10 << 20, false)]), MIN_PARTITIONS);
+        assert_eq!(auto_partitions(&[(100 << 20, false)]), 7);
         assert_eq!(
             auto_partitions(&[(5_000_000_000, false)]),
             5_000_000_000u64.div_ceil(TARGET_PARTITION_BYTES) as u32
