@@ -8,6 +8,9 @@
 #   bench/clean-match/run.sh 100 2000          (sizes in MB)
 #   PEERS="polars duckdb" bench/clean-match/run.sh 530
 #   DATA=/dev/shm/cm bench/clean-match/run.sh  (where inputs and outputs go)
+#   APPEND=1 PEERS=polars bench/clean-match/run.sh 2000
+#                                              (adds to the previous run's table
+#                                               instead of starting a new one)
 #
 # Inputs (gen.py: the shape of issue 14, 530 MB = 2M responses, 20k learners,
 # 200k sessions) are generated once into $DATA/SIZE/ and reused. Every
@@ -80,7 +83,7 @@ check() {
     "$name" "$DATA/.check" >>"$DATA/checks-$SIZE.jsonl"
 }
 
-: >"$RUNS"
+if [[ "${APPEND:-0}" != 1 ]]; then : >"$RUNS"; rm -f "$DATA"/checks-*.jsonl "$DATA"/summary-*.json; fi
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 for SIZE in "${SIZES[@]}"; do
   DIR="$DATA/$SIZE"

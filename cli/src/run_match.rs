@@ -18,7 +18,7 @@
 //! small whatever the log size.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -209,6 +209,10 @@ fn match_partition(
             rows.push(serde_json::from_slice(line).context("corrupt work file")?);
         }
     }
+    anyhow::ensure!(
+        u32::try_from(rows.len()).is_ok(),
+        "a learner partition holds more than 2^32 records: use more --partitions"
+    );
     let mut counts = StreamCounts::default();
     let read = rows.len() as u64;
     // Keep-first by response id, in spool order (= input order).
@@ -219,27 +223,47 @@ fn match_partition(
     let mut keep = keep.into_iter();
     rows.retain(|_| keep.next().unwrap_or(false));
     let index = SessionIndex::build(sessions);
-    let mut order: Vec<(usize, Option<usize>)> = rows
+    // Learners ranked by id once, so the sort compares integers and only
+    // falls back to response ids for one learner's equal instants (sorting
+    // by the strings themselves chased a pointer per comparison).
+    let mut learners: Vec<&str> = {
+        let mut set: HashSet<&str> = HashSet::new();
+        rows.iter()
+            .map(|r| r.user_id.as_ref())
+            .filter(|u| set.insert(u))
+            .collect()
+    };
+    learners.sort_unstable();
+    let rank: HashMap<&str, u32> = learners
+        .iter()
+        .enumerate()
+        .map(|(i, u)| (*u, i as u32))
+        .collect();
+    counts.learners = learners.len() as u64;
+    let mut order: Vec<(u32, Timestamp, u32, Option<usize>)> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
             (
-                i,
+                rank.get(r.user_id.as_ref()).copied().unwrap_or(u32::MAX),
+                r.timestamp,
+                i as u32,
                 index.nearest_position(&r.user_id, r.timestamp, DEFAULT_TOLERANCE_NS),
             )
         })
         .collect();
-    let key = |i: usize| {
-        let r = &rows[i];
-        (r.user_id.as_ref(), r.timestamp, r.response_id.as_ref())
-    };
-    order.sort_unstable_by(|a, b| key(a.0).cmp(&key(b.0)));
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
+            rows[a.2 as usize]
+                .response_id
+                .cmp(&rows[b.2 as usize].response_id)
+        })
+    });
 
     let file = File::create(run).with_context(|| format!("cannot create {}", run.display()))?;
     let mut w = RunWriter::new(BufWriter::with_capacity(256 * 1024, file));
-    let mut last_user: Option<&str> = None;
-    for &(i, pos) in &order {
-        let r = &rows[i];
+    for &(_, _, i, pos) in &order {
+        let r = &rows[i as usize];
         let session = pos.and_then(|p| index.session(p)).map(SessionView::from);
         let audio_url = r.audio_url.as_ref().map(|t| t.0.as_ref());
         counts.rows += 1;
@@ -248,10 +272,6 @@ fn match_partition(
             if audio_url.is_none() {
                 counts.no_audio += 1;
             }
-        }
-        if last_user != Some(r.user_id.as_ref()) {
-            counts.learners += 1;
-            last_user = Some(r.user_id.as_ref());
         }
         w.push(&MatchedView {
             response_id: &r.response_id,
