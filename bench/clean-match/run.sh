@@ -11,6 +11,9 @@
 #   APPEND=1 PEERS=polars bench/clean-match/run.sh 2000
 #                                              (adds to the previous run's table
 #                                               instead of starting a new one)
+#   SKIP_CLEAN=1 bench/clean-match/run.sh 5000 (without the `engage clean`
+#                                               reference, whose cleaned.jsonl
+#                                               is another copy of the input)
 #
 # Inputs (gen.py: the shape of issue 14, 530 MB = 2M responses, 20k learners,
 # 200k sessions) are generated once into $DATA/SIZE/ and reused. Every
@@ -98,8 +101,10 @@ for SIZE in "${SIZES[@]}"; do
   common=(--activity "$FILE" --sessions "$SESSIONS" --s3-root "$DATA/s3-empty"
           --audio-buckets learner-audio --force)
   echo "== $SIZE MB" >&2
-  measure "engage clean" "$SIZE" "$DIR/out-clean" "$BIN" run "${common[@]}" --stop-after clean --out "$DIR/out-clean"
-  rm -rf "$DIR/out-clean"
+  if [[ "${SKIP_CLEAN:-0}" != 1 ]]; then
+    measure "engage clean" "$SIZE" "$DIR/out-clean" "$BIN" run "${common[@]}" --stop-after clean --out "$DIR/out-clean"
+    rm -rf "$DIR/out-clean"
+  fi
   measure engage "$SIZE" "$ENGAGE_OUT" "$BIN" run "${common[@]}" --stop-after match --out "$ENGAGE_OUT"
   for peer in $PEERS; do
     case $peer in

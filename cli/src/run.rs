@@ -37,6 +37,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::run_match::{auto_partitions, spool_sessions, stream_match};
 
+/// Clean's per-piece duplicate window when matching is streamed.
+const STREAMED_DEDUP_CAPACITY: usize = 1 << 16;
+
 /// Where the sessions are while the run goes on.
 enum HeldSessions {
     /// Parsed, all of them (the full pipeline).
@@ -248,7 +251,18 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     // Clean, into partition files under work/.
     let mut pieces: Vec<Vec<PathBuf>> = Vec::new();
     let mut stats = Vec::new();
-    let opts = CleanOptions::default();
+    let opts = if streamed {
+        // Repeats are dropped per partition by response id anyway (same
+        // result, see dedupe in run_match.rs), so clean's per-piece window
+        // only needs to catch near repeats: a full 2^20-id window per piece
+        // in flight was most of the memory of a 5 GB run.
+        CleanOptions {
+            dedup_capacity: STREAMED_DEDUP_CAPACITY,
+            ..CleanOptions::default()
+        }
+    } else {
+        CleanOptions::default()
+    };
     for (i, path) in args.activity.iter().enumerate() {
         let (piece_files, piece_stats) =
             clean_file(path, i, &work, partitions, &selection, &opts, &mut rejects)?;

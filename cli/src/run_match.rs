@@ -345,7 +345,7 @@ pub(crate) fn stream_match(
     let runs = (0..partitions)
         .map(|p| {
             File::open(run_path(p))
-                .map(|f| BufReader::with_capacity(64 * 1024, f))
+                .map(|f| BufReader::with_capacity(16 * 1024, f))
                 .with_context(|| format!("cannot open match run {p}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
