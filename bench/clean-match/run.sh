@@ -41,7 +41,7 @@ fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DATA=${DATA:-$ROOT/bench/data/clean-match}
-PEERS=${PEERS:-polars duckdb pandas jq}
+PEERS=${PEERS-polars duckdb pandas jq}  # PEERS="" runs engage alone
 PANDAS_MAX_MB=${PANDAS_MAX_MB:-1000}
 BIN=${ENGAGE_BIN:-$ROOT/target/release/engage}
 RUNS="$DATA/runs.jsonl"

@@ -66,9 +66,12 @@ def main() -> None:
             checks = {c["name"]: c for c in map(json.loads, open(f"{data}/checks-{size}.jsonl")) if c}
         nbytes = rs[0]["bytes"]
         act = summary.get("activity", {})
-        w(f"## {nbytes / 1e6:,.0f} MB ({act.get('read', 0):,} log lines, {act.get('kept', 0):,} kept, "
-          f"{summary.get('matched', 0):,} matched, {summary.get('learners', 0):,} learners, "
-          f"{summary.get('sessions', {}).get('kept', 0):,} sessions)\n")
+        if summary:
+            w(f"## {nbytes / 1e6:,.0f} MB ({act.get('read', 0):,} log lines, {act.get('kept', 0):,} kept, "
+              f"{summary.get('matched', 0):,} matched, {summary.get('learners', 0):,} learners, "
+              f"{summary.get('sessions', {}).get('kept', 0):,} sessions)\n")
+        else:
+            w(f"## {nbytes / 1e6:,.0f} MB\n")
         w("| contender | wall s | CPU s | CPU % | peak RSS MB | MB/s | wall vs polars | RSS vs polars | rows checked |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for r in rs:
