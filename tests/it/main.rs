@@ -12,6 +12,7 @@ mod ops;
 mod quota;
 mod report_html;
 mod resilience;
+mod run_match;
 mod secrets;
 mod storage;
 mod support;
