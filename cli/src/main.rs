@@ -17,6 +17,7 @@ mod ops_cmd;
 mod purge;
 mod quota;
 mod run;
+mod run_match;
 
 use std::process::ExitCode;
 

@@ -34,6 +34,19 @@ use engage_model::{ActivityRecord, AnalysisOutcome, AudioRef, MatchedRecord};
 use engage_runtime::audio_budget::{AudioBudget, Held, HoldError};
 use engage_runtime::config::DEFAULT_AUDIO_MEMORY_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::run_match::{auto_partitions, spool_sessions, stream_match};
+
+/// Clean's per-piece duplicate window when matching is streamed.
+const STREAMED_DEDUP_CAPACITY: usize = 1 << 16;
+
+/// Where the sessions are while the run goes on.
+enum HeldSessions {
+    /// Parsed, all of them (the full pipeline).
+    InMemory(Vec<engage_model::Session>),
+    /// One spool file per learner partition (`--stop-after match`).
+    Spooled(Vec<PathBuf>),
+}
 use rayon::prelude::*;
 
 /// Where `engage run` may stop early.
@@ -83,9 +96,11 @@ pub(crate) struct RunArgs {
     /// Combined-score weights engagement,emotional,accuracy.
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.4, 0.2, 0.4])]
     pub weights: Vec<f64>,
-    /// Learner partitions (parallelism of matching).
-    #[arg(long, default_value_t = 16)]
-    pub partitions: u32,
+    /// Learner partitions: the unit of matching (two at a time on two cores);
+    /// fewer, bigger partitions take more memory. Default: one per 24 MiB of
+    /// activity log (gzip counted at 8× its size), at least 16.
+    #[arg(long)]
+    pub partitions: Option<u32>,
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
@@ -114,7 +129,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         _ => bail!("--weights takes three numbers: engagement,emotional,accuracy"),
     };
     weights.validate().context("--weights")?;
-    if args.partitions == 0 {
+    if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
     for a in &args.activity {
@@ -172,12 +187,54 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let mut summary = Summary::default();
     let mut rejects = BufWriter::new(File::create(out.join("rejects.jsonl"))?);
 
+    let work = out.join("work");
+    let partitions = match args.partitions {
+        Some(p) => p,
+        None => {
+            let mut logs = Vec::new();
+            for a in &args.activity {
+                let len = std::fs::metadata(a)?.len();
+                let mut magic = [0u8; 2];
+                let gzip = std::io::Read::read_exact(&mut File::open(a)?, &mut magic).is_ok()
+                    && magic == [0x1f, 0x8b];
+                logs.push((len, gzip));
+            }
+            auto_partitions(&logs)
+        }
+    };
+    // `--stop-after match` streams: sessions and records are spooled by
+    // learner partition and matched a few partitions at a time, so memory
+    // does not grow with the input (run_match.rs). The later stages need
+    // every record at once and keep them in memory.
+    let streamed = args.stop_after == Some(StopAfter::Match);
+
     // Sessions and selection.
     let sessions_file = File::open(&args.sessions)
         .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
-    let parsed = read_sessions(BufReader::new(sessions_file))
+    let (held, session_rejects, milestone_selection) = if streamed {
+        let s = spool_sessions(
+            BufReader::new(sessions_file),
+            partitions,
+            &work,
+            args.milestone.as_deref(),
+        )
         .with_context(|| format!("sessions file {}", args.sessions.display()))?;
-    summary.sessions = session_counts(parsed.sessions.len(), &parsed.rejects);
+        summary.sessions = session_counts(s.kept, &s.rejects);
+        (HeldSessions::Spooled(s.paths), s.rejects, s.selected)
+    } else {
+        let parsed = read_sessions(BufReader::new(sessions_file))
+            .with_context(|| format!("sessions file {}", args.sessions.display()))?;
+        summary.sessions = session_counts(parsed.sessions.len(), &parsed.rejects);
+        let selected = args
+            .milestone
+            .as_ref()
+            .map(|m| SelectedLearners::from_sessions(parsed.sessions.iter(), m));
+        (
+            HeldSessions::InMemory(parsed.sessions),
+            parsed.rejects,
+            selected,
+        )
+    };
     let selection = if let Some(ids) = &args.users {
         SelectedLearners::from_ids(ids.iter())
     } else if let Some(f) = &args.users_file {
@@ -185,31 +242,34 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
             File::open(f).with_context(|| format!("cannot read users file {}", f.display()))?;
         SelectedLearners::from_reader(BufReader::new(file))
             .with_context(|| format!("users file {}", f.display()))?
-    } else if let Some(m) = &args.milestone {
-        SelectedLearners::from_sessions(parsed.sessions.iter(), m)
+    } else if let Some(selected) = milestone_selection {
+        selected
     } else {
         SelectedLearners::All
     };
 
     // Clean, into partition files under work/.
-    let work = out.join("work");
     let mut pieces: Vec<Vec<PathBuf>> = Vec::new();
     let mut stats = Vec::new();
-    let opts = CleanOptions::default();
+    let opts = if streamed {
+        // Repeats are dropped per partition by response id anyway (same
+        // result, see dedupe in run_match.rs), so clean's per-piece window
+        // only needs to catch near repeats: a full 2^20-id window per piece
+        // in flight was most of the memory of a 5 GB run.
+        CleanOptions {
+            dedup_capacity: STREAMED_DEDUP_CAPACITY,
+            ..CleanOptions::default()
+        }
+    } else {
+        CleanOptions::default()
+    };
     for (i, path) in args.activity.iter().enumerate() {
-        let (piece_files, piece_stats) = clean_file(
-            path,
-            i,
-            &work,
-            args.partitions,
-            &selection,
-            &opts,
-            &mut rejects,
-        )?;
+        let (piece_files, piece_stats) =
+            clean_file(path, i, &work, partitions, &selection, &opts, &mut rejects)?;
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
-    for r in &parsed.rejects {
+    for r in &session_rejects {
         serde_json::to_writer(
             &mut rejects,
             &serde_json::json!({"source": "sessions", "row": r.row, "reason": r.reason, "detail": r.detail}),
@@ -231,9 +291,31 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         return finish(out, summary);
     }
 
-    // Match, partition by partition in parallel.
-    let by_part = partition_sessions(parsed.sessions, args.partitions);
-    let matched_parts: Vec<Vec<MatchedRecord>> = (0..args.partitions)
+    let sessions = match held {
+        HeldSessions::Spooled(paths) => {
+            let threads = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2);
+            let c = stream_match(&pieces, &paths, &work, &out.join("matched.csv"), threads)?;
+            summary.activity.duplicates += c.duplicates;
+            summary.activity.kept = summary.activity.kept.saturating_sub(c.duplicates);
+            summary.matched = c.matched;
+            summary.unmatched = c.rows - c.matched;
+            summary.no_audio = c.no_audio;
+            summary.learners = c.learners;
+            summary.analyzed = 0;
+            summary.failed.clear();
+            summary.report_rows = 0;
+            return finish(out, summary);
+        }
+        HeldSessions::InMemory(sessions) => sessions,
+    };
+    let by_part = partition_sessions(sessions, partitions);
+
+    // Match, partition by partition in parallel, holding every record: the
+    // analysis and the report below need them all (only `--stop-after
+    // match` is streamed).
+    let matched_parts: Vec<Vec<MatchedRecord>> = (0..partitions)
         .into_par_iter()
         .map(|p| -> anyhow::Result<Vec<MatchedRecord>> {
             let mut records = Vec::new();
@@ -250,24 +332,6 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let (records, cross_dups) = dedupe_first(matched_parts.into_iter().flatten());
     summary.activity.duplicates += cross_dups;
     summary.activity.kept = summary.activity.kept.saturating_sub(cross_dups);
-    let empty = BTreeMap::new();
-    if args.stop_after == Some(StopAfter::Match) {
-        count_into(&mut summary, &records, &empty, &[]);
-        let files = render(
-            &records,
-            &empty,
-            Vec::new(),
-            &summary,
-            &RejectExamples::default(),
-        )?;
-        write_files(
-            out,
-            files
-                .into_iter()
-                .filter(|(n, _)| *n == "matched.csv" || *n == "summary.json"),
-        )?;
-        return finish(out, summary);
-    }
 
     // Download (validate) and analyze, in parallel, once per distinct audio.
     let outcomes = analyze_all(&records, &args.s3_root, &args.audio_buckets);

@@ -15,6 +15,7 @@ mod presence;
 mod quota;
 mod report_html;
 mod resilience;
+mod run_match;
 mod secrets;
 mod storage;
 mod support;

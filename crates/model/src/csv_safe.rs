@@ -15,7 +15,12 @@ pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 /// True when `cell` begins with one of [`FORMULA_TRIGGERS`].
 pub fn is_formula_like(cell: &str) -> bool {
-    cell.starts_with(FORMULA_TRIGGERS)
+    // Every trigger is ASCII, so the first byte decides (a byte test, not a
+    // char-set search: this runs for every text cell of every output row).
+    matches!(
+        cell.as_bytes().first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
 }
 
 /// A text cell safe to open in a spreadsheet: a cell beginning with `=`, `+`,
@@ -41,6 +46,19 @@ pub fn csv_safe(cell: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_byte_test_is_the_trigger_list() {
+        for c in (0u32..0x250).filter_map(char::from_u32) {
+            let cell = format!("{c}x");
+            assert_eq!(
+                is_formula_like(&cell),
+                FORMULA_TRIGGERS.contains(&c),
+                "{c:?}"
+            );
+        }
+        assert!(!is_formula_like(""));
+    }
 
     #[test]
     fn every_trigger_is_prefixed_with_a_quote() {

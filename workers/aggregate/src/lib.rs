@@ -9,10 +9,13 @@
 //! - [`report`]: the output files (`report.csv`, `report.json`, `matched.csv`,
 //!   `analysis.csv`) over any [`std::io::Write`].
 //! - [`html`]: `report.html`, the batch's self-contained report page.
+//! - [`matched_runs`]: `matched.csv` from sorted runs and a k-way merge, for
+//!   batches not held in memory.
 #![forbid(unsafe_code)]
 
 pub mod domain;
 pub mod html;
+pub mod matched_runs;
 pub mod outputs;
 pub mod report;
 pub mod report_job;
@@ -23,8 +26,8 @@ pub use domain::{
     ReportRow, Weights, WeightsError, aggregate_all, aggregate_learner, row_order, sort_rows,
 };
 pub use report::{
-    ReportError, format_float, write_analysis_csv, write_matched_csv, write_report_csv,
-    write_report_json,
+    MatchedView, ReportError, SessionView, format_float, matched_cells, write_analysis_csv,
+    write_matched_csv, write_report_csv, write_report_json,
 };
 pub use rollup::LearnerRows;
 pub use stage::AggregateStage;

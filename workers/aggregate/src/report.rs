@@ -16,8 +16,9 @@ use std::borrow::Cow;
 use std::io::Write;
 
 use engage_model::csv_safe::csv_safe;
+use engage_model::time::Timestamp;
 use engage_model::time::format_rfc3339;
-use engage_model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord};
+use engage_model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord, Session, SessionMatch};
 use serde::Serialize;
 
 use crate::domain::{ReportRow, row_order};
@@ -60,7 +61,7 @@ pub const MATCHED_COLUMNS: [&str; 11] = [
 
 /// Which `matched.csv` columns hold text from the input; `accuracy` is a
 /// number and the two timestamps are generated, so they stay as they are.
-const MATCHED_TEXT: [bool; 11] = [
+pub(crate) const MATCHED_TEXT: [bool; 11] = [
     true, true, false, true, false, true, false, true, true, true, true,
 ];
 
@@ -98,6 +99,10 @@ pub enum ReportError {
     /// JSON encoding or the underlying writer failed.
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// Rows of a sorted `matched.csv` run came out of order (a bug in the
+    /// producer, or a corrupt run file).
+    #[error("matched rows out of order in a sorted run")]
+    OutOfOrder,
 }
 
 /// Formats a float with the module's rule: 3 decimals, no trailing zeros,
@@ -212,32 +217,121 @@ pub fn write_report_json<W: Write>(mut w: W, rows: &[ReportRow]) -> Result<(), R
     Ok(())
 }
 
+/// One `matched.csv` row's data, borrowed: from a [`MatchedRecord`], or from
+/// a record parsed in place and the session it matched (the streaming path of
+/// [`crate::matched_runs`]), so both write the same bytes through
+/// [`matched_cells`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MatchedView<'a> {
+    /// The response id.
+    pub response_id: &'a str,
+    /// The learner.
+    pub user_id: &'a str,
+    /// The response's instant.
+    pub timestamp: Timestamp,
+    /// The audio link as written, if any.
+    pub audio_url: Option<&'a str>,
+    /// Accuracy, if present.
+    pub accuracy: Option<f64>,
+    /// The matched session's fields; `None` when unmatched.
+    pub session: Option<SessionView<'a>>,
+}
+
+/// The session columns of a `matched.csv` row, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionView<'a> {
+    /// The session id.
+    pub session_id: &'a str,
+    /// When the session was created.
+    pub created_at: Timestamp,
+    /// The milestone.
+    pub milestone: &'a str,
+    /// The lesson.
+    pub lesson: &'a str,
+    /// The phase.
+    pub phase: &'a str,
+    /// The progress, as written.
+    pub progress: &'a str,
+}
+
+impl<'a> From<&'a SessionMatch> for SessionView<'a> {
+    fn from(s: &'a SessionMatch) -> Self {
+        Self {
+            session_id: &s.session_id,
+            created_at: s.created_at,
+            milestone: &s.milestone,
+            lesson: &s.lesson,
+            phase: &s.phase,
+            progress: &s.progress,
+        }
+    }
+}
+
+impl<'a> From<&'a Session> for SessionView<'a> {
+    fn from(s: &'a Session) -> Self {
+        Self {
+            session_id: &s.session_id,
+            created_at: s.created_at,
+            milestone: &s.milestone,
+            lesson: &s.lesson,
+            phase: &s.phase,
+            progress: &s.progress,
+        }
+    }
+}
+
+impl<'a> From<&'a MatchedRecord> for MatchedView<'a> {
+    fn from(m: &'a MatchedRecord) -> Self {
+        let r = &m.record;
+        Self {
+            response_id: &r.response_id,
+            user_id: &r.user_id,
+            timestamp: r.timestamp,
+            audio_url: r.audio_url.as_deref(),
+            accuracy: r.accuracy,
+            session: m.session.as_ref().map(SessionView::from),
+        }
+    }
+}
+
+impl MatchedView<'_> {
+    /// The `matched.csv` order: user id, timestamp, response id.
+    pub fn key(&self) -> (&str, Timestamp, &str) {
+        (self.user_id, self.timestamp, self.response_id)
+    }
+}
+
+/// The eleven `matched.csv` cells of a row, [`MATCHED_COLUMNS`] order, before
+/// [`csv_safe`]: input text is borrowed, timestamps and accuracy formatted.
+pub fn matched_cells<'a>(v: &MatchedView<'a>) -> [Cow<'a, str>; 11] {
+    let s = v.session.as_ref();
+    let text = |f: fn(&SessionView<'a>) -> &'a str| Cow::Borrowed(s.map(f).unwrap_or_default());
+    [
+        Cow::Borrowed(v.response_id),
+        Cow::Borrowed(v.user_id),
+        Cow::Owned(format_rfc3339(v.timestamp)),
+        Cow::Borrowed(v.audio_url.unwrap_or_default()),
+        Cow::Owned(opt_float(v.accuracy)),
+        text(|s| s.session_id),
+        Cow::Owned(s.map(|s| format_rfc3339(s.created_at)).unwrap_or_default()),
+        text(|s| s.milestone),
+        text(|s| s.lesson),
+        text(|s| s.phase),
+        text(|s| s.progress),
+    ]
+}
+
 /// Writes `matched.csv`: every response with its session fields (empty when
 /// unmatched), sorted by `user_id`, `timestamp`, `response_id`; identical
-/// duplicate rows are written once.
+/// duplicate rows are written once. Holds every row in memory: a batch too
+/// big for that goes through [`crate::matched_runs`] instead, which writes
+/// the same bytes.
 pub fn write_matched_csv<W: Write>(w: W, records: &[MatchedRecord]) -> Result<(), ReportError> {
-    let mut rows: Vec<(&str, i64, [String; 11])> = records
+    let mut rows: Vec<(&str, i64, [Cow<'_, str>; 11])> = records
         .iter()
         .map(|m| {
-            let r = &m.record;
-            let s = m.session.as_ref();
-            let field = |f: fn(&engage_model::SessionMatch) -> &str| {
-                s.map(|s| f(s).to_string()).unwrap_or_default()
-            };
-            let cells = [
-                r.response_id.clone(),
-                r.user_id.clone(),
-                format_rfc3339(r.timestamp),
-                r.audio_url.clone().unwrap_or_default(),
-                opt_float(r.accuracy),
-                field(|s| &s.session_id),
-                s.map(|s| format_rfc3339(s.created_at)).unwrap_or_default(),
-                field(|s| &s.milestone),
-                field(|s| &s.lesson),
-                field(|s| &s.phase),
-                field(|s| &s.progress),
-            ];
-            (r.user_id.as_str(), r.timestamp, cells)
+            let v = MatchedView::from(m);
+            (v.user_id, v.timestamp, matched_cells(&v))
         })
         .collect();
     // The key, then the whole row: a total order that ignores input order.
@@ -301,25 +395,37 @@ pub fn write_analysis_csv<W: Write>(
 /// Writes a header and rows; the cells of the columns marked in `text` go
 /// through [`csv_safe`] (formula neutralising), numeric and generated
 /// columns are written as they are.
-fn write_csv<W: Write, const N: usize>(
+fn write_csv<W: Write, S: AsRef<str>, const N: usize>(
     w: W,
     header: &[&str; N],
     text: &[bool; N],
-    rows: impl IntoIterator<Item = [String; N]>,
+    rows: impl IntoIterator<Item = [S; N]>,
 ) -> Result<(), ReportError> {
     let mut out = csv::Writer::from_writer(w);
     out.write_record(header)?;
     for row in rows {
-        let cells: [Cow<'_, str>; N] = std::array::from_fn(|i| {
-            if text[i] {
-                csv_safe(&row[i])
-            } else {
-                Cow::Borrowed(row[i].as_str())
-            }
-        });
-        out.write_record(cells.iter().map(|c| c.as_bytes()))?;
+        write_safe_record(&mut out, text, &row)?;
     }
     out.flush()?;
+    Ok(())
+}
+
+/// Writes one record, the cells of the columns marked in `text` through
+/// [`csv_safe`].
+pub(crate) fn write_safe_record<W: Write, S: AsRef<str>, const N: usize>(
+    out: &mut csv::Writer<W>,
+    text: &[bool; N],
+    row: &[S; N],
+) -> Result<(), ReportError> {
+    let cells: [Cow<'_, str>; N] = std::array::from_fn(|i| {
+        let cell = row[i].as_ref();
+        if text[i] {
+            csv_safe(cell)
+        } else {
+            Cow::Borrowed(cell)
+        }
+    });
+    out.write_record(cells.iter().map(|c| c.as_bytes()))?;
     Ok(())
 }
 

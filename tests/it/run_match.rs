@@ -1,0 +1,80 @@
+//! `engage run --stop-after match` streams the match (partitions spooled,
+//! matched two at a time, sorted runs merged), while the full run holds every
+//! record in memory: both must write the same `matched.csv` and the same
+//! match counts, whatever the partition count, with repeats across files.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::fleet::{Dataset, bin_dir, gen_data};
+
+/// Runs `engage run` on the dataset's log given twice (every response
+/// repeated in a second file: repeats across pieces), with extra arguments.
+fn run(data: &Dataset, out: &Path, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let o = Command::new(bin_dir().join("engage"))
+        .arg("run")
+        .arg("--activity")
+        .arg(&data.activity)
+        .arg("--activity")
+        .arg(&data.activity)
+        .arg("--sessions")
+        .arg(&data.sessions)
+        .arg("--s3-root")
+        .arg(&data.s3_root)
+        .args(["--audio-buckets", "learner-audio", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()?;
+    anyhow::ensure!(
+        o.status.success(),
+        "engage run {extra:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(serde_json::from_slice(&std::fs::read(
+        out.join("summary.json"),
+    )?)?)
+}
+
+#[test]
+fn streamed_match_writes_the_full_runs_matched_csv_and_counts() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = gen_data(&dir.path().join("data"), 12, 20, 14)?;
+    let full_out = dir.path().join("full");
+    let full = run(&data, &full_out, &[])?;
+    let want = std::fs::read(full_out.join("matched.csv"))?;
+    assert!(
+        full["activity"]["duplicates"].as_u64().unwrap_or(0)
+            >= full["activity"]["kept"].as_u64().unwrap_or(u64::MAX),
+        "the second copy of the log is all repeats: {full}"
+    );
+    for partitions in [None, Some("1"), Some("3"), Some("64")] {
+        let out = dir.path().join(format!("streamed-{partitions:?}"));
+        let mut extra = vec!["--stop-after", "match"];
+        if let Some(p) = partitions {
+            extra.extend(["--partitions", p]);
+        }
+        let got = run(&data, &out, &extra)?;
+        assert!(
+            std::fs::read(out.join("matched.csv"))? == want,
+            "matched.csv differs with --partitions {partitions:?}"
+        );
+        for key in [
+            "activity",
+            "sessions",
+            "matched",
+            "unmatched",
+            "no_audio",
+            "learners",
+        ] {
+            assert_eq!(
+                got[key], full[key],
+                "{key} with --partitions {partitions:?}"
+            );
+        }
+        assert!(
+            !out.join("work").exists(),
+            "spool files are removed after the run"
+        );
+    }
+    Ok(())
+}
