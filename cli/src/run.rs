@@ -97,8 +97,8 @@ pub(crate) struct RunArgs {
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [0.4, 0.2, 0.4])]
     pub weights: Vec<f64>,
     /// Learner partitions: the unit of matching (two at a time on two cores);
-    /// fewer, bigger partitions take more memory. Default: one per 24 MiB of
-    /// activity log (gzip counted at 8× its size), at least 16.
+    /// fewer, bigger partitions take more memory. Default: one per 16 MiB of
+    /// activity log (gzip counted at 8× its size), at least 4.
     #[arg(long)]
     pub partitions: Option<u32>,
 }
