@@ -24,9 +24,8 @@
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use engage_model::MatchedRecord;
 use engage_model::envelope::{Envelope, StageName};
-use engage_model::jobs::{BatchPlan, CleanDone, DownloadJob, ids};
+use engage_model::jobs::{BatchPlan, DownloadJob, ids};
 use engage_model::layout::{Layout, valid_batch_id};
 use engage_runtime::batch_control::{
     self as control, Changed, ControlError, Verb, cancelled_marker, finalize_cancelled, open_items,
@@ -35,11 +34,12 @@ use engage_runtime::broker::{Publisher, WAIT_RUNGS};
 use engage_runtime::config::FleetConfig;
 use engage_runtime::idempotency::Idempotency;
 use engage_runtime::ledger::Ledger;
+use engage_runtime::reconciler::download_jobs;
 use engage_runtime::redis_conn::RedisConn;
 use engage_runtime::reopen::reopen_items;
 use engage_runtime::services::storage_config;
 use engage_runtime::storage::{ObjectUri, Storage};
-use engage_runtime::store_io::{get_json, get_jsonl};
+use engage_runtime::store_io::get_json;
 use lapin::BasicProperties;
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
 
@@ -241,7 +241,17 @@ pub(crate) async fn retry(
         return Ok(out);
     }
     let (storage, layout) = store(cfg).await?;
-    let jobs = download_jobs(&storage, &layout, batch, &wanted).await?;
+    let plan = get_json::<BatchPlan>(&storage, &layout.batch_spec(batch)?)
+        .await?
+        .with_context(|| format!("batch {batch} has no plan in the store"))?;
+    let jobs: BTreeMap<String, DownloadJob> =
+        download_jobs(&storage, &layout, batch, &plan, |rid| {
+            wanted.contains_key(rid)
+        })
+        .await?
+        .into_iter()
+        .map(|j| (j.response_id.clone(), j))
+        .collect();
     out.not_retriable = wanted.len() - jobs.len();
     let items: Vec<(String, String)> = jobs
         .values()
@@ -268,50 +278,6 @@ pub(crate) async fn retry(
     }
     let _ = amqp.close(200, "bye".into()).await;
     Ok(out)
-}
-
-/// The download jobs of `wanted` items (by response id), rebuilt from the
-/// batch's matched partitions as the match stage made them.
-async fn download_jobs(
-    storage: &Storage,
-    layout: &Layout,
-    batch: &str,
-    wanted: &BTreeMap<String, String>,
-) -> anyhow::Result<BTreeMap<String, DownloadJob>> {
-    let plan = get_json::<BatchPlan>(storage, &layout.batch_spec(batch)?)
-        .await?
-        .with_context(|| format!("batch {batch} has no plan in the store"))?;
-    let mut jobs = BTreeMap::new();
-    for piece in &plan.pieces {
-        let Some(done) =
-            get_json::<CleanDone>(storage, &layout.clean_done(batch, &piece.piece)?).await?
-        else {
-            continue;
-        };
-        for &partition in &done.partitions {
-            let uri = layout.matched_part(batch, &piece.piece, partition)?;
-            for r in get_jsonl::<MatchedRecord>(storage, &uri)
-                .await?
-                .unwrap_or_default()
-            {
-                let rid = &r.record.response_id;
-                let (Some(_), Some(url)) = (&r.session, &r.record.audio_url) else {
-                    continue;
-                };
-                if wanted.contains_key(rid) && !jobs.contains_key(rid) {
-                    jobs.insert(
-                        rid.clone(),
-                        DownloadJob {
-                            response_id: rid.clone(),
-                            user_id: r.record.user_id.clone(),
-                            audio_url: url.clone(),
-                        },
-                    );
-                }
-            }
-        }
-    }
-    Ok(jobs)
 }
 
 /// What [`sweep`] does with a batch's messages.

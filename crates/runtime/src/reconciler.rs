@@ -35,10 +35,12 @@ use tracing::{info, warn};
 use crate::broker::{self, Publisher};
 use crate::fan_in::emits_for;
 use crate::item_log::read_batch;
+use crate::job_error::JobError;
 use crate::ledger::{FanIn, Progress, ScanResult};
 use crate::recovery::rebuild;
 use crate::services::Services;
 use crate::stage::Emit;
+use crate::storage::Storage;
 use crate::store_io::{get_json, get_jsonl};
 use engage_model::MatchedRecord;
 use engage_model::envelope::{Envelope, StageName};
@@ -374,40 +376,14 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
         }
     } else if finals.len() < usize::try_from(p.items).unwrap_or(usize::MAX) {
         // Kept responses with audio that are not final: their download again.
-        let mut asked = BTreeSet::new();
-        for piece in &plan.pieces {
-            let Some(done) =
-                get_json::<CleanDone>(st, &layout.clean_done(b, &piece.piece)?).await?
-            else {
-                continue;
-            };
-            for &partition in &done.partitions {
-                let uri = layout.matched_part(b, &piece.piece, partition)?;
-                for r in get_jsonl::<MatchedRecord>(st, &uri)
-                    .await?
-                    .unwrap_or_default()
-                {
-                    let rid = &r.record.response_id;
-                    let (Some(_), Some(url)) = (&r.session, &r.record.audio_url) else {
-                        continue;
-                    };
-                    if finals.contains(rid) || !asked.insert(rid.clone()) {
-                        continue;
-                    }
-                    let id = ids::download(b, rid);
-                    svc.idempotency.forget(StageName::Download, &id).await?;
-                    svc.idempotency
-                        .forget(StageName::Analyze, &ids::analyze(b, rid))
-                        .await?;
-                    let d = DownloadJob {
-                        response_id: rid.clone(),
-                        user_id: r.record.user_id.clone(),
-                        audio_url: url.clone(),
-                    };
-                    emits.push(Emit::new(StageName::Download, id, &d)?);
-                    *counts.entry(kind::DOWNLOAD_JOB).or_default() += 1;
-                }
-            }
+        for d in download_jobs(st, &layout, b, &plan, |rid| !finals.contains(rid)).await? {
+            let id = ids::download(b, &d.response_id);
+            svc.idempotency.forget(StageName::Download, &id).await?;
+            svc.idempotency
+                .forget(StageName::Analyze, &ids::analyze(b, &d.response_id))
+                .await?;
+            emits.push(Emit::new(StageName::Download, id, &d)?);
+            *counts.entry(kind::DOWNLOAD_JOB).or_default() += 1;
         }
     } else {
         // Every item final: learners without rows, then the report.
@@ -440,4 +416,47 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
         count(svc, b, kind, n).await?;
     }
     Ok(emits)
+}
+
+/// The download jobs of a batch's items that `want` (by response id), as
+/// the match stage made them: from every matched partition the plan's
+/// finished pieces wrote, each matched response with audio once (its first
+/// occurrence), in plan order. The reconciler re-drives lost downloads with
+/// it, and `engage retry` re-runs failed items.
+pub async fn download_jobs(
+    st: &Storage,
+    layout: &Layout,
+    batch: &str,
+    plan: &BatchPlan,
+    want: impl Fn(&str) -> bool,
+) -> Result<Vec<DownloadJob>, JobError> {
+    let mut seen = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for piece in &plan.pieces {
+        let Some(done) =
+            get_json::<CleanDone>(st, &layout.clean_done(batch, &piece.piece)?).await?
+        else {
+            continue;
+        };
+        for &partition in &done.partitions {
+            let uri = layout.matched_part(batch, &piece.piece, partition)?;
+            for r in get_jsonl::<MatchedRecord>(st, &uri)
+                .await?
+                .unwrap_or_default()
+            {
+                let rid = &r.record.response_id;
+                let (Some(_), Some(url)) = (&r.session, &r.record.audio_url) else {
+                    continue;
+                };
+                if want(rid) && seen.insert(rid.clone()) {
+                    jobs.push(DownloadJob {
+                        response_id: rid.clone(),
+                        user_id: r.record.user_id.clone(),
+                        audio_url: url.clone(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(jobs)
 }
