@@ -4,32 +4,13 @@
 //! match counts, whatever the partition count, with repeats across files.
 
 use std::path::Path;
-use std::process::Command;
 
-use crate::support::fleet::{Dataset, bin_dir, gen_data};
+use crate::support::fleet::{Dataset, engage_run_with, gen_data};
 
 /// Runs `engage run` on the dataset's log given twice (every response
 /// repeated in a second file: repeats across pieces), with extra arguments.
 fn run(data: &Dataset, out: &Path, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let o = Command::new(bin_dir().join("engage"))
-        .arg("run")
-        .arg("--activity")
-        .arg(&data.activity)
-        .arg("--activity")
-        .arg(&data.activity)
-        .arg("--sessions")
-        .arg(&data.sessions)
-        .arg("--s3-root")
-        .arg(&data.s3_root)
-        .args(["--audio-buckets", "learner-audio", "--out"])
-        .arg(out)
-        .args(extra)
-        .output()?;
-    anyhow::ensure!(
-        o.status.success(),
-        "engage run {extra:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    engage_run_with(data, 2, out, extra)?;
     Ok(serde_json::from_slice(&std::fs::read(
         out.join("summary.json"),
     )?)?)

@@ -115,21 +115,40 @@ pub fn gen_data(dir: &Path, learners: u32, responses: u32, seed: u64) -> anyhow:
 
 /// Runs `engage run` on a dataset; returns the output directory.
 pub fn engage_run(data: &Dataset, out: &Path) -> anyhow::Result<PathBuf> {
-    let o = Command::new(bin_dir().join("engage"))
-        .arg("run")
-        .arg("--activity")
-        .arg(&data.activity)
+    engage_run_with(data, 1, out, &[])?;
+    Ok(out.to_path_buf())
+}
+
+/// Runs `engage run` on a dataset whose activity log is given `copies`
+/// times (repeats across files), with `extra` arguments; fails unless it
+/// succeeds.
+pub fn engage_run_with(
+    data: &Dataset,
+    copies: usize,
+    out: &Path,
+    extra: &[&str],
+) -> anyhow::Result<()> {
+    let mut cmd = Command::new(bin_dir().join("engage"));
+    cmd.arg("run");
+    for _ in 0..copies {
+        cmd.arg("--activity").arg(&data.activity);
+    }
+    let o = cmd
         .arg("--sessions")
         .arg(&data.sessions)
         .arg("--s3-root")
         .arg(&data.s3_root)
         .args(["--audio-buckets", "learner-audio", "--out"])
         .arg(out)
+        .args(extra)
         .output()?;
     if !o.status.success() {
-        bail!("engage run failed: {}", String::from_utf8_lossy(&o.stderr));
+        bail!(
+            "engage run {extra:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
-    Ok(out.to_path_buf())
+    Ok(())
 }
 
 /// The files whose bytes must agree between `engage run` and the fleet.
