@@ -11,6 +11,7 @@ mod gemini;
 mod ledger;
 mod ops;
 mod ops_cli;
+mod prepass;
 mod presence;
 mod quota;
 mod report_html;

@@ -70,13 +70,19 @@ fn field(ok: bool, field: &'static str, why: &'static str) -> Result<(), ForgedJ
     }
 }
 
-/// `f<1-6 digits>-r<1-9 digits>`, the plan's piece ids.
+/// `f<1-6 digits>-r<1-9 digits>`, the plan's piece ids, optionally followed
+/// by `-s<6 digits>`, a segment the pre-pass cut from that piece.
 pub fn valid_piece_id(p: &str) -> bool {
     let digits =
         |s: &str, max: usize| (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
-    p.strip_prefix('f')
-        .and_then(|rest| rest.split_once("-r"))
-        .is_some_and(|(f, r)| digits(f, 6) && digits(r, 9))
+    let (p, seg) = match p.split_once("-s") {
+        Some((p, s)) => (p, Some(s)),
+        None => (p, None),
+    };
+    seg.is_none_or(|s| s.len() == 6 && digits(s, 6))
+        && p.strip_prefix('f')
+            .and_then(|rest| rest.split_once("-r"))
+            .is_some_and(|(f, r)| digits(f, 6) && digits(r, 9))
 }
 
 /// 64 lowercase hex digits.
@@ -112,6 +118,23 @@ impl CheckIds for CleanJob {
                 partitions(p.partitions)?;
                 if let Some((start, end)) = p.range {
                     field(start < end, "range", "is empty or reversed")?;
+                }
+                let whole = p.range.is_none();
+                match &p.segment {
+                    Some(s) => field(
+                        whole
+                            && !p.split
+                            && p.piece
+                                .split_once("-s")
+                                .is_some_and(|(of, _)| p.piece == ids::segment(of, s.index)),
+                        "segment",
+                        "does not match its piece id",
+                    )?,
+                    None => field(
+                        !p.piece.contains("-s") && (whole || !p.split),
+                        "piece",
+                        "is a segment id without a segment, or a ranged split",
+                    )?,
                 }
                 expect(job_id, ids::clean(b, &p.piece), "clean piece")
             }
@@ -205,8 +228,44 @@ mod tests {
             range: Some((0, 10)),
             partitions: 8,
             selected: false,
+            split: false,
+            segment: None,
         });
         piece.check_ids(b, &ids::clean(b, "f000-r0001")).unwrap();
+        let seg_id = ids::segment("f000-r0001", 3);
+        let segment = |piece: &str, index: u32, split: bool| CleanPiece {
+            piece: piece.into(),
+            activity: "s3://raw/a.gz".into(),
+            range: None,
+            partitions: 8,
+            selected: false,
+            split,
+            segment: Some(crate::jobs::SegmentStart {
+                index,
+                offset: 10,
+                line: 2,
+                array: false,
+                last: false,
+            }),
+        };
+        CleanJob::Piece(segment(&seg_id, 3, false))
+            .check_ids(b, &ids::clean(b, &seg_id))
+            .unwrap();
+        // A segment whose index or kind disagrees with its id is forged.
+        for bad in [segment(&seg_id, 4, false), segment(&seg_id, 3, true)] {
+            assert!(
+                CleanJob::Piece(bad)
+                    .check_ids(b, &ids::clean(b, &seg_id))
+                    .is_err()
+            );
+        }
+        let mut no_segment = segment(&seg_id, 3, false);
+        no_segment.segment = None;
+        assert!(
+            CleanJob::Piece(no_segment)
+                .check_ids(b, &ids::clean(b, &seg_id))
+                .is_err()
+        );
         let m = MatchJob {
             piece: "f000-r0001".into(),
             partition: 7,
@@ -276,6 +335,15 @@ mod tests {
     fn piece_ids() {
         assert!(valid_piece_id("f000-r0000"));
         assert!(valid_piece_id("f1-r123456789"));
+        assert!(valid_piece_id("f000-r0000-s000012"));
+        for bad in [
+            "f000-r0000-s12",
+            "f000-r0000-s",
+            "f000-r0000-s0000001",
+            "f0-s000001",
+        ] {
+            assert!(!valid_piece_id(bad), "{bad}");
+        }
         for bad in [
             "",
             "f-r1",

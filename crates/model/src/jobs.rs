@@ -30,7 +30,9 @@ pub enum CleanJob {
     /// A new batch: resolve the selection, partition the sessions, split the
     /// activity files into pieces and emit one piece job each.
     Batch(BatchSpec),
-    /// One piece: a whole file, or a byte range of a plain JSON Lines file.
+    /// One piece: a whole file, a byte range of a plain JSON Lines file, the
+    /// streaming pre-pass over a gzip or JSON-array file (`split`), or one
+    /// segment that pre-pass cut (`segment`).
     Piece(CleanPiece),
 }
 
@@ -50,6 +52,32 @@ pub struct CleanPiece {
     /// Whether a resolved selection exists at the batch's `selected.json`.
     #[serde(default)]
     pub selected: bool,
+    /// A whole gzip or JSON-array file whose job is the streaming pre-pass:
+    /// it cuts the decompressed stream into plain segments of about the
+    /// piece size, stored under the batch, each cleaned by its own job.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub split: bool,
+    /// Set on a segment the pre-pass cut: where it starts in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<SegmentStart>,
+}
+
+/// Where a segment of a cut (gzip or JSON-array) file starts, so that its
+/// items keep the line numbers and offsets they have in the whole file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentStart {
+    /// The segment's number in its file (0 is the head).
+    pub index: u32,
+    /// Offset of the segment's first byte in the decompressed file.
+    pub offset: u64,
+    /// Lines (or array elements) before the segment.
+    pub line: u64,
+    /// Whether the file is one JSON array (segments after the head start
+    /// just after an element).
+    pub array: bool,
+    /// Whether this is the file's last segment.
+    pub last: bool,
 }
 
 /// The match queue: one partition of one clean piece.
@@ -161,6 +189,14 @@ pub struct CleanDone {
     pub partitions: Vec<u32>,
     /// The piece's counters.
     pub stats: crate::summary::ActivityCounts,
+    /// A pre-pass piece (`split`): how many segments it cut (each a piece
+    /// of its own, `PIECE-sNNNNNN`); 0 when it cleaned the file itself.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub segments: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Stable job ids: the same work always gets the same id (the idempotency key).
@@ -172,6 +208,11 @@ pub mod ids {
     /// Clean job of a piece.
     pub fn clean(batch: &str, piece: &str) -> String {
         format!("clean:{batch}:{piece}")
+    }
+    /// Piece id of segment `index` of pre-pass piece `piece` (sorts right
+    /// after `piece`, in segment order).
+    pub fn segment(piece: &str, index: u32) -> String {
+        format!("{piece}-s{index:06}")
     }
     /// `piece:partition`, the ledger's name of a match job.
     pub fn match_part(piece: &str, partition: u32) -> String {

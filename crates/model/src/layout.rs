@@ -64,6 +64,23 @@ impl Layout {
     pub fn sessions_stats(&self, b: &str) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/sessions/stats.json"))
     }
+    /// The decompressed bytes of one segment the pre-pass cut.
+    pub fn segment_data(&self, b: &str, segment: &str) -> Result<ObjectUri, UriError> {
+        self.at(format!("batches/{b}/segments/{segment}.data"))
+    }
+    /// The piece job of one segment (written after its data: the pre-pass's
+    /// checkpoint, and what recovery and the reconciler follow).
+    pub fn segment_piece(&self, b: &str, segment: &str) -> Result<ObjectUri, UriError> {
+        self.at(format!("batches/{b}/segments/{segment}.json"))
+    }
+    /// Where a pre-pass piece's next segment starts (its resume checkpoint).
+    pub fn segment_checkpoint(&self, b: &str, piece: &str) -> Result<ObjectUri, UriError> {
+        self.at(format!("batches/{b}/segments/{piece}.next.json"))
+    }
+    /// Prefix of every segment of a batch.
+    pub fn segments_prefix(&self, b: &str) -> Result<ObjectUri, UriError> {
+        self.at(format!("batches/{b}/segments"))
+    }
     /// Kept records of a piece's partition.
     pub fn clean_part(&self, b: &str, piece: &str, p: u32) -> Result<ObjectUri, UriError> {
         self.at(format!("batches/{b}/clean/{piece}/part-{p:04}.jsonl"))

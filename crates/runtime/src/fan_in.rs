@@ -37,6 +37,15 @@ pub async fn piece_done(
     Ok(emits)
 }
 
+/// A clean pre-pass stored these segments and is about to publish their
+/// jobs: the batch now waits for them too (idempotent).
+pub async fn segments_expected(ctx: &JobCtx, segments: &[String]) -> Result<Vec<Emit>, JobError> {
+    let (svc, b, job) = (&*ctx.svc, ctx.batch_id.as_str(), ctx.job_id.as_str());
+    let (_, emits) =
+        with_ledger(svc, b, job, || svc.ledger.expect_pieces(b, segments, job)).await?;
+    Ok(emits)
+}
+
 /// A match partition (`part`, `piece:partition`) is done: registers its
 /// learners' items first (no item can finish before it is expected), then
 /// records the partition; if this completed registration, scans as

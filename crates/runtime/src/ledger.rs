@@ -7,7 +7,8 @@
 //! blind increments: a redelivered completion is not counted twice.
 //!
 //! A learner is complete only when (1) every clean piece of the batch has
-//! finished, (2) every match job those pieces produced has registered its
+//! finished — the plan's pieces and every segment a clean pre-pass added with
+//! [`Ledger::expect_pieces`] before publishing it (`pieces_extra`) — (2) every match job those pieces produced has registered its
 //! items ("registered"), and (3) each of the learner's items is final. Claims
 //! store the claiming job's id, so a job that crashed after claiming re-emits
 //! on redelivery instead of losing the emission.
@@ -67,7 +68,7 @@ pub enum FanIn {
 /// Progress of a batch, for `engage status`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Progress {
-    /// Clean pieces in the plan.
+    /// Clean pieces in the plan, plus the segments pre-passes have cut so far.
     pub pieces_expected: u64,
     /// Clean pieces finished.
     pub pieces_done: u64,
@@ -135,7 +136,7 @@ local function registered(p, job)
   local reg = redis.call('HGET', p .. ':meta', 'registered')
   if reg == job then return 2 end
   if reg then return 1 end
-  if redis.call('SCARD', p .. ':pieces_done') >= tonumber(exp)
+  if redis.call('SCARD', p .. ':pieces_done') >= tonumber(exp) + redis.call('SCARD', p .. ':pieces_extra')
      and redis.call('SCARD', p .. ':match_done') >= redis.call('SCARD', p .. ':match_expected') then
     redis.call('HSET', p .. ':meta', 'registered', job)
     return 2
@@ -159,9 +160,10 @@ fn with_prelude(body: &str) -> Script {
 
 /// Every per-batch key but the per-learner ones and `learners` (suffixes of
 /// the batch prefix): what [`Ledger::complete`] gives a time to live.
-const BATCH_KEYS: [&str; 11] = [
+const BATCH_KEYS: [&str; 12] = [
     "meta",
     "pieces_done",
+    "pieces_extra",
     "match_expected",
     "match_done",
     "all_items",
@@ -185,6 +187,18 @@ if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
 redis.call('SADD', p .. ':pieces_done', ARGV[2])
 for i = 3, #ARGV do redis.call('SADD', p .. ':match_expected', ARGV[i]) end
 return registered(p, ARGV[1])
+"#,
+    )
+});
+
+/// KEYS[1] = the batch prefix, ARGV[1] = the job id, ARGV[2..] = segment pieces now expected.
+static EXPECT_PIECES: LazyLock<Script> = LazyLock::new(|| {
+    with_prelude(
+        r#"
+local p = KEYS[1]
+if not redis.call('HGET', p .. ':meta', 'pieces_expected') then return -1 end
+for i = 2, #ARGV do redis.call('SADD', p .. ':pieces_extra', ARGV[i]) end
+return 0
 "#,
     )
 });
@@ -308,6 +322,19 @@ impl Ledger {
         let mut args = vec![piece];
         args.extend(match_parts.iter().map(String::as_str));
         self.fan_in(&PIECE_DONE, batch, job, &args).await
+    }
+
+    /// Adds pieces to those the batch waits for beyond its plan's (the
+    /// segments a clean pre-pass cut), before their jobs are published:
+    /// registration then cannot complete until each one is done.
+    pub async fn expect_pieces(
+        &self,
+        batch: &str,
+        pieces: &[String],
+        job: &str,
+    ) -> Result<FanIn, LedgerError> {
+        let args: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        self.fan_in(&EXPECT_PIECES, batch, job, &args).await
     }
 
     /// Registers learners' items found by a match job (idempotent set adds).
@@ -488,7 +515,7 @@ redis.call('SREM', p .. ':agg_done', u)
 redis.call('DEL', p .. ':agg_claim:' .. u, p .. ':report_claim')
 redis.call('HDEL', p .. ':meta', 'complete')
 redis.call('HINCRBY', p .. ':meta', 'reopened', 1)
-for _, k in ipairs({'meta', 'pieces_done', 'match_expected', 'match_done', 'all_items',
+for _, k in ipairs({'meta', 'pieces_done', 'pieces_extra', 'match_expected', 'match_done', 'all_items',
     'downloaded', 'all_final', 'agg_done', 'failed', 'learners'}) do
   redis.call('PERSIST', p .. ':' .. k)
 end
@@ -709,9 +736,10 @@ return 0
         let Some(exp) = meta.get("pieces_expected") else {
             return Ok(None);
         };
-        let (pd, me, md, it, dl, fi, le, ag): (u64, u64, u64, u64, u64, u64, u64, u64) =
+        let (pd, px, me, md, it, dl, fi, le, ag): (u64, u64, u64, u64, u64, u64, u64, u64, u64) =
             redis::pipe()
                 .scard(format!("{p}:pieces_done"))
+                .scard(format!("{p}:pieces_extra"))
                 .scard(format!("{p}:match_expected"))
                 .scard(format!("{p}:match_done"))
                 .scard(format!("{p}:all_items"))
@@ -731,7 +759,7 @@ return 0
             *failed.entry(reason).or_insert(0) += 1;
         }
         Ok(Some(Progress {
-            pieces_expected: exp.parse().unwrap_or(0),
+            pieces_expected: exp.parse::<u64>().unwrap_or(0).saturating_add(px),
             pieces_done: pd,
             match_expected: me,
             match_done: md,
@@ -858,6 +886,9 @@ impl Ledger {
         for piece in &facts.pieces_done {
             pipe.sadd(format!("{p}:pieces_done"), piece).ignore();
         }
+        for piece in &facts.pieces_extra {
+            pipe.sadd(format!("{p}:pieces_extra"), piece).ignore();
+        }
         for m in &facts.match_expected {
             pipe.sadd(format!("{p}:match_expected"), m).ignore();
         }
@@ -889,6 +920,8 @@ impl Ledger {
 pub struct RestoredFacts {
     /// From `batch.json`.
     pub pieces_expected: u64,
+    /// Segments the clean pre-pass stored (expected beyond the plan's pieces).
+    pub pieces_extra: Vec<String>,
     /// Pieces with a `done.json`.
     pub pieces_done: Vec<String>,
     /// `piece:partition` ids the done pieces produced.

@@ -8,7 +8,8 @@
 //!   (an operator's pause or cancel of a batch, obeyed by the loop);
 //! - exactly-once effects: [`idempotency`], [`ledger`] (the batch's
 //!   progress), [`fan_in`] (a stage says "done" and gets the follow-ups the
-//!   ledger claimed for it), [`item_log`], [`items`], [`recovery`];
+//!   ledger claimed for it), [`item_log`], [`items`], [`recovery`],
+//!   [`pieces`] (a batch's pieces with the segments its pre-passes cut);
 //! - the durable store: [`storage`], [`store_io`];
 //! - running it: [`config`], [`secret`], [`metrics`], [`events`] (each
 //!   internal event logs its line and counts itself), [`health`],
@@ -37,6 +38,7 @@ pub mod job_error;
 pub mod ledger;
 pub mod metrics;
 pub mod metrics_contract;
+pub mod pieces;
 pub mod presence;
 pub mod reconciler;
 pub mod recovery;

@@ -10,9 +10,11 @@
 //! - **lost ledger**: rebuilt from the store (as the next job would);
 //! - **lost item finals**: item states in the item log that the ledger does
 //!   not hold (a Redis failover that dropped a `SADD`) are recorded again;
-//! - **lost clean pieces and match jobs**: pieces without their `done.json`,
-//!   and partitions of a finished piece without a matched file, are
-//!   published again (a finished piece the ledger forgot is recorded);
+//! - **lost clean pieces and match jobs**: pieces without their `done.json`
+//!   (segments a clean pre-pass stored included; a pre-pass piece published
+//!   again resumes from its checkpoint), and partitions of a finished piece
+//!   without a matched file, are published again (a finished piece the
+//!   ledger forgot is recorded, and stored segments are expected again);
 //! - **lost item work**: a kept response with audio that is not final gets
 //!   its download job again;
 //! - **lost fan-in**: learners with every item final but no rows, and the
@@ -37,6 +39,7 @@ use crate::fan_in::emits_for;
 use crate::item_log::read_batch;
 use crate::job_error::JobError;
 use crate::ledger::{FanIn, Progress, ScanResult};
+use crate::pieces::batch_pieces;
 use crate::recovery::rebuild;
 use crate::services::Services;
 use crate::stage::Emit;
@@ -109,7 +112,7 @@ pub async fn run(svc: Arc<Services>, shutdown: CancellationToken) {
 
 /// A batch's progress as last seen, and since when it has not moved.
 struct Seen {
-    snapshot: [u64; 6],
+    snapshot: [u64; 7],
     since: Instant,
 }
 
@@ -148,7 +151,9 @@ impl Sweeper {
                 Some(_) if !self.svc.ledger.halts(&b).await?.is_empty() => continue,
                 Some(p) => {
                     open.insert(b.clone());
+                    // A pre-pass cutting segments moves `pieces_expected`.
                     let snapshot = [
+                        p.pieces_expected,
                         p.pieces_done,
                         p.match_done,
                         p.items,
@@ -334,7 +339,17 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
     if !p.registered {
         let pieces_done = svc.ledger.members(b, "pieces_done").await?;
         let match_done = svc.ledger.members(b, "match_done").await?;
-        for piece in &plan.pieces {
+        let pieces = batch_pieces(st, &layout, b, &plan).await?;
+        // Segments a pre-pass stored are expected even if Redis lost the note.
+        let segments: Vec<String> = pieces
+            .iter()
+            .filter(|p| p.segment.is_some())
+            .map(|p| p.piece.clone())
+            .collect();
+        if !segments.is_empty() {
+            svc.ledger.expect_pieces(b, &segments, &job).await?;
+        }
+        for piece in &pieces {
             let Some(done) =
                 get_json::<CleanDone>(st, &layout.clean_done(b, &piece.piece)?).await?
             else {
@@ -432,7 +447,7 @@ pub async fn download_jobs(
 ) -> Result<Vec<DownloadJob>, JobError> {
     let mut seen = BTreeSet::new();
     let mut jobs = Vec::new();
-    for piece in &plan.pieces {
+    for piece in &batch_pieces(st, layout, batch, plan).await? {
         let Some(done) =
             get_json::<CleanDone>(st, &layout.clean_done(batch, &piece.piece)?).await?
         else {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::job_error::JobError;
+use crate::broker::Publisher;
+use crate::job_error::{ErrorClass, JobError};
 use crate::services::Services;
 use engage_model::envelope::StageName;
 use engage_model::job_ids::CheckIds;
@@ -51,6 +52,27 @@ pub struct JobCtx {
     pub attempt: u32,
     /// Trace id carried across stages.
     pub trace_id: String,
+    /// The worker's confirm-mode publisher (see [`JobCtx::publish_now`]).
+    pub publisher: Publisher,
+}
+
+impl JobCtx {
+    /// Publishes follow-ups now, with confirms, while the job still runs: for
+    /// a long job whose follow-ups can start before it ends (the clean
+    /// pre-pass publishes each segment as soon as it is stored). They must be
+    /// safe to publish again: a redelivered job publishes them a second time
+    /// and the consumer's idempotency drops the repeat.
+    pub async fn publish_now(&self, emits: Vec<Emit>) -> Result<(), JobError> {
+        let env = engage_model::envelope::Envelope::new(
+            self.batch_id.clone(),
+            self.job_id.clone(),
+            self.trace_id.clone(),
+            serde_json::Value::Null,
+        );
+        crate::worker::publish_all(&self.publisher, &env, emits)
+            .await
+            .map_err(|e| JobError::transient(ErrorClass::Amqp, e))
+    }
 }
 
 /// One stage: a tiny impl around pure domain logic.

@@ -404,7 +404,7 @@ impl<S: Stage> Worker<S> {
         publisher: &Publisher,
     ) -> Result<JobOutcome, Failure> {
         let svc = &self.svc;
-        let ctx = self.ctx(env);
+        let ctx = self.ctx(env, publisher);
         let result = AssertUnwindSafe(self.stage.handle(&ctx, job))
             .catch_unwind()
             .await
@@ -428,8 +428,9 @@ impl<S: Stage> Worker<S> {
         Ok(JobOutcome::Ok)
     }
 
-    fn ctx(&self, env: &Envelope<serde_json::Value>) -> JobCtx {
+    fn ctx(&self, env: &Envelope<serde_json::Value>, publisher: &Publisher) -> JobCtx {
         JobCtx {
+            publisher: publisher.clone(),
             svc: self.svc.clone(),
             batch_id: env.batch_id.clone(),
             job_id: env.job_id.clone(),
@@ -482,7 +483,7 @@ impl<S: Stage> Worker<S> {
         }
         let emits = self
             .stage
-            .dead_lettered(&self.ctx(env), job, reason.as_str())
+            .dead_lettered(&self.ctx(env, publisher), job, reason.as_str())
             .await
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
         publish_all(publisher, env, emits).await?;
@@ -738,7 +739,7 @@ fn now_ms() -> i64 {
 }
 
 /// Publishes a job's follow-ups (same batch and trace) with confirms.
-async fn publish_all(
+pub(crate) async fn publish_all(
     publisher: &Publisher,
     env: &Envelope<serde_json::Value>,
     emits: Vec<crate::stage::Emit>,

@@ -21,6 +21,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::html::RejectExamples;
 use crate::outputs::{count_into, render};
 use crate::rollup::{self, LearnerRows};
+use engage_runtime::pieces::batch_pieces;
 
 /// Parallel store reads per job.
 const READ_CONCURRENCY: usize = 32;
@@ -138,12 +139,16 @@ async fn check_complete(
     }
 }
 
+/// The batch's plan with the segments its pre-passes cut among its pieces
+/// (complete once registration is: no learner or report job runs before).
 pub(crate) async fn load_plan(
     svc: &Services,
     layout: &Layout,
     b: &str,
 ) -> Result<BatchPlan, JobError> {
-    get_json::<BatchPlan>(&svc.storage, &layout.batch_spec(b)?)
+    let mut plan = get_json::<BatchPlan>(&svc.storage, &layout.batch_spec(b)?)
         .await?
-        .ok_or_else(|| JobError::Poison(anyhow::anyhow!("batch {b} has no plan")))
+        .ok_or_else(|| JobError::Poison(anyhow::anyhow!("batch {b} has no plan")))?;
+    plan.pieces = batch_pieces(&svc.storage, layout, b, &plan).await?;
+    Ok(plan)
 }

@@ -6,6 +6,7 @@
 pub mod batch;
 pub mod domain;
 pub mod plan;
+mod prepass;
 pub mod spool;
 pub mod stage;
 mod store;

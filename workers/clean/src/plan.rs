@@ -50,7 +50,9 @@ pub fn check_spec(spec: &BatchSpec) -> Result<(), PlanError> {
 
 /// The pieces of activity file `file_ix` (`activity`, `len` bytes, starting
 /// with `head`): several byte ranges for a big plain JSON Lines file, else one
-/// whole-file piece.
+/// whole-file piece whose job is the streaming pre-pass (`split`: gzip, JSON
+/// arrays, anything not plainly a log), which cuts the file into segments if
+/// it is a log bigger than one piece and cleans it whole otherwise.
 pub fn file_pieces(
     file_ix: usize,
     activity: &str,
@@ -67,9 +69,11 @@ pub fn file_pieces(
         .map(|(j, range)| CleanPiece {
             piece: piece_id(file_ix, j),
             activity: activity.to_string(),
+            split: range.is_none() && !splittable,
             range: range.map(|r| (r.start, r.end)),
             partitions,
             selected,
+            segment: None,
         })
         .collect()
 }
@@ -205,6 +209,8 @@ mod tests {
         );
         assert_eq!(gz.len(), 1);
         assert_eq!(gz[0].range, None);
+        assert!(gz[0].split, "a gzip file is cut by the pre-pass");
+        assert!(p.iter().all(|x| !x.split));
     }
 
     #[test]

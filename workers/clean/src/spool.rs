@@ -1,9 +1,12 @@
 //! Cleaning one piece into local spool files (blocking; run it on a blocking
 //! thread): one temp file per learner partition plus one of rejects, which
 //! the clean stage then uploads. Memory stays bounded whatever the piece size.
+//! A piece is a whole file, a byte range, or a segment a pre-pass cut
+//! ([`PieceInput`]).
 
 use std::io::{Read, Seek, SeekFrom, Write};
 
+use engage_model::jobs::SegmentStart;
 use engage_model::selection::SelectedLearners;
 use tempfile::NamedTempFile;
 
@@ -22,14 +25,30 @@ pub struct Spooled {
     pub stats: CleanStats,
 }
 
-/// Cleans `input` (a stream over the activity file starting at byte `from`)
-/// into `partitions` spool files: the byte range `range` of a plain JSON
-/// Lines file (then `from` is one byte before its start, see
-/// [`ActivityReader::for_range`]), or the whole file.
+/// What the stream handed to [`clean_to_spool`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceInput {
+    /// The whole activity file.
+    Whole,
+    /// The byte range `[start, end)` of a plain JSON Lines file; the stream
+    /// starts at byte `from`, one before `start` (see
+    /// [`ActivityReader::for_range`]).
+    Range {
+        /// Where the stream starts.
+        from: u64,
+        /// Range start.
+        start: u64,
+        /// Range end.
+        end: u64,
+    },
+    /// A segment a pre-pass cut (the stream is the segment's bytes).
+    Segment(SegmentStart),
+}
+
+/// Cleans `input` (see [`PieceInput`]) into `partitions` spool files.
 pub fn clean_to_spool<R: Read>(
     input: R,
-    from: u64,
-    range: Option<(u64, u64)>,
+    how: PieceInput,
     partitions: u32,
     selection: &SelectedLearners,
     opts: &CleanOptions,
@@ -39,17 +58,21 @@ pub fn clean_to_spool<R: Read>(
         .collect::<Result<Vec<_>, _>>()?;
     let mut rejects = std::io::BufWriter::new(NamedTempFile::new()?);
     let mut writer = PartitionWriter::new(files)?;
-    let stats = match range {
-        Some((s, e)) => {
+    let stats = match how {
+        PieceInput::Range { from, start, end } => {
             let starts_at = StartsAt {
                 inner: input,
                 base: from,
             };
-            let mut reader = ActivityReader::for_range(starts_at, s..e, opts.reader)?;
+            let mut reader = ActivityReader::for_range(starts_at, start..end, opts.reader)?;
             clean_piece(&mut reader, selection, opts, &mut writer, &mut rejects)?
         }
-        None => {
+        PieceInput::Whole => {
             let mut reader = ActivityReader::new(input, opts.reader)?;
+            clean_piece(&mut reader, selection, opts, &mut writer, &mut rejects)?
+        }
+        PieceInput::Segment(at) => {
+            let mut reader = ActivityReader::for_segment(input, &at, opts.reader)?;
             clean_piece(&mut reader, selection, opts, &mut writer, &mut rejects)?
         }
     };
@@ -106,8 +129,7 @@ mod tests {
         let tail = &file.as_bytes()[from as usize..];
         let out = clean_to_spool(
             tail,
-            from,
-            Some((start, end)),
+            PieceInput::Range { from, start, end },
             2,
             &SelectedLearners::All,
             &CleanOptions::default(),

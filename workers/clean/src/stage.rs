@@ -5,7 +5,9 @@
 //!   byte ranges and emit one piece job per range;
 //! - **piece**: stream one piece (bounded memory), write kept records per
 //!   learner partition and rejects to the store, then emit one match job per
-//!   non-empty partition.
+//!   non-empty partition. A piece that stands for a whole gzip or JSON-array
+//!   file (`split`) first runs the pre-pass that cuts it into segments, each
+//!   a piece of its own ([`crate::prepass`]).
 //!
 //! Glue only: the batch job is in [`crate::batch`] (rules in
 //! [`crate::plan`]), the cleaning in [`crate::spool`] and [`crate::domain`].
@@ -21,7 +23,7 @@ use engage_runtime::store_io::put_json;
 
 use crate::domain::CleanOptions;
 use crate::plan::activity_counts;
-use crate::spool::clean_to_spool;
+use crate::spool::{PieceInput, clean_to_spool};
 use crate::store::{Counting, bad_input_data, blocking, poison, sync_reader, uri};
 use std::sync::atomic::Ordering;
 
@@ -33,7 +35,12 @@ pub struct CleanStage {
 }
 
 impl CleanStage {
-    async fn piece(&self, ctx: &JobCtx, piece: CleanPiece) -> Result<Vec<Emit>, JobError> {
+    /// Cleans one piece: a whole file, a byte range, or a stored segment.
+    pub(crate) async fn clean(
+        &self,
+        ctx: &JobCtx,
+        piece: CleanPiece,
+    ) -> Result<Vec<Emit>, JobError> {
         let (svc, b) = (&ctx.svc, ctx.batch_id.as_str());
         let layout = Layout::new(svc.store_root.clone());
         let selection = if piece.selected {
@@ -42,13 +49,30 @@ impl CleanStage {
         } else {
             SelectedLearners::All
         };
-        let from = piece.range.map_or(0, |(s, _)| s.saturating_sub(1));
-        let activity = uri(&piece.activity)?;
-        let size = svc.storage.size(&activity).await?;
-        let (input, delivered) = Counting::new(sync_reader(&svc.storage, &activity, from).await?);
-        let (opts, range, parts) = (self.options, piece.range, piece.partitions);
+        let (source, how) = match (piece.segment, piece.range) {
+            (Some(at), _) => (
+                layout.segment_data(b, &piece.piece)?,
+                PieceInput::Segment(at),
+            ),
+            (None, Some((start, end))) => (
+                uri(&piece.activity)?,
+                PieceInput::Range {
+                    from: start.saturating_sub(1),
+                    start,
+                    end,
+                },
+            ),
+            (None, None) => (uri(&piece.activity)?, PieceInput::Whole),
+        };
+        let from = match how {
+            PieceInput::Range { from, .. } => from,
+            _ => 0,
+        };
+        let size = svc.storage.size(&source).await?;
+        let (input, delivered) = Counting::new(sync_reader(&svc.storage, &source, from).await?);
+        let (opts, parts) = (self.options, piece.partitions);
         let cleaned =
-            blocking(move || clean_to_spool(input, from, range, parts, &selection, &opts)).await?;
+            blocking(move || clean_to_spool(input, how, parts, &selection, &opts)).await?;
         // The domain never fails on bad records. A read failure is storage
         // trouble (retried) unless the whole object arrived and still could
         // not be read (a truncated gzip stream) or the decompressor found
@@ -94,6 +118,7 @@ impl CleanStage {
             piece: piece.piece.clone(),
             partitions: written.clone(),
             stats,
+            segments: 0,
         };
         put_json(&svc.storage, &layout.clean_done(b, &piece.piece)?, &done).await?;
 
@@ -125,7 +150,8 @@ impl Stage for CleanStage {
     async fn handle(&self, ctx: &JobCtx, job: CleanJob) -> Result<Vec<Emit>, JobError> {
         match job {
             CleanJob::Batch(spec) => crate::batch::plan(ctx, spec).await,
-            CleanJob::Piece(p) => self.piece(ctx, p).await,
+            CleanJob::Piece(p) if p.split => crate::prepass::run(self, ctx, p).await,
+            CleanJob::Piece(p) => self.clean(ctx, p).await,
         }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`stats`]: counters and the rejects-file line.
 //! - [`partition`]: stable learner → partition hashing and partitioned output.
 //! - [`clean`]: a piece of input end to end, and the parallel fast path.
+//! - [`segment`]: the pre-pass that cuts gzip and JSON-array files into
+//!   segments several clean jobs can take.
 
 pub mod parse;
 
@@ -14,6 +16,7 @@ pub use parse::{Parsed, RecordError, is_english, parse_record, parse_record_with
 pub mod clean;
 pub mod partition;
 pub mod reader;
+pub mod segment;
 pub mod stats;
 
 pub use clean::{
@@ -25,4 +28,5 @@ pub use reader::{
     ActivityReader, Entry, InputFormat, RawItem, ReadError, ReaderOptions, is_splittable,
     split_ranges, split_ranges_by_size,
 };
+pub use segment::{Checkpoint, Cutting, SegmentError, cut_segments};
 pub use stats::{CleanStats, Reject};

@@ -24,12 +24,17 @@
 //!   partial line it starts in. The pieces of [`split_ranges`] therefore cover
 //!   every line exactly once. Line numbers inside a piece count from the
 //!   piece's first line, so `line` is absolute only when `start == 0`. Gzip and
-//!   array inputs cannot be split (see [`is_splittable`]) and are one piece.
+//!   array inputs cannot be split by byte ranges (see [`is_splittable`]): a
+//!   streaming pre-pass cuts their decompressed stream at
+//!   [`ActivityReader::cut_point`]s into segments, each read with
+//!   [`ActivityReader::for_segment`] with absolute line numbers and offsets.
 
 use std::io::{self, BufRead, BufReader, Chain, Cursor, Read, Seek, SeekFrom};
 use std::ops::Range;
 
 use flate2::read::MultiGzDecoder;
+
+use engage_model::jobs::SegmentStart;
 
 use super::parse::{Parsed, RecordError, parse_record};
 use super::stats::Reject;
@@ -214,6 +219,11 @@ pub struct ActivityReader<R: Read> {
     /// Whether the first item read is the first item of the file (a whole
     /// input, or a range starting at 0).
     starts_file: bool,
+    /// A segment that is not the file's last: its end is not the file's.
+    more_follows: bool,
+    /// Whether the item last returned was an array element that was read
+    /// to its end (not a structural fault found by looking ahead).
+    after_element: bool,
 }
 
 impl<R: Read> ActivityReader<R> {
@@ -261,6 +271,8 @@ impl<R: Read> ActivityReader<R> {
             array: ArrayState::First,
             done: false,
             starts_file: true,
+            more_follows: false,
+            after_element: false,
         }
     }
 
@@ -284,7 +296,25 @@ impl<R: Read> ActivityReader<R> {
     /// once [`Self::next_raw`] has returned `None`: a range piece that stops
     /// at its end (not at the end of the file) has not seen the whole file.
     pub fn stopped_at_range_end(&mut self) -> bool {
-        self.end.is_some() && self.pending == 0 && self.src.fill_buf().is_ok_and(|b| !b.is_empty())
+        self.more_follows
+            || self.end.is_some()
+                && self.pending == 0
+                && self.src.fill_buf().is_ok_and(|b| !b.is_empty())
+    }
+
+    /// Where a segment cut right after the item last returned would start,
+    /// as (offset, lines so far), if the reader can resume there from those
+    /// alone (see [`ActivityReader::for_segment`]): after any line of JSON
+    /// Lines, after an element of an array (before the `,` or `]` that
+    /// follows it). `None` before the first item, after an array's
+    /// structural fault (found by looking past the bytes it stands for), in
+    /// its closing data, and after the end.
+    pub fn cut_point(&self) -> Option<(u64, u64)> {
+        let resumable = match self.format {
+            InputFormat::JsonLines => self.line > 0,
+            InputFormat::JsonArray => self.after_element,
+        };
+        (resumable && !self.done).then_some((self.pos, self.line))
     }
 
     /// The absolute offset of the next unread byte.
@@ -469,11 +499,17 @@ impl<R: Read> ActivityReader<R> {
     }
 
     fn next_element(&mut self) -> Result<Option<Meta>, ReadError> {
+        self.after_element = false;
         loop {
             self.buf.clear();
             let next = self.peek_non_ws()?;
             match (self.array, next) {
                 (ArrayState::Closed, None) => {
+                    self.done = true;
+                    return Ok(None);
+                }
+                // A segment ends after an element; the file goes on.
+                (ArrayState::AfterElement, None) if self.more_follows => {
                     self.done = true;
                     return Ok(None);
                 }
@@ -533,6 +569,7 @@ impl<R: Read> ActivityReader<R> {
                     let start = self.pos;
                     let len = self.scan_element()?;
                     self.line += 1;
+                    self.after_element = true;
                     let error =
                         (len > self.max).then_some(RecordError::LineTooLong { limit: self.max });
                     return Ok(Some(Meta {
@@ -655,6 +692,37 @@ impl<R: Read + Seek> ActivityReader<R> {
                 }
             }
         }
+        Ok(me)
+    }
+}
+
+impl<R: Read> ActivityReader<R> {
+    /// Reads one segment of a file a pre-pass cut at [`Self::cut_point`]s:
+    /// `r` holds the segment's bytes (decompressed), `at` where it starts.
+    /// The head segment is read as a whole input (format detection, BOM);
+    /// a later one resumes in the state the cut left: the next line, or
+    /// just after an array element. Items keep the line numbers and offsets
+    /// they have in the whole file, and a segment that is not the last ends
+    /// quietly (its end is not the file's: no "unterminated array", and a
+    /// head still on probation is judged by the file, see
+    /// [`Self::stopped_at_range_end`]).
+    pub fn for_segment(r: R, at: &SegmentStart, opts: ReaderOptions) -> Result<Self, ReadError> {
+        let mut me = if at.index == 0 {
+            Self::new(r, opts)?
+        } else {
+            let inner = Cursor::new(Vec::new()).chain(r);
+            let src = Source::Plain(BufReader::with_capacity(READ_BUFFER, inner));
+            let mut me = Self::with_source(src, false, opts);
+            me.pos = at.offset;
+            me.line = at.line;
+            me.starts_file = false;
+            if at.array {
+                me.format = InputFormat::JsonArray;
+                me.array = ArrayState::AfterElement;
+            }
+            me
+        };
+        me.more_follows = !at.last;
         Ok(me)
     }
 }
