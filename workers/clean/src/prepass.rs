@@ -79,6 +79,7 @@ pub(crate) async fn run(
         );
     }
 
+    let started = std::time::Instant::now();
     let activity = uri(&piece.activity)?;
     let size = svc.storage.size(&activity).await?;
     let (input, delivered) = Counting::new(sync_reader(&svc.storage, &activity, 0).await?);
@@ -133,7 +134,12 @@ pub(crate) async fn run(
     match cutting {
         Cutting::Whole => stage.clean(ctx, piece).await,
         Cutting::Cut(n) => {
-            tracing::info!(segments = n, "pre-pass cut the file into segments");
+            tracing::info!(
+                segments = n,
+                stored_bytes = size.unwrap_or(0),
+                seconds = started.elapsed().as_secs_f64(),
+                "pre-pass cut the file into segments"
+            );
             finish(ctx, &layout, &piece, n).await
         }
     }

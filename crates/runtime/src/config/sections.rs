@@ -347,15 +347,17 @@ impl SectionSpec for TelemetrySection {
 #[serde(deny_unknown_fields, default)]
 pub struct CleanSection {
     /// Byte size of one clean piece when a big activity file is split across
-    /// clean workers.
+    /// clean workers: byte ranges of plain JSON Lines files, and the segments
+    /// the pre-pass cuts from the decompressed bytes of gzip and JSON-array
+    /// files.
     pub piece_bytes: u64,
     /// Number of learner partitions per clean piece (match jobs per piece).
     pub partitions: u32,
     /// Seconds a clean job may hold its delivery before RabbitMQ gives up on
     /// the consumer, sent as the consumer's `x-consumer-timeout` argument (0:
-    /// the broker's `consumer_timeout`, 30 min by default). A gzip or
-    /// JSON-array log is one job however big it is, so the clean stage asks
-    /// for longer than the other stages. Honoured by RabbitMQ 3.12 and later
+    /// the broker's `consumer_timeout`, 30 min by default). The pre-pass of a
+    /// gzip or JSON-array log decompresses the whole file in one job, so the
+    /// clean stage asks for longer than the other stages. Honoured by RabbitMQ 3.12 and later
     /// (and 3.11.15+); older brokers ignore it and apply their global timeout.
     pub consumer_timeout_s: u64,
 }
