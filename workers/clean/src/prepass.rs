@@ -13,8 +13,9 @@
 //! completion. A pre-pass that died part-way resumes from its checkpoint
 //! (decompressing up to it again, without parsing) and publishes the stored
 //! segments again (their consumers drop the repeats). A file that fits in
-//! one segment, or whose head is not plausibly a log, is cleaned whole by
-//! this job, as any other whole-file piece.
+//! one segment is cleaned by this job from the decompressed copy it made; a
+//! file whose head is not plausibly a log is cleaned whole from the store,
+//! as any other whole-file piece (where the cleaner judges it).
 
 use std::io::{BufWriter, Write};
 use std::sync::atomic::Ordering;
@@ -132,7 +133,20 @@ pub(crate) async fn run(
         }
     })?;
     match cutting {
-        Cutting::Whole => stage.clean(ctx, piece).await,
+        Cutting::Whole(local) => {
+            let local = match local {
+                Some(mut w) => {
+                    w.flush()
+                        .map_err(|e| JobError::transient(ErrorClass::Read, e))?;
+                    Some(
+                        w.into_inner()
+                            .map_err(|e| JobError::transient(ErrorClass::Read, e.into_error()))?,
+                    )
+                }
+                None => None,
+            };
+            stage.clean(ctx, piece, local).await
+        }
         Cutting::Cut(n) => {
             tracing::info!(
                 segments = n,

@@ -23,9 +23,10 @@ use engage_runtime::store_io::put_json;
 
 use crate::domain::CleanOptions;
 use crate::plan::activity_counts;
-use crate::spool::{PieceInput, clean_to_spool};
+use crate::spool::{PieceInput, Spooled, clean_to_spool};
 use crate::store::{Counting, bad_input_data, blocking, poison, sync_reader, uri};
 use std::sync::atomic::Ordering;
+use tempfile::NamedTempFile;
 
 /// The clean stage.
 #[derive(Debug, Default)]
@@ -35,11 +36,14 @@ pub struct CleanStage {
 }
 
 impl CleanStage {
-    /// Cleans one piece: a whole file, a byte range, or a stored segment.
+    /// Cleans one piece: a whole file, a byte range, or a stored segment;
+    /// `local`: the whole file's decompressed bytes, already on local disk
+    /// (a pre-pass that found the file fits in one segment).
     pub(crate) async fn clean(
         &self,
         ctx: &JobCtx,
         piece: CleanPiece,
+        local: Option<NamedTempFile>,
     ) -> Result<Vec<Emit>, JobError> {
         let (svc, b) = (&ctx.svc, ctx.batch_id.as_str());
         let layout = Layout::new(svc.store_root.clone());
@@ -64,13 +68,23 @@ impl CleanStage {
             ),
             (None, None) => (uri(&piece.activity)?, PieceInput::Whole),
         };
+        let (opts, parts) = (self.options, piece.partitions);
+        if let Some(file) = local {
+            // Plain bytes on local disk: a failure is the disk's (retried).
+            let cleaned = blocking(move || {
+                let input = std::io::BufReader::new(file.reopen()?);
+                clean_to_spool(input, PieceInput::Whole, parts, &selection, &opts)
+            })
+            .await?
+            .map_err(|e| JobError::transient(ErrorClass::Read, e))?;
+            return self.store(ctx, &layout, &piece, cleaned).await;
+        }
         let from = match how {
             PieceInput::Range { from, .. } => from,
             _ => 0,
         };
         let size = svc.storage.size(&source).await?;
         let (input, delivered) = Counting::new(sync_reader(&svc.storage, &source, from).await?);
-        let (opts, parts) = (self.options, piece.partitions);
         let cleaned =
             blocking(move || clean_to_spool(input, how, parts, &selection, &opts)).await?;
         // The domain never fails on bad records. A read failure is storage
@@ -88,6 +102,19 @@ impl CleanStage {
                 JobError::transient(ErrorClass::Read, e)
             }
         })?;
+        self.store(ctx, &layout, &piece, spooled).await
+    }
+
+    /// Uploads a cleaned piece (partitions, rejects, `done.json`), records
+    /// it in the ledger and returns its match jobs.
+    async fn store(
+        &self,
+        ctx: &JobCtx,
+        layout: &Layout,
+        piece: &CleanPiece,
+        spooled: Spooled,
+    ) -> Result<Vec<Emit>, JobError> {
+        let (svc, b) = (&ctx.svc, ctx.batch_id.as_str());
         for (reason, n) in &spooled.stats.rejected {
             svc.metrics
                 .rejected_records
@@ -151,7 +178,7 @@ impl Stage for CleanStage {
         match job {
             CleanJob::Batch(spec) => crate::batch::plan(ctx, spec).await,
             CleanJob::Piece(p) if p.split => crate::prepass::run(self, ctx, p).await,
-            CleanJob::Piece(p) => self.clean(ctx, p).await,
+            CleanJob::Piece(p) => self.clean(ctx, p, None).await,
         }
     }
 }

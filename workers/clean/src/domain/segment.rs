@@ -65,10 +65,11 @@ pub enum SegmentError {
 
 /// What a pre-pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cutting {
-    /// Nothing was cut: the file is one segment (or not plausibly a log);
-    /// clean it whole.
-    Whole,
+pub enum Cutting<W> {
+    /// Nothing was cut: clean the file whole. It fitted in one segment,
+    /// whose writer (holding every decompressed byte) is handed back, or its
+    /// head is not plausibly a log (`None`: nothing was copied).
+    Whole(Option<W>),
     /// The file was cut into this many segments (all of them handed out).
     Cut(u32),
 }
@@ -157,7 +158,7 @@ pub fn cut_segments<R, W>(
     opts: ReaderOptions,
     mut sink: impl FnMut() -> io::Result<W>,
     mut done: impl FnMut(SegmentStart, W, Option<Checkpoint>) -> io::Result<()>,
-) -> Result<Cutting, SegmentError>
+) -> Result<Cutting<W>, SegmentError>
 where
     R: Read,
     W: Write,
@@ -201,7 +202,7 @@ where
                 .read_to_end(&mut head)
                 .map_err(ReadError::Io)?;
             if !head_is_plausible(&head) {
-                return Ok(Cutting::Whole);
+                return Ok(Cutting::Whole(None));
             }
             let tee = Tee {
                 inner: Cursor::new(head).chain(decoded),
@@ -266,7 +267,7 @@ where
         .write_upto(u64::MAX, &mut seg.sink)
         .map_err(SegmentError::Write)?;
     if seg.start.index == 0 && resume.is_none() {
-        return Ok(Cutting::Whole);
+        return Ok(Cutting::Whole(Some(seg.sink)));
     }
     let count = seg.start.index.saturating_add(1);
     seg.start.last = true;
@@ -329,10 +330,15 @@ mod tests {
     }
 
     /// The segments of `input` (`None`: not cut).
-    fn cut(input: &[u8], piece_bytes: u64) -> Option<Vec<(SegmentStart, Vec<u8>)>> {
+    fn cut(stored: &[u8], piece_bytes: u64) -> Option<Vec<(SegmentStart, Vec<u8>)>> {
+        let mut input = Vec::new();
+        let _ = flate2::read::MultiGzDecoder::new(stored).read_to_end(&mut input);
+        if !stored.starts_with(&[0x1f, 0x8b]) {
+            input = stored.to_vec();
+        }
         let mut segs = Vec::new();
         let r = cut_segments(
-            input,
+            stored,
             None,
             piece_bytes,
             opts().reader,
@@ -344,8 +350,12 @@ mod tests {
         )
         .unwrap();
         match r {
-            Cutting::Whole => {
+            Cutting::Whole(w) => {
                 assert!(segs.is_empty());
+                // Handed back whole only when every byte was copied.
+                if let Some(w) = w {
+                    assert_eq!(w, input);
+                }
                 None
             }
             Cutting::Cut(n) => {
