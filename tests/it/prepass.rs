@@ -117,3 +117,46 @@ async fn a_ledger_lost_after_the_cut_is_rebuilt_with_every_segment() -> anyhow::
     assert_eq!(clean_pieces(&f, &batch)?, (pieces, pieces));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_pass_killed_mid_file_resumes_from_its_checkpoint() -> anyhow::Result<()> {
+    let mut f = Fleet::new("prepass-kill", Backend::Local, 30, 10)?;
+    // Many small segments: the pre-pass runs long enough to be killed in it.
+    f.env
+        .insert("ENGAGE_CLEAN_PIECE_BYTES".into(), "2048".into());
+    f.env.insert("ENGAGE_PARTITIONS".into(), "2".into());
+    let log = gzip_log(&f.data)?;
+    f.start("clean")?;
+    let batch = f.enqueue_activity(&log)?;
+    let segments = f
+        .dir
+        .path()
+        .join("store/batches")
+        .join(&batch)
+        .join("segments");
+    let checkpoint = segments.join("f000-r0000.next.json");
+    poll("a few segments stored", Duration::from_secs(60), || async {
+        let c: Option<serde_json::Value> = std::fs::read(&checkpoint)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(c.filter(|c| c["index"].as_u64() >= Some(3)))
+    })
+    .await?;
+    f.signal("clean", "KILL");
+    let done = f
+        .dir
+        .path()
+        .join("store/batches")
+        .join(&batch)
+        .join("clean/f000-r0000/done.json");
+    assert!(!done.exists(), "the pre-pass had finished before the kill");
+    f.start_all()?;
+    let out = f.wait_and_report(&batch, 180)?;
+    assert_same_outputs(&reference(&f, &log, "gzip")?, &out);
+    assert!(
+        f.logs().contains("pre-pass resumes from its checkpoint"),
+        "the redelivered pre-pass started over: {}",
+        f.logs()
+    );
+    Ok(())
+}
