@@ -42,7 +42,8 @@ use super::stats::Reject;
 /// Default longest accepted line or array element: 1 MiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 
-const READ_BUFFER: usize = 256 * 1024;
+/// The reader's buffer: the most it reads past the item it returns.
+pub(crate) const READ_BUFFER: usize = 256 * 1024;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 

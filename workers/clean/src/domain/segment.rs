@@ -29,6 +29,9 @@ use super::reader::{ActivityReader, InputFormat, ReadError, ReaderOptions, SPLIT
 /// Bytes of decompressed input held before they are written to a segment.
 const FLUSH_BYTES: usize = 1024 * 1024;
 
+/// The most the reader reads past the item it returns: its read buffer.
+const READ_AHEAD: usize = super::reader::READ_BUFFER;
+
 /// Where the next segment of a file starts: written after each segment is
 /// stored, read by a pre-pass that resumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,46 +77,54 @@ pub enum Cutting<W> {
     Cut(u32),
 }
 
-/// The decompressed bytes the reader has pulled so far and that no segment
-/// holds yet (shared between the reader's source and the cutter).
-#[derive(Debug, Default)]
-struct Pending {
+/// The decompressed bytes the reader has pulled that are not written yet,
+/// and the segment they go to (shared between the reader's source and the
+/// cutter).
+struct Pending<W> {
     /// Offset of `bytes[0]` in the decompressed file.
     base: u64,
     bytes: Vec<u8>,
+    /// The segment being written (`None` only between two segments).
+    sink: Option<W>,
 }
 
-impl Pending {
-    /// Writes the bytes before offset `upto` to `w` and forgets them.
-    fn write_upto(&mut self, upto: u64, w: &mut impl Write) -> io::Result<()> {
+impl<W: Write> Pending<W> {
+    /// Writes the bytes before offset `upto` to the segment and forgets them.
+    fn write_upto(&mut self, upto: u64) -> io::Result<()> {
         let n = usize::try_from(upto.saturating_sub(self.base))
             .unwrap_or(usize::MAX)
             .min(self.bytes.len());
-        w.write_all(&self.bytes[..n])?;
+        if let Some(w) = self.sink.as_mut() {
+            w.write_all(&self.bytes[..n])?;
+        }
         self.bytes.drain(..n);
         self.base += n as u64;
         Ok(())
     }
 }
 
-/// A reader that keeps a copy of what it delivers in [`Pending`].
-struct Tee<R> {
+/// A reader that keeps a copy of what it delivers in [`Pending`] and writes
+/// it to the current segment as it goes. Every byte up to the end of the
+/// item being read belongs to the current segment (segments end after an
+/// item); only the read-ahead past it, less than one read buffer, may belong
+/// to the next, so that much is held back. Memory stays bounded even while
+/// a line far longer than the longest accepted one is skipped.
+struct Tee<R, W> {
     inner: R,
-    copy: Rc<RefCell<Pending>>,
+    copy: Rc<RefCell<Pending<W>>>,
 }
 
-impl<R: Read> Read for Tee<R> {
+impl<R: Read, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.copy.borrow_mut().bytes.extend_from_slice(&buf[..n]);
+        let mut p = self.copy.borrow_mut();
+        p.bytes.extend_from_slice(&buf[..n]);
+        if p.bytes.len() >= FLUSH_BYTES + READ_AHEAD {
+            let upto = p.base + (p.bytes.len() - READ_AHEAD) as u64;
+            p.write_upto(upto)?;
+        }
         Ok(n)
     }
-}
-
-/// A segment being written.
-struct Open<W> {
-    start: SegmentStart,
-    sink: W,
 }
 
 /// The stored file's bytes, decompressed if they are gzip (detected by the
@@ -165,8 +176,12 @@ where
 {
     let piece_bytes = piece_bytes.max(1);
     let mut decoded = Decoded::new(input).map_err(ReadError::Io)?;
-    let copy = Rc::new(RefCell::new(Pending::default()));
-    let (mut reader, first) = match resume {
+    let copy = Rc::new(RefCell::new(Pending {
+        base: 0,
+        bytes: Vec::new(),
+        sink: None,
+    }));
+    let (mut reader, mut start) = match resume {
         Some(c) => {
             let skipped = io::copy(&mut (&mut decoded).take(c.offset), &mut io::sink())
                 .map_err(ReadError::Io)?;
@@ -204,6 +219,7 @@ where
             if !head_is_plausible(&head) {
                 return Ok(Cutting::Whole(None));
             }
+            copy.borrow_mut().sink = Some(sink().map_err(SegmentError::Write)?);
             let tee = Tee {
                 inner: Cursor::new(head).chain(decoded),
                 copy: copy.clone(),
@@ -219,60 +235,55 @@ where
             (reader, start)
         }
     };
-    let array = first.array;
-    let mut seg = Open {
-        start: first,
-        sink: sink().map_err(SegmentError::Write)?,
-    };
-    // A cut decided after an item takes effect when another item follows:
-    // the file's last segment is never empty.
-    let mut cut: Option<(u64, u64)> = None;
+    if copy.borrow().sink.is_none() {
+        copy.borrow_mut().sink = Some(sink().map_err(SegmentError::Write)?);
+    }
     while reader.next_raw()?.is_some() {
-        if let Some((offset, line)) = cut.take() {
-            let next = Checkpoint {
-                index: seg.start.index.saturating_add(1),
-                offset,
-                line,
-                array,
-            };
-            let fresh = Open {
-                start: SegmentStart {
-                    index: next.index,
-                    offset,
-                    line,
-                    array,
-                    last: false,
-                },
-                sink: sink().map_err(SegmentError::Write)?,
-            };
-            let finished = std::mem::replace(&mut seg, fresh);
-            done(finished.start, finished.sink, Some(next)).map_err(SegmentError::Write)?;
+        if reader.position().saturating_sub(start.offset) < piece_bytes {
+            continue;
         }
-        let pos = reader.position();
-        if pos.saturating_sub(seg.start.offset) >= piece_bytes
-            && let Some(at) = reader.cut_point()
-        {
-            copy.borrow_mut()
-                .write_upto(at.0, &mut seg.sink)
-                .map_err(SegmentError::Write)?;
-            cut = Some(at);
-        } else if copy.borrow().bytes.len() >= FLUSH_BYTES {
-            copy.borrow_mut()
-                .write_upto(pos, &mut seg.sink)
-                .map_err(SegmentError::Write)?;
+        let Some((offset, line)) = reader.cut_point() else {
+            continue;
+        };
+        // Cut here: the bytes before `offset` end this segment.
+        let finished = {
+            let mut p = copy.borrow_mut();
+            p.write_upto(offset).map_err(SegmentError::Write)?;
+            p.sink.take()
+        };
+        let next = Checkpoint {
+            index: start.index.saturating_add(1),
+            offset,
+            line,
+            array: start.array,
+        };
+        if let Some(w) = finished {
+            done(start, w, Some(next)).map_err(SegmentError::Write)?;
         }
+        copy.borrow_mut().sink = Some(sink().map_err(SegmentError::Write)?);
+        start = SegmentStart {
+            index: next.index,
+            offset,
+            line,
+            array: next.array,
+            last: false,
+        };
     }
     drop(reader);
-    copy.borrow_mut()
-        .write_upto(u64::MAX, &mut seg.sink)
-        .map_err(SegmentError::Write)?;
-    if seg.start.index == 0 && resume.is_none() {
-        return Ok(Cutting::Whole(Some(seg.sink)));
+    let last = {
+        let mut p = copy.borrow_mut();
+        p.write_upto(u64::MAX).map_err(SegmentError::Write)?;
+        p.sink.take()
+    };
+    let Some(w) = last else {
+        return Err(SegmentError::Write(io::Error::other("no segment open")));
+    };
+    if start.index == 0 {
+        return Ok(Cutting::Whole(Some(w)));
     }
-    let count = seg.start.index.saturating_add(1);
-    seg.start.last = true;
-    done(seg.start, seg.sink, None).map_err(SegmentError::Write)?;
-    Ok(Cutting::Cut(count))
+    start.last = true;
+    done(start, w, None).map_err(SegmentError::Write)?;
+    Ok(Cutting::Cut(start.index.saturating_add(1)))
 }
 
 #[cfg(test)]
@@ -522,6 +533,70 @@ mod tests {
             assert!(bytes.ends_with(b"\n"));
             assert!(!s.array);
         }
+    }
+
+    /// Counts what it delivers and, at each read, how far the bytes written
+    /// to segments lag behind.
+    struct Watched<'a> {
+        inner: &'a [u8],
+        delivered: u64,
+        written: Rc<std::cell::Cell<u64>>,
+        most_held: u64,
+    }
+
+    impl Read for Watched<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.delivered += n as u64;
+            let held = self.delivered.saturating_sub(self.written.get());
+            self.most_held = self.most_held.max(held);
+            Ok(n)
+        }
+    }
+
+    struct Counted(Rc<std::cell::Cell<u64>>);
+
+    impl Write for Counted {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.set(self.0.get() + buf.len() as u64);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_while_a_huge_line_is_read() {
+        let huge = 24 * 1024 * 1024;
+        let mut input = record(1, "en").into_bytes();
+        input.push(b'\n');
+        input.extend(std::iter::repeat_n(b'x', huge));
+        input.push(b'\n');
+        input.extend(record(2, "en").into_bytes());
+        let written = Rc::new(std::cell::Cell::new(0));
+        let mut watched = Watched {
+            inner: &input,
+            delivered: 0,
+            written: written.clone(),
+            most_held: 0,
+        };
+        let r = cut_segments(
+            &mut watched,
+            None,
+            1 << 30,
+            ReaderOptions::default(),
+            || Ok(Counted(written.clone())),
+            |_, _, _| Ok(()),
+        );
+        assert!(matches!(r, Ok(Cutting::Whole(Some(_)))));
+        assert_eq!(written.get(), input.len() as u64);
+        let bound = (FLUSH_BYTES + 2 * READ_AHEAD + SPLIT_PROBE_BYTES as usize) as u64;
+        assert!(
+            watched.most_held <= bound,
+            "held {} bytes",
+            watched.most_held
+        );
     }
 
     #[test]
