@@ -8,7 +8,9 @@
 //! ([`ActivityReader::for_segment`]) yields exactly the items the whole file
 //! would have yielded there, with the same line numbers and offsets. Nothing
 //! is parsed here beyond finding item boundaries, and memory stays bounded
-//! by the read buffer plus one item.
+//! (about 1.5 MiB) whatever the lines: bytes are written to the segment as
+//! they are read, one read buffer held back (see `Tee`). A file may end with
+//! an empty segment (when the last cut falls at its very end).
 //!
 //! A file whose head is not plausibly an activity log is not cut (it is read
 //! whole, where the cleaner judges it), nor is one that fits in one segment.
