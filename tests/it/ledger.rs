@@ -232,3 +232,39 @@ async fn a_lock_is_released_only_by_its_holder() -> anyhow::Result<()> {
     assert!(l.try_lock(&b, "rebuild", "job-c", 60_000).await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn segments_a_pre_pass_announced_hold_registration_until_each_is_done() -> anyhow::Result<()>
+{
+    let (l, b) = ledger().await?;
+    // One planned piece: the pre-pass of a gzip log.
+    l.open_batch(&b, 1).await?;
+    let segs = [
+        "f000-r0000-s000000".to_string(),
+        "f000-r0000-s000001".to_string(),
+    ];
+    l.expect_pieces(&b, &segs[..1], "clean:split").await?;
+    // The first segment finishes before the pre-pass has cut the second.
+    assert_eq!(
+        l.piece_done(&b, &segs[0], &[], "clean:s0").await?,
+        FanIn::Wait
+    );
+    l.expect_pieces(&b, &segs[1..], "clean:split").await?;
+    // The pre-pass ends (announcing all its segments again, idempotently):
+    // one segment is still running, so registration waits.
+    l.expect_pieces(&b, &segs, "clean:split").await?;
+    assert_eq!(
+        l.piece_done(&b, "f000-r0000", &[], "clean:split").await?,
+        FanIn::Wait
+    );
+    let p = l
+        .progress(&b)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no ledger"))?;
+    assert_eq!((p.pieces_done, p.pieces_expected), (2, 3));
+    assert_eq!(
+        l.piece_done(&b, &segs[1], &[], "clean:s1").await?,
+        FanIn::Emit
+    );
+    Ok(())
+}
