@@ -24,6 +24,10 @@ then the fault-free run's outputs, and the table adds the fake's count of
 calls per distinct audio (more than one is a paid call repeated, possible
 only for an answer lost with a killed worker).
 
+With `--gzip` the log is sent gzip-compressed and the clean pieces are small
+(`--gzip-segment-bytes`), so the clean pre-pass cuts it into segments (and is
+killed, restarted and resumed from its checkpoint) while the faults go on.
+
 With `--cluster` the fleet runs on a 3-node RabbitMQ cluster (the fleet is
 given the three node URLs, comma-separated) and a 6-node Redis Cluster (3
 primaries, 3 replicas), all on loopback, and the fault kinds are `kill`,
@@ -34,13 +38,14 @@ over; the killed node is restarted empty and rejoins as a replica).
     chaos.py --bins target/release --work DIR [--learners 300] [--responses 8]
              [--replicas 2] [--fault-every 1] [--faults-for 60] [--timeout 600]
              [--kinds kill,redis,drop,broker] [--seed 1] [--analyzer acoustic|gemini] [--soak]
-             [--delivery-limit 5] [--cluster [--node-down-s 10]]
+             [--delivery-limit 5] [--cluster [--node-down-s 10]] [--gzip]
              [--results FILE]
 """
 from __future__ import annotations
 
 import argparse
 import filecmp
+import gzip
 import json
 import os
 import random
@@ -370,6 +375,11 @@ def final_state_problems(out: Path, reference: Path) -> list[str]:
     return problems
 
 
+def activity_name(a) -> str:
+    """The activity log a batch names: plain JSON Lines, or gzip (`--gzip`)."""
+    return "activity.jsonl.gz" if a.gzip else "activity.jsonl"
+
+
 def run_batch(a, data: Path, rabbit, redis, work: Path, faults: bool) -> dict:
     ns = f"chaos-{uuid.uuid4().hex[:8]}"
     d = work / ns
@@ -389,6 +399,9 @@ def run_batch(a, data: Path, rabbit, redis, work: Path, faults: bool) -> dict:
         "ENGAGE_RECONCILE_STALL_S": "15",
         "ENGAGE_DRAIN_TIMEOUT_S": "5",
     })
+    if a.gzip:
+        # Small segments: the clean pre-pass cuts the log into many pieces.
+        env["ENGAGE_CLEAN_PIECE_BYTES"] = str(a.gzip_segment_bytes)
     fake = None
     if a.analyzer == "gemini":
         fake = FakeGemini(a.bins, d / "logs" / "fake-gemini.log")
@@ -408,7 +421,7 @@ def run_batch(a, data: Path, rabbit, redis, work: Path, faults: bool) -> dict:
         time.sleep(2)
         t0 = time.monotonic()
         def enqueue() -> str:
-            return engage(a.bins, env, "enqueue", "--activity", str(data / "activity.jsonl"),
+            return engage(a.bins, env, "enqueue", "--activity", str(data / activity_name(a)),
                           "--sessions", str(data / "sessions.csv")).strip()
 
         batch = enqueue()
@@ -498,6 +511,10 @@ def main() -> int:
                     help="3-node RabbitMQ cluster and 6-node Redis Cluster; kinds kill,drop,node,primary")
     ap.add_argument("--node-down-s", type=float, default=10.0,
                     help="how long a `node` fault keeps a RabbitMQ node stopped")
+    ap.add_argument("--gzip", action="store_true",
+                    help="send the log gzip-compressed: the clean pre-pass cuts it into "
+                         "segments (of --gzip-segment-bytes) while faults hit it")
+    ap.add_argument("--gzip-segment-bytes", type=int, default=16384)
     ap.add_argument("--results", type=Path)
     a = ap.parse_args()
     if a.cluster and a.kinds == ap.get_default("kinds"):
@@ -512,9 +529,11 @@ def main() -> int:
     if not (data / "activity.jsonl").exists():
         engage(a.bins, dict(os.environ), "gen-data", "--learners", str(a.learners), "--responses",
                str(a.responses), "--seed", "5", "--out", str(data))
-    reference = a.work / f"reference-{a.learners}-{a.responses}"
+    if a.gzip and not (data / activity_name(a)).exists():
+        (data / activity_name(a)).write_bytes(gzip.compress((data / "activity.jsonl").read_bytes()))
+    reference = a.work / f"reference-{a.learners}-{a.responses}{'-gz' if a.gzip else ''}"
     if not (reference / "summary.json").exists():
-        engage(a.bins, dict(os.environ), "run", "--activity", str(data / "activity.jsonl"),
+        engage(a.bins, dict(os.environ), "run", "--activity", str(data / activity_name(a)),
                "--sessions", str(data / "sessions.csv"), "--s3-root", str(data / "s3"),
                "--audio-buckets", "learner-audio", "--out", str(reference))
     items = json.loads((reference / "summary.json").read_text())
