@@ -31,7 +31,7 @@ use tempfile::NamedTempFile;
 
 use crate::CleanStage;
 use crate::domain::{Checkpoint, Cutting, SegmentError, cut_segments};
-use crate::store::{Counting, bad_input_data, sync_reader, uri};
+use crate::store::{Counting, read_failure, sync_reader, uri};
 
 /// A segment the cutter finished, on local disk.
 struct Cut {
@@ -119,17 +119,7 @@ pub(crate) async fn run(
         match e {
             SegmentError::Shrunk { .. } => JobError::Poison(e.into()),
             SegmentError::Write(e) => JobError::transient(ErrorClass::Storage, e),
-            SegmentError::Read(e) => {
-                let e = anyhow::Error::from(e);
-                if bad_input_data(&e, read_all) {
-                    JobError::Poison(e.context(
-                        "the activity file is truncated or corrupt (its gzip or JSON data \
-                         cannot be read to the end)",
-                    ))
-                } else {
-                    JobError::transient(ErrorClass::Read, e)
-                }
-            }
+            SegmentError::Read(e) => read_failure(e.into(), read_all),
         }
     })?;
     match cutting {

@@ -24,7 +24,7 @@ use engage_runtime::store_io::put_json;
 use crate::domain::CleanOptions;
 use crate::plan::activity_counts;
 use crate::spool::{PieceInput, Spooled, clean_to_spool};
-use crate::store::{Counting, bad_input_data, blocking, poison, sync_reader, uri};
+use crate::store::{Counting, blocking, poison, read_failure, sync_reader, uri};
 use std::sync::atomic::Ordering;
 use tempfile::NamedTempFile;
 
@@ -93,14 +93,7 @@ impl CleanStage {
         // corrupt data: retrying the same bytes cannot help, so it is poison.
         let spooled = cleaned.map_err(|e| {
             let read_all = size.is_some_and(|n| from + delivered.load(Ordering::Relaxed) >= n);
-            if bad_input_data(&e, read_all) {
-                JobError::Poison(e.context(
-                    "the activity file is truncated or corrupt (its gzip or JSON data \
-                     cannot be read to the end)",
-                ))
-            } else {
-                JobError::transient(ErrorClass::Read, e)
-            }
+            read_failure(e, read_all)
         })?;
         self.store(ctx, &layout, &piece, spooled).await
     }

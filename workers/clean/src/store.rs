@@ -74,6 +74,20 @@ pub(crate) fn bad_input_data(e: &anyhow::Error, read_all: bool) -> bool {
             })
 }
 
+/// The job error for a failure to read an activity input (see
+/// [`bad_input_data`]): poison if retrying the same bytes cannot help,
+/// else a transient read failure.
+pub(crate) fn read_failure(e: anyhow::Error, read_all: bool) -> JobError {
+    if bad_input_data(&e, read_all) {
+        JobError::Poison(e.context(
+            "the activity file is truncated or corrupt (its gzip or JSON data \
+             cannot be read to the end)",
+        ))
+    } else {
+        JobError::transient(ErrorClass::Read, e)
+    }
+}
+
 /// Runs blocking work off the runtime; a panic there is retried.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
