@@ -1057,9 +1057,8 @@ mod tests {
             format!(
                 r#"{{"user_id":" \u0007 x\"y\\ ","lang":"en","timestamp":"{TS}","audio":"s3://b/é\n","accuracy":87.25,"original_text":"tab\there","response_text":"\u2028 ok","session_id":12,"sub_session_id":true}}"#
             ),
-            format!(
-                r#"{{"user_id":7,"lang":"en","ets":1709287200123,"score":0,"session_id":1.5e3,"original_text":"a/b <>&'"}}"#
-            ),
+            r#"{"user_id":7,"lang":"en","ets":1709287200123,"score":0,"session_id":1.5e3,"original_text":"a/b <>&'"}"#
+                .to_string(),
             format!(
                 r#"{{"user_id":"u","lang":"en","timestamp":"{TS}","accuracy":100,"response_text":"0123456789abcdef0123456789abcdef\u001f"}}"#
             ),
