@@ -479,9 +479,10 @@ struct LogWriter {
     written: Rc<Cell<u64>>,
 }
 
+/// The encoder's state (zlib-rs) is boxed: it dwarfs the plain writer.
 enum Sink {
     Plain(Counting<BufWriter<File>>),
-    Gzip(GzEncoder<Counting<BufWriter<File>>>),
+    Gzip(Box<GzEncoder<Counting<BufWriter<File>>>>),
 }
 
 impl LogWriter {
@@ -493,7 +494,7 @@ impl LogWriter {
             count: Rc::clone(&written),
         };
         let inner = if gzip {
-            Sink::Gzip(GzEncoder::new(counting, Compression::fast()))
+            Sink::Gzip(Box::new(GzEncoder::new(counting, Compression::fast())))
         } else {
             Sink::Plain(counting)
         };

@@ -34,7 +34,7 @@ pub use analysis::{
     PronunciationQuality,
 };
 pub use audio_ref::{AudioRef, AudioRefError};
-pub use record::{ActivityRecord, MatchedRecord, response_id};
+pub use record::{ActivityRecord, MatchedRecord, response_id, response_id_bytes};
 pub use reject::RejectReason;
 pub use selection::{SelectedLearners, Selection, SelectionError};
 pub use session::{

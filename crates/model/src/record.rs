@@ -56,6 +56,12 @@ impl MatchedRecord {
 /// the instant in nanoseconds and the audio URL as written, hex encoded.
 /// The same response in two files, or twice in one file, gets the same id.
 pub fn response_id(user_id: &str, timestamp: Timestamp, audio_url: Option<&str>) -> String {
+    hex::encode(response_id_bytes(user_id, timestamp, audio_url))
+}
+
+/// The 16 bytes behind [`response_id`] (its hex encoding), for callers that
+/// key or write ids without allocating a string per record.
+pub fn response_id_bytes(user_id: &str, timestamp: Timestamp, audio_url: Option<&str>) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(user_id.as_bytes());
     h.update([0u8]);
@@ -68,7 +74,10 @@ pub fn response_id(user_id: &str, timestamp: Timestamp, audio_url: Option<&str>)
         }
         None => h.update([0u8]),
     }
-    hex::encode(&h.finalize()[..16])
+    let digest = h.finalize();
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
 }
 
 #[cfg(test)]
@@ -85,6 +94,13 @@ mod tests {
         assert_ne!(
             response_id("42", 1_000, None),
             response_id("42", 1_000, Some(""))
+        );
+        // Pinned: ids are stored keys, so the derivation must never change
+        // (sha256(b"42\0" + 1000 as 8 big-endian bytes + b"\0\x01s3://b/k")[..16]).
+        assert_eq!(a, "d1cb16db8e0946bdb0062cb6b8cce5c9");
+        assert_eq!(
+            hex::encode(response_id_bytes("42", 1_000, Some("s3://b/k"))),
+            a
         );
     }
 }

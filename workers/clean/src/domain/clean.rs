@@ -16,10 +16,10 @@ use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use engage_model::RejectReason;
 use engage_model::selection::SelectedLearners;
-use engage_model::{ActivityRecord, RejectReason};
 
-use super::parse::{Parsed, parse_record_with};
+use super::parse::{ParsedView, RecordView, parse_view_with};
 use super::partition::{PartitionError, PartitionWriter};
 use super::reader::{ActivityReader, RawItem, ReadError, ReaderOptions};
 use super::stats::{CleanStats, Reject};
@@ -93,9 +93,9 @@ pub enum CleanError {
 
 /// What to do with one item.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
-    /// Write this record to its partition.
-    Keep(ActivityRecord),
+pub enum Decision<'a> {
+    /// Write this record (borrowed from the item) to its partition.
+    Keep(RecordView<'a>),
     /// Write this reject to the rejects file.
     Reject(Reject),
     /// Dropped and counted (not English, learner not selected, duplicate).
@@ -146,37 +146,38 @@ impl<'s> PieceCleaner<'s> {
     }
 
     /// Classifies one item and counts it.
-    pub fn decide(&mut self, item: &RawItem<'_>) -> Decision {
+    pub fn decide<'a>(&mut self, item: &RawItem<'a>) -> Decision<'a> {
         self.stats.read += 1;
         let parsed = match &item.error {
             Some(e) => Err(e.clone()),
-            None => parse_record_with(item.bytes, |u| self.selection.contains(u)),
+            None => parse_view_with(item.bytes, |u| self.selection.contains(u)),
         };
         match parsed {
             Err(e) => {
                 self.stats.count_reject(e.reason());
                 Decision::Reject(item.reject(&e))
             }
-            Ok(Parsed::NonEnglish) => {
+            Ok(ParsedView::NonEnglish) => {
                 self.stats.non_english += 1;
                 Decision::Drop
             }
-            Ok(Parsed::Deselected) => {
+            Ok(ParsedView::Deselected) => {
                 self.stats.deselected += 1;
                 Decision::Drop
             }
-            Ok(Parsed::Record(r)) => {
-                // `response_id` is 32 hex digits; anything else would be a bug
-                // upstream, and such a record is simply not deduplicated here.
-                if let Ok(id) = u128::from_str_radix(&r.response_id, 16) {
+            Ok(ParsedView::Record(r)) => {
+                let id = r.id_u128();
+                if self.seen.len() >= self.dedup_capacity {
                     if self.seen.contains(&id) {
                         self.stats.duplicates += 1;
                         return Decision::Drop;
                     }
-                    if self.seen.len() >= self.dedup_capacity {
-                        self.seen.clear();
-                    }
-                    self.seen.insert(id);
+                    self.seen.clear();
+                }
+                // One probe: `insert` says whether the id was already there.
+                if !self.seen.insert(id) {
+                    self.stats.duplicates += 1;
+                    return Decision::Drop;
                 }
                 self.stats.kept += 1;
                 Decision::Keep(r)
@@ -245,7 +246,7 @@ pub fn clean_piece<R: Read, W: Write, J: Write>(
         }
         match decision {
             Decision::Keep(r) => {
-                out.write(&r)?;
+                out.write_view(&r)?;
             }
             Decision::Reject(rej) => write_reject(rejects, &rej)?,
             Decision::Drop => {}
@@ -421,6 +422,7 @@ where
 mod tests {
     use super::*;
     use crate::domain::reader::{is_splittable, split_ranges};
+    use engage_model::ActivityRecord;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
     use std::io::Cursor;

@@ -12,7 +12,10 @@
 
 pub mod parse;
 
-pub use parse::{Parsed, RecordError, is_english, parse_record, parse_record_with};
+pub use parse::{
+    Parsed, ParsedView, RecordError, RecordView, is_english, parse_record, parse_record_with,
+    parse_view_with,
+};
 pub mod clean;
 pub mod partition;
 pub mod reader;

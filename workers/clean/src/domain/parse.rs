@@ -38,8 +38,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+#[cfg(test)]
+use engage_model::response_id;
 use engage_model::time::{TimestampError, from_epoch_millis, parse_timestamp_str};
-use engage_model::{ActivityRecord, RejectReason, Timestamp, response_id};
+use engage_model::{ActivityRecord, RejectReason, Timestamp, response_id_bytes};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// What a well-formed line turned into.
@@ -139,6 +141,150 @@ pub fn parse_record_with(
     line: &[u8],
     selected: impl FnOnce(&str) -> bool,
 ) -> Result<Parsed, RecordError> {
+    Ok(match parse_view_with(line, selected)? {
+        ParsedView::Record(v) => Parsed::Record(v.into_record()),
+        ParsedView::NonEnglish => Parsed::NonEnglish,
+        ParsedView::Deselected => Parsed::Deselected,
+    })
+}
+
+/// What a well-formed line turned into, borrowing from the line: what the
+/// cleaner works with, so a kept record costs no allocation unless a field
+/// had JSON escapes or was a number.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedView<'a> {
+    /// An English record of a selected learner, normalised.
+    Record(RecordView<'a>),
+    /// The record is not in English (or names no language): dropped, counted.
+    NonEnglish,
+    /// The learner is not in the batch's selection: dropped, counted.
+    Deselected,
+}
+
+/// A kept record borrowed from its line: [`ActivityRecord`] without the
+/// copies, and its response id as bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordView<'a> {
+    /// The response id's bytes ([`ActivityRecord::response_id`] is their hex).
+    pub id: [u8; 16],
+    /// The learner (trimmed; integers as their decimal string).
+    pub user_id: Cow<'a, str>,
+    /// The response's instant (ns since epoch, UTC).
+    pub timestamp: Timestamp,
+    /// The audio link as written, if any.
+    pub audio_url: Option<Cow<'a, str>>,
+    /// Accuracy 0–100, if present.
+    pub accuracy: Option<f64>,
+    /// The prompt text, passed through.
+    pub original_text: Option<Cow<'a, str>>,
+    /// The learner's answer text, passed through.
+    pub response_text: Option<Cow<'a, str>>,
+    /// The product's session id, passed through.
+    pub session_id: Option<Cow<'a, str>>,
+    /// The product's sub-session id, passed through.
+    pub sub_session_id: Option<Cow<'a, str>>,
+}
+
+impl RecordView<'_> {
+    /// The response id as the integer the duplicate window keys on.
+    pub fn id_u128(&self) -> u128 {
+        u128::from_be_bytes(self.id)
+    }
+
+    /// The owned record.
+    pub fn into_record(self) -> ActivityRecord {
+        ActivityRecord {
+            response_id: hex_id(&self.id).iter().map(|&b| char::from(b)).collect(),
+            user_id: self.user_id.into_owned(),
+            timestamp: self.timestamp,
+            audio_url: self.audio_url.map(Cow::into_owned),
+            accuracy: self.accuracy,
+            original_text: self.original_text.map(Cow::into_owned),
+            response_text: self.response_text.map(Cow::into_owned),
+            session_id: self.session_id.map(Cow::into_owned),
+            sub_session_id: self.sub_session_id.map(Cow::into_owned),
+        }
+    }
+
+    /// Appends the record as one JSON object, byte for byte what
+    /// `serde_json::to_writer(&record)` writes for the owned
+    /// [`ActivityRecord`] (the spool and `cleaned.jsonl` format), without
+    /// building it. No newline.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.extend_from_slice(b"{\"response_id\":\"");
+        out.extend_from_slice(&hex_id(&self.id));
+        out.extend_from_slice(b"\",\"user_id\":");
+        write_json_str(out, &self.user_id)?;
+        out.extend_from_slice(b",\"timestamp\":");
+        serde_json::to_writer(&mut *out, &self.timestamp)?;
+        if let Some(u) = &self.audio_url {
+            out.extend_from_slice(b",\"audio_url\":");
+            write_json_str(out, u)?;
+        }
+        if let Some(a) = self.accuracy {
+            out.extend_from_slice(b",\"accuracy\":");
+            serde_json::to_writer(&mut *out, &a)?;
+        }
+        for (name, v) in [
+            (&b",\"original_text\":"[..], &self.original_text),
+            (b",\"response_text\":", &self.response_text),
+            (b",\"session_id\":", &self.session_id),
+            (b",\"sub_session_id\":", &self.sub_session_id),
+        ] {
+            if let Some(v) = v {
+                out.extend_from_slice(name);
+                write_json_str(out, v)?;
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// The 32 lowercase hex digits of an id (what `hex::encode` gives).
+fn hex_id(id: &[u8; 16]) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in id.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    out
+}
+
+/// Whether serde_json writes `s` as is between quotes: no `"`, `\\` or
+/// control character. Checked 16 bytes at a time without an early exit
+/// inside a block, so the compiler vectorises it.
+fn json_plain(s: &str) -> bool {
+    let bad = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+    let mut blocks = s.as_bytes().chunks_exact(16);
+    for block in &mut blocks {
+        if block.iter().fold(false, |acc, &b| acc | bad(b)) {
+            return false;
+        }
+    }
+    !blocks.remainder().iter().any(|&b| bad(b))
+}
+
+/// Appends `s` as a JSON string exactly as serde_json writes it.
+fn write_json_str(out: &mut Vec<u8>, s: &str) -> Result<(), serde_json::Error> {
+    if json_plain(s) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(out, s)
+    }
+}
+
+/// Parses one line into a borrowed view; `selected(user_id)` decides whether
+/// the learner is in the batch (checked right after the user id, before the
+/// costlier fields).
+pub fn parse_view_with<'a>(
+    line: &'a [u8],
+    selected: impl FnOnce(&str) -> bool,
+) -> Result<ParsedView<'a>, RecordError> {
     let text = std::str::from_utf8(line).map_err(|e| RecordError::InvalidUtf8 {
         valid_up_to: e.valid_up_to(),
     })?;
@@ -150,18 +296,18 @@ pub fn parse_record_with(
     }
     let english = matches!(fields.get(Field::Language), Some(Val::Str(s)) if is_english(s));
     if !english {
-        return Ok(Parsed::NonEnglish);
+        return Ok(ParsedView::NonEnglish);
     }
-    let user_id = user_id(fields.get(Field::UserId))?;
+    let user_id = user_id(fields.take(Field::UserId))?;
     if !selected(&user_id) {
-        return Ok(Parsed::Deselected);
+        return Ok(ParsedView::Deselected);
     }
     let timestamp = timestamp(fields.get(Field::Timestamp))?;
     let accuracy = accuracy(fields.get(Field::Accuracy))?;
     let audio_url = audio_url(fields.take(Field::AudioUrl))?;
-    let response_id = response_id(&user_id, timestamp, audio_url.as_deref());
-    Ok(Parsed::Record(ActivityRecord {
-        response_id,
+    let id = response_id_bytes(&user_id, timestamp, audio_url.as_deref());
+    Ok(ParsedView::Record(RecordView {
+        id,
         user_id,
         timestamp,
         audio_url,
@@ -173,19 +319,24 @@ pub fn parse_record_with(
     }))
 }
 
-fn user_id(v: Option<&Val<'_>>) -> Result<String, RecordError> {
+fn user_id(v: Option<Val<'_>>) -> Result<Cow<'_, str>, RecordError> {
     match v {
         None | Some(Val::Null) => Err(RecordError::MissingUserId),
         Some(Val::Str(s)) => {
-            let t = s.trim();
-            if t.is_empty() {
+            let trimmed = s.trim();
+            if trimmed.is_empty() {
                 Err(RecordError::MissingUserId)
+            } else if trimmed.len() == s.len() {
+                Ok(s)
             } else {
-                Ok(t.to_string())
+                Ok(match s {
+                    Cow::Borrowed(b) => Cow::Borrowed(b.trim()),
+                    Cow::Owned(o) => Cow::Owned(o.trim().to_string()),
+                })
             }
         }
-        Some(Val::I64(i)) => Ok(i.to_string()),
-        Some(Val::U64(u)) => Ok(u.to_string()),
+        Some(Val::I64(i)) => Ok(Cow::Owned(i.to_string())),
+        Some(Val::U64(u)) => Ok(Cow::Owned(u.to_string())),
         Some(other) => Err(RecordError::BadUserId(other.kind())),
     }
 }
@@ -195,7 +346,10 @@ fn timestamp(v: Option<&Val<'_>>) -> Result<Timestamp, RecordError> {
     match v {
         None | Some(Val::Null) => Err(RecordError::MissingTimestamp),
         Some(Val::Str(s)) if s.trim().is_empty() => Err(RecordError::MissingTimestamp),
-        Some(Val::Str(s)) => parse_timestamp_str(s).map_err(bad),
+        Some(Val::Str(s)) => match rfc3339_fast(s) {
+            Some(ts) => Ok(ts),
+            None => parse_timestamp_str(s).map_err(bad),
+        },
         Some(Val::I64(ms)) => from_epoch_millis(*ms).map_err(bad),
         Some(Val::U64(ms)) => i64::try_from(*ms)
             .map_err(|_| TimestampError::OutOfRange)
@@ -215,6 +369,91 @@ fn timestamp(v: Option<&Val<'_>>) -> Result<Timestamp, RecordError> {
     }
 }
 
+/// The common shape of an RFC 3339 timestamp, `YYYY-MM-DDTHH:MM:SS`, an
+/// optional fraction of 1–9 digits, then `Z` or `±HH:MM`, read without
+/// chrono; `None` for anything else (other spellings, leap seconds, years
+/// outside 1678–2261), which then takes [`parse_timestamp_str`]'s full
+/// path. Where it answers, it answers as that path does (a property test
+/// checks it against chrono).
+fn rfc3339_fast(s: &str) -> Option<Timestamp> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
+        let mut n = 0i64;
+        for &c in b.get(r)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + i64::from(c - b'0');
+        }
+        Some(n)
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b[i] == b'.' {
+        let start = i + 1;
+        let mut end = start;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        let n = end - start;
+        if !(1..=9).contains(&n) {
+            return None;
+        }
+        nanos = digits(start..end)? * 10i64.pow((9 - n) as u32);
+        i = end;
+    }
+    let offset_secs = match b.get(i..)? {
+        [b'Z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (oh, om) = (digits(i + 1..i + 3)?, digits(i + 4..i + 6)?);
+            if oh > 23 || om > 59 {
+                return None;
+            }
+            let off = oh * 3600 + om * 60;
+            if *sign == b'-' { -off } else { off }
+        }
+        _ => return None,
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let month_days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if !(1678..=2261).contains(&year)
+        || day < 1
+        || day > month_days
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    // Days from 1970-01-01 (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
 fn accuracy(v: Option<&Val<'_>>) -> Result<Option<f64>, RecordError> {
     let n = match v {
         None | Some(Val::Null) => return Ok(None),
@@ -230,22 +469,22 @@ fn accuracy(v: Option<&Val<'_>>) -> Result<Option<f64>, RecordError> {
     }
 }
 
-fn audio_url(v: Option<Val<'_>>) -> Result<Option<String>, RecordError> {
+fn audio_url(v: Option<Val<'_>>) -> Result<Option<Cow<'_, str>>, RecordError> {
     match v {
         None | Some(Val::Null) => Ok(None),
         Some(Val::Str(s)) if s.trim().is_empty() => Ok(None),
-        Some(Val::Str(s)) => Ok(Some(s.into_owned())),
+        Some(Val::Str(s)) => Ok(Some(s)),
         Some(other) => Err(RecordError::BadAudioUrl(other.kind())),
     }
 }
 
-fn text_field(v: Option<Val<'_>>) -> Option<String> {
+fn text_field(v: Option<Val<'_>>) -> Option<Cow<'_, str>> {
     match v? {
-        Val::Str(s) => Some(s.into_owned()),
-        Val::I64(i) => Some(i.to_string()),
-        Val::U64(u) => Some(u.to_string()),
-        Val::F64(f) => Some(f.to_string()),
-        Val::Bool(b) => Some(b.to_string()),
+        Val::Str(s) => Some(s),
+        Val::I64(i) => Some(Cow::Owned(i.to_string())),
+        Val::U64(u) => Some(Cow::Owned(u.to_string())),
+        Val::F64(f) => Some(Cow::Owned(f.to_string())),
+        Val::Bool(b) => Some(Cow::Owned(b.to_string())),
         Val::Null | Val::Compound(_) => None,
     }
 }
@@ -799,10 +1038,159 @@ mod tests {
         );
     }
 
+    /// serde_json's own bytes for a record: what `write_json` must match.
+    fn serde_bytes(r: &ActivityRecord) -> Vec<u8> {
+        serde_json::to_vec(r).unwrap()
+    }
+
+    fn view(line: &str) -> RecordView<'_> {
+        match parse_view_with(line.as_bytes(), |_| true) {
+            Ok(ParsedView::Record(v)) => v,
+            other => panic!("expected a record from {line}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn written_views_are_serde_json_bytes_on_awkward_fields() {
+        for line in [
+            format!(r#"{{"user_id":"u1","lang":"en","timestamp":"{TS}"}}"#),
+            format!(
+                r#"{{"user_id":" \u0007 x\"y\\ ","lang":"en","timestamp":"{TS}","audio":"s3://b/é\n","accuracy":87.25,"original_text":"tab\there","response_text":"\u2028 ok","session_id":12,"sub_session_id":true}}"#
+            ),
+            r#"{"user_id":7,"lang":"en","ets":1709287200123,"score":0,"session_id":1.5e3,"original_text":"a/b <>&'"}"#
+                .to_string(),
+            format!(
+                r#"{{"user_id":"u","lang":"en","timestamp":"{TS}","accuracy":100,"response_text":"0123456789abcdef0123456789abcdef\u001f"}}"#
+            ),
+        ] {
+            let v = view(&line);
+            let mut out = Vec::new();
+            v.write_json(&mut out).unwrap();
+            let owned = v.clone().into_record();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&serde_bytes(&owned)),
+                "{line}"
+            );
+            assert_eq!(
+                owned.response_id,
+                response_id(&owned.user_id, owned.timestamp, owned.audio_url.as_deref())
+            );
+            assert_eq!(
+                v.id_u128(),
+                u128::from_str_radix(&owned.response_id, 16).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn json_plain_finds_a_special_byte_anywhere() {
+        let base = "x".repeat(40);
+        assert!(json_plain(&base));
+        for i in 0..40 {
+            for special in ['"', '\\', '\n', '\u{1f}', '\0'] {
+                let mut s = base.clone();
+                s.replace_range(i..=i, &special.to_string());
+                assert!(!json_plain(&s), "{i} {special:?}");
+            }
+        }
+        assert!(json_plain("é \u{7f} / \u{2028}"));
+    }
+
+    #[test]
+    fn fast_timestamps_agree_with_chrono_on_edges() {
+        for s in [
+            "2024-03-01T10:00:00Z",
+            "2024-03-01T10:00:00.5Z",
+            "2024-03-01T10:00:00.123456789Z",
+            "2024-02-29T23:59:59.999+05:30",
+            "2023-12-31T00:00:00-23:59",
+            "1678-01-01T00:00:00Z",
+            "2261-12-31T23:59:59Z",
+            "2000-02-29T00:00:00Z",
+            "1970-01-01T00:00:00Z",
+            "1969-12-31T23:59:59.000000001Z",
+        ] {
+            assert_eq!(
+                rfc3339_fast(s),
+                Some(parse_timestamp_str(s).unwrap()),
+                "{s}"
+            );
+        }
+        // Not the common shape: left to chrono, whatever it decides.
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2024-03-01T10:00:60Z",
+            "2024-03-01t10:00:00z",
+            "2024-03-01 10:00:00Z",
+            "2024-03-01T10:00:00.Z",
+            "2024-03-01T10:00:00.1234567890Z",
+            "2024-03-01T10:00:00+24:00",
+            "2024-03-01T10:00:00+0530",
+            " 2024-03-01T10:00:00Z",
+            "2024-03-01T10:00:00Z ",
+            "2024-13-01T10:00:00Z",
+            "2024-00-01T10:00:00Z",
+            "2024-04-31T10:00:00Z",
+            "1677-12-31T23:59:59Z",
+            "2262-04-12T00:00:00Z",
+            "+2024-03-01T10:00:00Z",
+        ] {
+            assert_eq!(rfc3339_fast(s), None, "{s}");
+        }
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = parse_record(&line);
+        }
+
+        #[test]
+        fn fast_timestamps_agree_with_chrono(
+            year in 1678i64..=2261, month in 1u32..=12, day in 1u32..=31,
+            hour in 0u32..=23, minute in 0u32..=59, second in 0u32..=59,
+            frac in proptest::option::of("[0-9]{1,9}"),
+            offset in proptest::option::of((any::<bool>(), 0u32..=23, 0u32..=59)),
+        ) {
+            let frac = frac.map(|f| format!(".{f}")).unwrap_or_default();
+            let offset = match offset {
+                None => "Z".to_string(),
+                Some((neg, h, m)) => format!("{}{h:02}:{m:02}", if neg { '-' } else { '+' }),
+            };
+            let s = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}{frac}{offset}");
+            match (rfc3339_fast(&s), parse_timestamp_str(&s)) {
+                (Some(fast), Ok(slow)) => prop_assert_eq!(fast, slow, "{}", s),
+                // Invalid dates (day 31 of a short month) and instants just
+                // outside the nanosecond range are left to chrono.
+                (None, _) => {}
+                (Some(fast), Err(e)) => prop_assert!(false, "{s}: fast {fast}, chrono {e}"),
+            }
+        }
+
+        #[test]
+        fn written_views_are_serde_json_bytes(
+            user in "\\PC{1,12}",
+            ms in 0i64..4_000_000_000_000,
+            audio in proptest::option::of("\\PC{1,30}"),
+            acc in proptest::option::of(0.0f64..=100.0),
+            texts in proptest::collection::vec(proptest::option::of(any::<String>()), 4),
+        ) {
+            let v = serde_json::json!({
+                "user_id": user, "lang": "en", "ets": ms, "audio_url": audio, "accuracy": acc,
+                "original_text": texts[0], "response_text": texts[1],
+                "session_id": texts[2], "sub_session_id": texts[3],
+            });
+            let line = serde_json::to_string(&v).unwrap();
+            prop_assume!(!user.trim().is_empty());
+            let view = match parse_view_with(line.as_bytes(), |_| true) {
+                Ok(ParsedView::Record(r)) => r,
+                other => return Err(TestCaseError::fail(format!("{other:?}"))),
+            };
+            let mut out = Vec::new();
+            view.write_json(&mut out).unwrap();
+            prop_assert_eq!(out, serde_bytes(&view.into_record()));
         }
 
         #[test]

@@ -11,6 +11,8 @@ use std::io::{BufWriter, Write};
 
 use engage_model::ActivityRecord;
 
+use super::parse::RecordView;
+
 /// Buffer per partition sink; memory is `partitions × SINK_BUFFER` at most.
 pub const SINK_BUFFER: usize = 64 * 1024;
 
@@ -82,6 +84,28 @@ impl<W: Write> PartitionWriter<W> {
             partition,
             source: e.into(),
         })?;
+        self.scratch.push(b'\n');
+        let idx = partition as usize;
+        self.sinks[idx]
+            .write_all(&self.scratch)
+            .map_err(|source| PartitionError::Io { partition, source })?;
+        self.counts[idx] += 1;
+        Ok(partition)
+    }
+
+    /// Writes one borrowed record as a JSON line into its partition (the
+    /// same bytes as [`Self::write`] of the owned record); returns the partition.
+    pub fn write_view(&mut self, record: &RecordView<'_>) -> Result<u32, PartitionError> {
+        // Not memoised per learner: a map of 20k learners missed the cache
+        // on most lookups and cost more than the SHA-256 (SHA-NI) it saved.
+        let partition = partition_of(&record.user_id, self.partitions());
+        self.scratch.clear();
+        record
+            .write_json(&mut self.scratch)
+            .map_err(|e| PartitionError::Io {
+                partition,
+                source: e.into(),
+            })?;
         self.scratch.push(b'\n');
         let idx = partition as usize;
         self.sinks[idx]

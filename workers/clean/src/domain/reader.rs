@@ -132,10 +132,11 @@ pub struct Entry {
 
 type Inner<R> = Chain<Cursor<Vec<u8>>, R>;
 
-/// The byte source: plain or gunzipped, always buffered.
+/// The byte source: plain or gunzipped, always buffered. The decoder's
+/// state (zlib-rs) is boxed: it is several times the size of a plain reader.
 enum Source<R: Read> {
     Plain(BufReader<Inner<R>>),
-    Gzip(BufReader<MultiGzDecoder<Inner<R>>>),
+    Gzip(Box<BufReader<MultiGzDecoder<Inner<R>>>>),
 }
 
 impl<R: Read> Source<R> {
@@ -242,10 +243,10 @@ impl<R: Read> ActivityReader<R> {
         }
         let inner = Cursor::new(head).chain(r);
         let src = if gzip {
-            Source::Gzip(BufReader::with_capacity(
+            Source::Gzip(Box::new(BufReader::with_capacity(
                 READ_BUFFER,
                 MultiGzDecoder::new(inner),
-            ))
+            )))
         } else {
             Source::Plain(BufReader::with_capacity(READ_BUFFER, inner))
         };
