@@ -1,7 +1,7 @@
 //! Fetching one audio object within the worker's audio budget, written once
-//! for the download and analyze stages: the object's size, then
-//! [`AudioBudget::hold`](crate::audio_budget::AudioBudget::hold), then the
-//! store's errors sorted into what the item and the job should do.
+//! for the download and analyze stages: the object opened (its size), then
+//! [`AudioBudget::hold`](crate::audio_budget::AudioBudget::hold) reading it,
+//! then the store's errors sorted into what the item and the job should do.
 
 use crate::audio_budget::{Held, HoldError};
 use crate::job_error::{ErrorClass, JobError};
@@ -39,17 +39,28 @@ pub async fn fetch_audio(
             detail,
         })
     };
-    let size = match svc.storage.size(uri).await {
-        Ok(Some(n)) => n,
+    // One open gives the size to reserve and, on the first fetch, the bytes
+    // (a local file is opened and its path checked once, not twice).
+    let opened = match svc.storage.open(uri).await {
+        Ok(Some(o)) => o,
         Ok(None) => return Ok(Fetched::Missing),
         Err(e) if e.is_transient() => return Err(JobError::transient(ErrorClass::Storage, e)),
         Err(e) => return refused(e.class(), e.to_string()),
     };
-    match svc
-        .audio_budget
-        .hold(size, || svc.storage.get(uri), need)
-        .await
-    {
+    let size = opened.size();
+    let mut first = Some(opened);
+    // A second fetch (the budget was short once the need was known) opens
+    // the object again.
+    let fetch = || {
+        let opened = first.take();
+        async move {
+            match opened {
+                Some(o) => o.read().await,
+                None => svc.storage.get(uri).await,
+            }
+        }
+    };
+    match svc.audio_budget.hold(size, fetch, need).await {
         Ok(held) => Ok(Fetched::Held(held)),
         Err(HoldError::Budget(e)) => refused(e.name(), e.to_string()),
         Err(HoldError::Fetch(e)) if e.is_not_found() => Ok(Fetched::Missing),

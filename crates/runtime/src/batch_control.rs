@@ -6,7 +6,9 @@
 //! [`CANCELLED`] (the time the operator acted, ms since the epoch), changed
 //! by one script that checks the batch's state and sets the field in one
 //! step, so repeats are harmless and a complete batch is never touched.
-//! Before it runs a job, the worker loop asks [`control`] (one `HMGET`):
+//! Before it runs a job, the worker loop reads the batch's state (one
+//! `HMGET`, [`control_cmd`], sent in the same round trip as the job's
+//! completion-marker check, so it costs no round trip of its own):
 //!
 //! - **paused**: the job is parked on the wait ladder for
 //!   [`PAUSED_RECHECK`] without spending an attempt (and `engage resume
@@ -144,17 +146,31 @@ pub async fn control(
     batch: &str,
 ) -> Result<Control, LedgerError> {
     let mut c = conn.clone();
-    let (paused, cancelled): (Option<String>, Option<String>) = redis::cmd("HMGET")
-        .arg(format!("{}:meta", ledger.prefix(batch)))
+    let answer: ControlAnswer = control_cmd(ledger, batch).query_async(&mut c).await?;
+    Ok(control_of(answer))
+}
+
+/// What [`control_cmd`] answers: the `paused` and `cancelled` fields.
+pub type ControlAnswer = (Option<String>, Option<String>);
+
+/// The one command [`control`] sends (`HMGET` of the batch's `meta`), for a
+/// caller that sends it in a round trip it makes anyway (the worker loop,
+/// with the job's completion marker); [`control_of`] reads its answer.
+pub fn control_cmd(ledger: &Ledger, batch: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("HMGET");
+    cmd.arg(format!("{}:meta", ledger.prefix(batch)))
         .arg(PAUSED)
-        .arg(CANCELLED)
-        .query_async(&mut c)
-        .await?;
-    Ok(match (paused, cancelled) {
+        .arg(CANCELLED);
+    cmd
+}
+
+/// The control state [`control_cmd`]'s answer says.
+pub fn control_of((paused, cancelled): ControlAnswer) -> Control {
+    match (paused, cancelled) {
         (_, Some(_)) => Control::Cancelled,
         (Some(_), None) => Control::Paused,
         (None, None) => Control::Running,
-    })
+    }
 }
 
 /// One batch, as a job that is about to pay for something sees it.

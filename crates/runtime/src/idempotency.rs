@@ -59,6 +59,14 @@ impl Idempotency {
         Ok(c.exists(self.done_key(stage, job_id)).await?)
     }
 
+    /// The one command [`Self::is_done`] sends (`EXISTS`, answering a
+    /// `bool`), for a caller that sends it with another in one round trip.
+    pub fn is_done_cmd(&self, stage: StageName, job_id: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.done_key(stage, job_id));
+        cmd
+    }
+
     /// Forgets that a job completed, so that a re-published copy runs again
     /// (the reconciler re-drives work whose follow-ups were lost).
     pub async fn forget(&self, stage: StageName, job_id: &str) -> Result<(), IdempotencyError> {

@@ -5,7 +5,7 @@
 //! lets every module take one type. Keys that one script touches share a hash
 //! tag (`{ns:batch}`), so scripts work on a cluster.
 
-use redis::{Cmd, Pipeline, RedisFuture, Value, aio::ConnectionLike};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, Value, aio::ConnectionLike};
 
 /// Errors opening a Redis connection.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,29 @@ impl RedisConn {
             Ok(Self::Single(
                 c.get_connection_manager_with_config(cfg).await?,
             ))
+        }
+    }
+
+    /// Sends two commands in one round trip and returns both answers: one
+    /// pipeline on a single node; on a Redis Cluster, where their keys may
+    /// hash to different slots (a pipeline must stay on one), both at once,
+    /// each to its own node.
+    pub async fn query_pair<A, B>(&self, a: &Cmd, b: &Cmd) -> Result<(A, B), redis::RedisError>
+    where
+        A: FromRedisValue,
+        B: FromRedisValue,
+    {
+        match self {
+            Self::Single(_) => {
+                let mut c = self.clone();
+                let mut p = redis::pipe();
+                p.add_command(a.clone()).add_command(b.clone());
+                p.query_async(&mut c).await
+            }
+            Self::Cluster(_) => {
+                let (mut ca, mut cb) = (self.clone(), self.clone());
+                futures::try_join!(a.query_async(&mut ca), b.query_async(&mut cb))
+            }
         }
     }
 

@@ -315,25 +315,72 @@ impl<S: Stage> Worker<S> {
             let deliveries = broker::header_str(&delivery.properties, "x-delivery-count")
                 .and_then(|n| n.parse::<u32>().ok())
                 .unwrap_or(0);
-            if let Some(held) = self.held(publisher, &delivery.data, &env).await {
+            // Decoded and its ids checked first (no I/O): ids are checked
+            // before they name a key. Then one Redis round trip answers both
+            // whether an operator holds the batch and whether the job
+            // completed already.
+            let job = self.decode(&env);
+            let (control, done) = match self.look_up(&env, job.is_ok()).await {
+                Ok(answers) => answers,
+                Err(e) => {
+                    return self
+                        .retry_free(publisher, &env, ErrorClass::Redis, e.into())
+                        .await;
+                }
+            };
+            if let Some(held) = self.held(publisher, &delivery.data, &env, control).await {
                 return held;
             }
-            let ran = match self.decode(&env).await {
-                Ok(Some(_)) if deliveries >= self.svc.cfg.broker.delivery_limit => {
+            let ran = match job {
+                Ok(_) if done => {
+                    DuplicateSkipped { stage: S::NAME }.emit(&self.svc.metrics);
+                    Ok(JobOutcome::Duplicate)
+                }
+                Ok(_) if deliveries >= self.svc.cfg.broker.delivery_limit => {
                     let reason = DeadLetterReason::DeliveryLimit;
                     let why = format!("delivered {} times without finishing", deliveries + 1);
                     return self
                         .give_up(publisher, &env, reason, env.attempt, &why)
                         .await;
                 }
-                Ok(Some(job)) => self.run(&env, job, publisher).await,
-                Ok(None) => Ok(JobOutcome::Duplicate),
+                Ok(job) => self.run(&env, job, publisher).await,
                 Err(failure) => Err(failure),
             };
             self.route(publisher, &delivery.data, &env, ran).await
         }
         .instrument(span)
         .await
+    }
+
+    /// The job's batch's control state ([`crate::batch_control`]; `Running`
+    /// for an invalid batch id, which names no key) and, when its ids
+    /// checked out (`ids_ok`), whether it completed already (a redelivery):
+    /// both in one Redis round trip (the pause/cancel check was a round trip
+    /// of its own on every job). It is still made for every job, when the
+    /// job is received, so a pause or cancel is seen by the next job that
+    /// arrives after it.
+    async fn look_up(
+        &self,
+        env: &Envelope<serde_json::Value>,
+        ids_ok: bool,
+    ) -> Result<(Control, bool), redis::RedisError> {
+        let svc = &self.svc;
+        let control = valid_batch_id(&env.batch_id)
+            .then(|| batch_control::control_cmd(&svc.ledger, &env.batch_id));
+        let done = ids_ok.then(|| svc.idempotency.is_done_cmd(S::NAME, &env.job_id));
+        let mut conn = svc.redis.clone();
+        Ok(match (control, done) {
+            (Some(control), Some(done)) => {
+                let (answer, done) = svc.redis.query_pair(&control, &done).await?;
+                (batch_control::control_of(answer), done)
+            }
+            (Some(control), None) => {
+                let answer = control.query_async(&mut conn).await?;
+                (batch_control::control_of(answer), false)
+            }
+            (None, Some(done)) => (Control::Running, done.query_async(&mut conn).await?),
+            (None, None) => (Control::Running, false),
+        })
     }
 
     /// An operator's hold on the job's batch ([`crate::batch_control`]): a
@@ -345,18 +392,15 @@ impl<S: Stage> Worker<S> {
         publisher: &Publisher,
         body: &[u8],
         env: &Envelope<serde_json::Value>,
+        control: Control,
     ) -> Option<(Disposition, JobOutcome)> {
-        if !valid_batch_id(&env.batch_id) {
-            return None;
-        }
-        let svc = &self.svc;
-        match batch_control::control(&svc.redis, &svc.ledger, &env.batch_id).await {
-            Ok(Control::Running) => None,
-            Ok(Control::Cancelled) => {
+        match control {
+            Control::Running => None,
+            Control::Cancelled => {
                 debug!("the batch is cancelled; dropping the job");
                 Some((Disposition::Ack, JobOutcome::Cancelled))
             }
-            Ok(Control::Paused) => {
+            Control::Paused => {
                 let wait = i64::try_from(PAUSED_RECHECK.as_millis()).unwrap_or(i64::MAX);
                 let rung = broker::rung_for(PAUSED_RECHECK).unwrap_or(0);
                 let (disposition, _) = self
@@ -370,29 +414,16 @@ impl<S: Stage> Worker<S> {
                     .await;
                 Some((disposition, JobOutcome::Paused))
             }
-            Err(e) => Some(
-                self.retry_free(publisher, env, ErrorClass::Redis, e.into())
-                    .await,
-            ),
         }
     }
 
-    /// The job body, or `None` if the job already completed (a redelivery).
-    async fn decode(&self, env: &Envelope<serde_json::Value>) -> Result<Option<S::Job>, Failure> {
-        let svc = &self.svc;
+    /// The job body with its ids checked (no I/O).
+    fn decode(&self, env: &Envelope<serde_json::Value>) -> Result<S::Job, Failure> {
         // Ids are checked before they name a key: a forged job is poison.
         let job: S::Job = env.job_as().map_err(|e| Failure::Body(e.to_string()))?;
         job.check_ids(&env.batch_id, &env.job_id)
             .map_err(|e| Failure::Body(e.to_string()))?;
-        match svc.idempotency.is_done(S::NAME, &env.job_id).await {
-            Ok(true) => {
-                DuplicateSkipped { stage: S::NAME }.emit(&svc.metrics);
-                return Ok(None);
-            }
-            Ok(false) => {}
-            Err(e) => return Err(Failure::Infra(ErrorClass::Redis, e.into())),
-        }
-        Ok(Some(job))
+        Ok(job)
     }
 
     /// Runs the handler (a panic is a transient failure), publishes its

@@ -76,6 +76,67 @@ pub(crate) async fn get(
     .await
 }
 
+/// A regular file opened for one whole read, with its size when opened
+/// (see [`open`]).
+#[derive(Debug)]
+pub(crate) struct OpenFile {
+    file: fs::File,
+    len: u64,
+    path: PathBuf,
+}
+
+impl OpenFile {
+    /// The file's size when it was opened.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+/// Opens a regular file for one whole read, with the refusals of [`get`]
+/// (symlinks, special files; a directory is not found). With `inline_max`
+/// above 0 this runs on the calling thread (a few metadata lookups), as
+/// [`get`] does; 0 sends it to the blocking pool.
+pub(crate) async fn open(
+    path: &Path,
+    root: Option<PathBuf>,
+    uri: &ObjectUri,
+    inline_max: u64,
+) -> Result<OpenFile, StorageError> {
+    const OP: &str = "get";
+    let (file, meta) = if inline_max == 0 {
+        blocking(OP, path, uri, move |path, uri| {
+            open_regular(path, root.as_deref(), uri, OP)
+        })
+        .await?
+    } else {
+        open_regular(path, root.as_deref(), uri, OP)?
+    };
+    Ok(OpenFile {
+        file,
+        len: meta.len(),
+        path: path.to_path_buf(),
+    })
+}
+
+/// Reads a file opened by [`open`], refusing more than `limit` bytes: on this
+/// thread when it has at most `inline_max` bytes (and `inline_max` is above
+/// 0), otherwise on the blocking pool.
+pub(crate) async fn read_open(
+    opened: OpenFile,
+    uri: &ObjectUri,
+    limit: u64,
+    inline_max: u64,
+) -> Result<Bytes, StorageError> {
+    let OpenFile { file, len, path } = opened;
+    if inline_max > 0 && len <= inline_max {
+        return read_whole(file, len, uri, limit);
+    }
+    blocking("get", &path, uri, move |_, uri| {
+        read_whole(file, len, uri, limit)
+    })
+    .await
+}
+
 fn get_sync(
     path: &Path,
     root: Option<&Path>,
@@ -503,6 +564,10 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.class(), class, "get inline={inline}: {e}");
             assert!(!e.is_transient());
+            let e = open(&path, Some(root.to_path_buf()), &uri, inline)
+                .await
+                .unwrap_err();
+            assert_eq!(e.class(), class, "open inline={inline}: {e}");
         }
         let e = reader(&path, Some(root.to_path_buf()), &uri, None)
             .await
@@ -668,6 +733,40 @@ mod tests {
     /// Every inline threshold that matters for a 4-byte file: always handed
     /// off (0), handed off because larger (3), read inline (4, 1 MiB).
     const INLINE: [u64; 4] = [0, 3, 4, 1 << 20];
+
+    #[tokio::test]
+    async fn an_opened_file_reads_the_bytes_it_was_opened_with() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("bkt")).unwrap();
+        let (path, uri) = object(dir.path(), "a.wav");
+        let root = Some(dir.path().to_path_buf());
+        for inline in INLINE {
+            fs::write(&path, "1234").unwrap();
+            let opened = open(&path, root.clone(), &uri, inline).await.unwrap();
+            assert_eq!(opened.len(), 4, "inline={inline}");
+            // Replaced after the open: the opened file is read, whole.
+            put(&path, &uri, Bytes::from("replaced")).await.unwrap();
+            assert_eq!(
+                read_open(opened, &uri, 4, inline).await.unwrap(),
+                Bytes::from("1234"),
+                "inline={inline}"
+            );
+            let opened = open(&path, root.clone(), &uri, inline).await.unwrap();
+            assert_eq!(opened.len(), 8);
+            let e = read_open(opened, &uri, 7, inline).await.unwrap_err();
+            assert_eq!(e.class(), "too_large", "inline={inline}: {e}");
+            let (missing, muri) = object(dir.path(), "missing.wav");
+            let e = open(&missing, root.clone(), &muri, inline)
+                .await
+                .unwrap_err();
+            assert!(e.is_not_found(), "inline={inline}: {e}");
+            // A directory is not found, as by get.
+            let e = open(&dir.path().join("bkt"), None, &uri, inline)
+                .await
+                .unwrap_err();
+            assert!(e.is_not_found(), "inline={inline}: {e}");
+        }
+    }
 
     #[tokio::test]
     async fn get_limit_is_inclusive() {

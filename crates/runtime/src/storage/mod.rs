@@ -143,6 +143,39 @@ impl Storage {
         }
     }
 
+    /// Opens an object for one whole read and tells its size before any of
+    /// its bytes are read, so that a caller can reserve memory for it first
+    /// (the audio budget): `Ok(None)` when it does not exist (or is a
+    /// directory), refusals as by [`Storage::get`]. Locally this is *one*
+    /// open and `fstat` (on the calling thread when inline reads are on), and
+    /// [`Opened::read`] reads that same file: a separate [`Storage::size`]
+    /// then [`Storage::get`] cost a blocking-pool hand-off and the path's
+    /// metadata lookups twice per object, which was most of the download
+    /// stage's per-job cost added since 2026-11-25 in the pipeline benchmark.
+    /// On S3 it is a `HEAD`, and the read a `GET`.
+    pub async fn open(&self, uri: &ObjectUri) -> Result<Option<Opened>, StorageError> {
+        uri.require_key()?;
+        let body = match self.route(uri)? {
+            Route::Local(path) => {
+                let root = self.local_root(uri);
+                match local::open(&path, root, uri, self.inner.inline_read_bytes).await {
+                    Ok(file) => OpenedBody::Local(file),
+                    Err(e) if e.is_not_found() => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            Route::S3(s3, bucket) => match s3.size(bucket, uri).await? {
+                Some(size) => OpenedBody::Remote(size),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Opened {
+            store: self.clone(),
+            uri: uri.clone(),
+            body,
+        }))
+    }
+
     /// Writes (or replaces) an object. Locally the bytes go to a temporary
     /// file in the same directory, are fsynced, and renamed into place.
     pub async fn put(&self, uri: &ObjectUri, bytes: Bytes) -> Result<(), StorageError> {
@@ -263,6 +296,54 @@ impl Storage {
     }
 }
 
+/// An object opened by [`Storage::open`]: its size is known, its bytes not
+/// read yet.
+#[derive(Debug)]
+pub struct Opened {
+    store: Storage,
+    uri: ObjectUri,
+    body: OpenedBody,
+}
+
+#[derive(Debug)]
+enum OpenedBody {
+    /// The open local file.
+    Local(local::OpenFile),
+    /// The size an S3 `HEAD` answered.
+    Remote(u64),
+}
+
+impl Opened {
+    /// The object's size in bytes when it was opened.
+    pub fn size(&self) -> u64 {
+        match &self.body {
+            OpenedBody::Local(f) => f.len(),
+            OpenedBody::Remote(n) => *n,
+        }
+    }
+
+    /// Reads the whole object, refusing more than
+    /// [`StorageConfig::max_object_bytes`] as [`Storage::get`] does. Locally
+    /// the bytes are the opened file's (a file replaced since is read as it
+    /// was opened); on S3 this is a `GET`, so the object may have changed
+    /// since the `HEAD`.
+    pub async fn read(self) -> Result<Bytes, StorageError> {
+        let inner = &self.store.inner;
+        match self.body {
+            OpenedBody::Local(file) => {
+                local::read_open(
+                    file,
+                    &self.uri,
+                    inner.max_object_bytes,
+                    inner.inline_read_bytes,
+                )
+                .await
+            }
+            OpenedBody::Remote(_) => self.store.get(&self.uri).await,
+        }
+    }
+}
+
 /// The content key of a blob: its SHA-256 as lowercase hex (64 characters).
 pub fn content_key(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -309,6 +390,27 @@ mod tests {
         store.delete(&a).await.unwrap();
         store.delete(&a).await.unwrap(); // idempotent
         assert!(store.get(&a).await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn open_tells_the_size_then_reads_and_a_missing_object_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Storage::local(Some(dir.path().to_path_buf()));
+        let u = ObjectUri::parse("s3://bkt/a/b.wav").unwrap();
+        store.put(&u, Bytes::from("12345")).await.unwrap();
+        let opened = store.open(&u).await.unwrap().expect("exists");
+        assert_eq!(opened.size(), 5);
+        assert_eq!(opened.read().await.unwrap(), Bytes::from("12345"));
+        let missing = ObjectUri::parse("s3://bkt/a/nope.wav").unwrap();
+        assert!(store.open(&missing).await.unwrap().is_none());
+        let dir_uri = ObjectUri::parse("s3://bkt/a").unwrap();
+        assert!(store.open(&dir_uri).await.unwrap().is_none());
+        // The size limit of get applies to the read.
+        let mut small = Storage::local(Some(dir.path().to_path_buf()));
+        Arc::get_mut(&mut small.inner).unwrap().max_object_bytes = 4;
+        let opened = small.open(&u).await.unwrap().expect("exists");
+        assert_eq!(opened.size(), 5);
+        assert_eq!(opened.read().await.unwrap_err().class(), "too_large");
     }
 
     #[tokio::test]
