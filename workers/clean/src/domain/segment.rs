@@ -133,7 +133,8 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
 /// magic bytes; concatenated members are one stream, as the reader reads).
 enum Decoded<R: Read> {
     Plain(std::io::Chain<Cursor<Vec<u8>>, R>),
-    Gzip(MultiGzDecoder<std::io::Chain<Cursor<Vec<u8>>, R>>),
+    // Boxed: the zlib-rs inflate state is large and lives as long as the file.
+    Gzip(Box<MultiGzDecoder<std::io::Chain<Cursor<Vec<u8>>, R>>>),
 }
 
 impl<R: Read> Decoded<R> {
@@ -143,7 +144,7 @@ impl<R: Read> Decoded<R> {
         let gzip = magic == [0x1f, 0x8b];
         let inner = Cursor::new(magic).chain(input);
         Ok(if gzip {
-            Self::Gzip(MultiGzDecoder::new(inner))
+            Self::Gzip(Box::new(MultiGzDecoder::new(inner)))
         } else {
             Self::Plain(inner)
         })
