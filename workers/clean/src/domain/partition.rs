@@ -77,35 +77,32 @@ impl<W: Write> PartitionWriter<W> {
 
     /// Writes one record as a JSON line into its partition; returns the partition.
     pub fn write(&mut self, record: &ActivityRecord) -> Result<u32, PartitionError> {
-        let partition = partition_of(&record.user_id, self.partitions());
-        self.scratch.clear();
         // Serialising a plain struct of strings and numbers into a Vec cannot fail.
-        serde_json::to_writer(&mut self.scratch, record).map_err(|e| PartitionError::Io {
-            partition,
-            source: e.into(),
-        })?;
-        self.scratch.push(b'\n');
-        let idx = partition as usize;
-        self.sinks[idx]
-            .write_all(&self.scratch)
-            .map_err(|source| PartitionError::Io { partition, source })?;
-        self.counts[idx] += 1;
-        Ok(partition)
+        self.write_line(&record.user_id, |buf| {
+            serde_json::to_writer(buf, record).map_err(std::io::Error::from)
+        })
     }
 
     /// Writes one borrowed record as a JSON line into its partition (the
     /// same bytes as [`Self::write`] of the owned record); returns the partition.
     pub fn write_view(&mut self, record: &RecordView<'_>) -> Result<u32, PartitionError> {
+        self.write_line(&record.user_id, |buf| {
+            record.write_json(buf).map_err(std::io::Error::from)
+        })
+    }
+
+    /// Writes the line `json` puts into the scratch buffer (plus a newline)
+    /// into the learner's partition; returns the partition.
+    fn write_line(
+        &mut self,
+        user_id: &str,
+        json: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> Result<u32, PartitionError> {
         // Not memoised per learner: a map of 20k learners missed the cache
         // on most lookups and cost more than the SHA-256 (SHA-NI) it saved.
-        let partition = partition_of(&record.user_id, self.partitions());
+        let partition = partition_of(user_id, self.partitions());
         self.scratch.clear();
-        record
-            .write_json(&mut self.scratch)
-            .map_err(|e| PartitionError::Io {
-                partition,
-                source: e.into(),
-            })?;
+        json(&mut self.scratch).map_err(|source| PartitionError::Io { partition, source })?;
         self.scratch.push(b'\n');
         let idx = partition as usize;
         self.sinks[idx]
