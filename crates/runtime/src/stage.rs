@@ -63,13 +63,8 @@ impl JobCtx {
     /// safe to publish again: a redelivered job publishes them a second time
     /// and the consumer's idempotency drops the repeat.
     pub async fn publish_now(&self, emits: Vec<Emit>) -> Result<(), JobError> {
-        let env = engage_model::envelope::Envelope::new(
-            self.batch_id.clone(),
-            self.job_id.clone(),
-            self.trace_id.clone(),
-            serde_json::Value::Null,
-        );
-        crate::worker::publish_all(&self.publisher, &env, emits)
+        let from = (self.batch_id.as_str(), self.trace_id.as_str());
+        crate::worker::publish_all(&self.publisher, from, emits)
             .await
             .map_err(|e| JobError::transient(ErrorClass::Amqp, e))
     }

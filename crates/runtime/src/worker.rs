@@ -449,7 +449,7 @@ impl<S: Stage> Worker<S> {
                 Err(JobError::transient(ErrorClass::Panic, err))
             });
         let emits = result.map_err(Failure::Job)?;
-        if let Err(e) = publish_all(publisher, env, emits).await {
+        if let Err(e) = publish_all(publisher, (&env.batch_id, &env.trace_id), emits).await {
             return Err(Failure::Infra(ErrorClass::Amqp, e.into()));
         }
         if let Err(e) = svc.idempotency.mark_done(S::NAME, &env.job_id).await {
@@ -517,7 +517,7 @@ impl<S: Stage> Worker<S> {
             .dead_lettered(&self.ctx(env, publisher), job, reason.as_str())
             .await
             .map_err(|e| anyhow::anyhow!("{e:#}"))?;
-        publish_all(publisher, env, emits).await?;
+        publish_all(publisher, (&env.batch_id, &env.trace_id), emits).await?;
         Ok(())
     }
 
@@ -772,11 +772,11 @@ fn now_ms() -> i64 {
 /// Publishes a job's follow-ups (same batch and trace) with confirms.
 pub(crate) async fn publish_all(
     publisher: &Publisher,
-    env: &Envelope<serde_json::Value>,
+    (batch_id, trace_id): (&str, &str),
     emits: Vec<crate::stage::Emit>,
 ) -> Result<(), broker::BrokerError> {
     let publishes = emits.into_iter().map(|e| {
-        let env = Envelope::new(env.batch_id.clone(), e.job_id, env.trace_id.clone(), e.job);
+        let env = Envelope::new(batch_id, e.job_id, trace_id, e.job);
         async move { publisher.publish_job(e.stage, &env).await }
     });
     futures::future::try_join_all(publishes).await.map(|_| ())
