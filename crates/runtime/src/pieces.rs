@@ -47,6 +47,16 @@ pub async fn batch_pieces(
     Ok(out)
 }
 
+/// The ids of the segments among `pieces` (what the ledger expects beyond
+/// the plan's pieces).
+pub fn segment_ids(pieces: &[CleanPiece]) -> Vec<String> {
+    pieces
+        .iter()
+        .filter(|p| p.segment.is_some())
+        .map(|p| p.piece.clone())
+        .collect()
+}
+
 /// The pre-pass piece a segment id belongs to.
 pub fn segment_of(piece: &str) -> Option<&str> {
     piece.split_once("-s").map(|(of, _)| of)

@@ -39,7 +39,7 @@ use crate::fan_in::emits_for;
 use crate::item_log::read_batch;
 use crate::job_error::JobError;
 use crate::ledger::{FanIn, Progress, ScanResult};
-use crate::pieces::batch_pieces;
+use crate::pieces::{batch_pieces, segment_ids};
 use crate::recovery::rebuild;
 use crate::services::Services;
 use crate::stage::Emit;
@@ -341,11 +341,7 @@ async fn repair(svc: &Services, b: &str, p: &Progress) -> anyhow::Result<Vec<Emi
         let match_done = svc.ledger.members(b, "match_done").await?;
         let pieces = batch_pieces(st, &layout, b, &plan).await?;
         // Segments a pre-pass stored are expected even if Redis lost the note.
-        let segments: Vec<String> = pieces
-            .iter()
-            .filter(|p| p.segment.is_some())
-            .map(|p| p.piece.clone())
-            .collect();
+        let segments = segment_ids(&pieces);
         if !segments.is_empty() {
             svc.ledger.expect_pieces(b, &segments, &job).await?;
         }

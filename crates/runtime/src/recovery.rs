@@ -18,7 +18,7 @@ use crate::batch_control::{cancelled_marker, mark_cancelled};
 use crate::item_log::read_batch;
 use crate::job_error::{DelayReason, JobError};
 use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
-use crate::pieces::batch_pieces;
+use crate::pieces::{batch_pieces, segment_ids};
 use crate::services::Services;
 use crate::store_io::{get_json, get_jsonl};
 use engage_model::MatchedRecord;
@@ -84,11 +84,7 @@ async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<ScanRe
         ..Default::default()
     };
     let pieces = batch_pieces(st, &layout, batch, &plan).await?;
-    facts.pieces_extra = pieces
-        .iter()
-        .filter(|p| p.segment.is_some())
-        .map(|p| p.piece.clone())
-        .collect();
+    facts.pieces_extra = segment_ids(&pieces);
     for piece in &pieces {
         if let Some(done) =
             get_json::<CleanDone>(st, &layout.clean_done(batch, &piece.piece)?).await?
