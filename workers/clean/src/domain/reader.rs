@@ -335,14 +335,20 @@ impl<R: Read> ActivityReader<R> {
     /// Looks at the first non-whitespace byte; consumes whole blank lines
     /// before it (counting them) and, for an array, the `[`.
     fn detect_format(&mut self) -> Result<(), ReadError> {
+        // Blank lines before the first item count as lines of JSON Lines
+        // only: an array's "line" is its element index. Counted apart until
+        // the format is known, so the count does not depend on where the
+        // reads happened to end.
+        let mut blank_lines = 0u64;
         loop {
             let avail = self.src.fill_buf()?;
             if avail.is_empty() {
+                self.line += blank_lines;
                 return Ok(());
             }
             let Some(i) = avail.iter().position(|b| !b.is_ascii_whitespace()) else {
                 let n = avail.len();
-                self.line += memchr::memchr_iter(b'\n', avail).count() as u64;
+                blank_lines += memchr::memchr_iter(b'\n', avail).count() as u64;
                 self.src.consume(n);
                 self.pos += n as u64;
                 continue;
@@ -351,7 +357,10 @@ impl<R: Read> ActivityReader<R> {
                 self.format = InputFormat::JsonArray;
                 self.src.consume(i + 1);
                 self.pos += (i + 1) as u64;
-            } else if let Some(nl) = memchr::memrchr(b'\n', &avail[..i]) {
+                return Ok(());
+            }
+            self.line += blank_lines;
+            if let Some(nl) = memchr::memrchr(b'\n', &avail[..i]) {
                 self.line += memchr::memchr_iter(b'\n', &avail[..i]).count() as u64;
                 self.src.consume(nl + 1);
                 self.pos += (nl + 1) as u64;
@@ -1053,6 +1062,16 @@ mod tests {
             kinds,
             vec![RejectReason::InvalidUtf8, RejectReason::InvalidJson]
         );
+    }
+
+    #[test]
+    fn blank_lines_before_an_array_are_not_lines_however_the_reads_fall() {
+        let input = b"\r\n\r\n[";
+        let whole = raw_items(ActivityReader::new(&input[..], opts(64)).unwrap());
+        let bytewise = raw_items(ActivityReader::new(OneByte(&input[..]), opts(64)).unwrap());
+        assert_eq!(whole, bytewise);
+        // The unterminated array's fault is its first "element".
+        assert_eq!(whole.first().map(|r| r.0), Some(1));
     }
 
     #[test]
