@@ -21,8 +21,8 @@ use engage_aggregate::outputs::{count_into, dedupe_first, render};
 use engage_aggregate::{Weights, aggregate_all};
 use engage_analyze::acoustic::analyze_bytes;
 use engage_clean::domain::{
-    ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, clean_parallel,
-    clean_piece, is_splittable, split_ranges,
+    ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, SpoolFormat,
+    clean_parallel, clean_piece, is_splittable, split_ranges,
 };
 use engage_clean::plan::{activity_counts, partition_sessions, session_counts};
 use engage_download::domain::{AUDIO_MISSING, memory_need, validate};
@@ -258,6 +258,9 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         // in flight was most of the memory of a 5 GB run.
         CleanOptions {
             dedup_capacity: STREAMED_DEDUP_CAPACITY,
+            // Scratch spools read back by this process: binary frames of the
+            // matched.csv fields instead of JSON Lines (run_match.rs).
+            spool: SpoolFormat::Compact,
             ..CleanOptions::default()
         }
     } else {
@@ -411,7 +414,7 @@ fn clean_file(
         .map(|n| n.get())
         .unwrap_or(2);
     let part_path =
-        |piece: usize, p: u32| work.join(format!("f{file_ix:03}-r{piece:04}-part-{p:04}.jsonl"));
+        |piece: usize, p: u32| work.join(format!("f{file_ix:03}-r{piece:04}-part-{p:04}.spool"));
     let rej_path = |piece: usize| work.join(format!("f{file_ix:03}-r{piece:04}-rejects.jsonl"));
     if splittable && len > 64 * 1024 * 1024 {
         let ranges = split_ranges(len, threads * 4);
@@ -445,7 +448,7 @@ fn clean_file(
     let sinks = (0..partitions)
         .map(|p| File::create(part_path(0, p)))
         .collect::<std::io::Result<Vec<_>>>()?;
-    let mut writer = PartitionWriter::new(sinks)?;
+    let mut writer = PartitionWriter::with_format(sinks, opts.spool)?;
     let stats = clean_piece(&mut reader, selection, opts, &mut writer, rejects)
         .with_context(|| format!("reading {}", path.display()))?;
     writer.finish()?;

@@ -5,9 +5,9 @@
 //!
 //! The sessions file is streamed into one spool file per learner partition
 //! ([`spool_sessions`]), as clean spools the records. A partition's work:
-//! read its sessions and its clean spool files (every piece, in file order);
-//! parse only the five record fields `matched.csv` shows, borrowed from the
-//! spool bytes; keep the first occurrence of each response id (a response's
+//! read its sessions and its clean spool files (every piece, in file order;
+//! clean writes them as [`compact`] frames of the five record fields
+//! `matched.csv` shows, read back borrowed, without parsing); keep the first occurrence of each response id (a response's
 //! repeats share its learner's partition, so this is the batch-wide
 //! keep-first of [`engage_aggregate::outputs::dedupe_first`]); find each
 //! response's session with the match worker's [`SessionIndex`] (positions,
@@ -17,7 +17,6 @@
 //! by default from the input size, [`auto_partitions`]) keeps a partition
 //! small whatever the log size.
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -28,13 +27,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use anyhow::Context;
 use engage_aggregate::matched_runs::{RunWriter, merge_runs};
 use engage_aggregate::{MatchedView, SessionView};
+use engage_clean::domain::compact::{self, CompactRow};
 use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex};
 use engage_model::Session;
 use engage_model::layout::partition_of;
 use engage_model::selection::SelectedLearners;
 use engage_model::session::{SessionReject, parse_sessions};
 use engage_model::time::Timestamp;
-use serde::Deserialize;
 
 /// foldhash for the per-partition sets and maps of ids: SipHash over every
 /// response and user id was about 5% of a `--stop-after match` profile.
@@ -75,25 +74,6 @@ pub(crate) fn auto_partitions(logs: &[(u64, bool)]) -> u32 {
     u32::try_from(n)
         .unwrap_or(u32::MAX)
         .clamp(MIN_PARTITIONS, MAX_AUTO_PARTITIONS)
-}
-
-/// A text field of a spool line, borrowed unless it had JSON escapes.
-#[derive(Debug, Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-/// The `matched.csv` fields of one clean spool line (a serialised
-/// `ActivityRecord`; its other fields are skipped, not copied).
-#[derive(Debug, Deserialize)]
-struct SpoolRow<'a> {
-    #[serde(borrow)]
-    response_id: Cow<'a, str>,
-    #[serde(borrow)]
-    user_id: Cow<'a, str>,
-    timestamp: Timestamp,
-    #[serde(borrow, default)]
-    audio_url: Option<Text<'a>>,
-    #[serde(default)]
-    accuracy: Option<f64>,
 }
 
 /// Counts of the streamed match, for the summary.
@@ -209,10 +189,10 @@ fn match_partition(
         .iter()
         .map(|p| std::fs::read(p).with_context(|| format!("cannot read {}", p.display())))
         .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
-    let mut rows: Vec<SpoolRow<'_>> = Vec::new();
+    let mut rows: Vec<CompactRow<'_>> = Vec::new();
     for buf in &bufs {
-        for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            rows.push(serde_json::from_slice(line).context("corrupt work file")?);
+        for row in compact::frames(buf) {
+            rows.push(row.context("corrupt work file")?);
         }
     }
     anyhow::ensure!(
@@ -223,9 +203,9 @@ fn match_partition(
     let read = rows.len() as u64;
     // Keep-first by response id, in spool order (= input order).
     let keep: Vec<bool> = {
-        let mut seen: FastSet<&str> =
+        let mut seen: FastSet<[u8; 16]> =
             FastSet::with_capacity_and_hasher(rows.len(), Fast::default());
-        rows.iter().map(|r| seen.insert(&r.response_id)).collect()
+        rows.iter().map(|r| seen.insert(r.id)).collect()
     };
     let mut keep = keep.into_iter();
     rows.retain(|_| keep.next().unwrap_or(false));
@@ -236,7 +216,7 @@ fn match_partition(
     let mut learners: Vec<&str> = {
         let mut set: FastSet<&str> = FastSet::default();
         rows.iter()
-            .map(|r| r.user_id.as_ref())
+            .map(|r| r.user_id)
             .filter(|u| set.insert(u))
             .collect()
     };
@@ -252,7 +232,7 @@ fn match_partition(
         .enumerate()
         .map(|(i, r)| {
             (
-                rank.get(r.user_id.as_ref()).copied().unwrap_or(u32::MAX),
+                rank.get(r.user_id).copied().unwrap_or(u32::MAX),
                 r.timestamp,
                 i as u32,
                 index.nearest_position(&r.user_id, r.timestamp, DEFAULT_TOLERANCE_NS),
@@ -260,11 +240,10 @@ fn match_partition(
         })
         .collect();
     order.sort_unstable_by(|a, b| {
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| {
-            rows[a.2 as usize]
-                .response_id
-                .cmp(&rows[b.2 as usize].response_id)
-        })
+        // Id bytes order as their fixed-width lowercase hex does.
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| rows[a.2 as usize].id.cmp(&rows[b.2 as usize].id))
     });
 
     let file = File::create(run).with_context(|| format!("cannot create {}", run.display()))?;
@@ -272,7 +251,7 @@ fn match_partition(
     for &(_, _, i, pos) in &order {
         let r = &rows[i as usize];
         let session = pos.and_then(|p| index.session(p)).map(SessionView::from);
-        let audio_url = r.audio_url.as_ref().map(|t| t.0.as_ref());
+        let audio_url = r.audio_url;
         counts.rows += 1;
         if session.is_some() {
             counts.matched += 1;
@@ -280,9 +259,10 @@ fn match_partition(
                 counts.no_audio += 1;
             }
         }
+        let response_id = r.response_id();
         w.push(&MatchedView {
-            response_id: &r.response_id,
-            user_id: &r.user_id,
+            response_id: response_id.as_str(),
+            user_id: r.user_id,
             timestamp: r.timestamp,
             audio_url,
             accuracy: r.accuracy,
@@ -374,7 +354,7 @@ mod tests {
     use super::*;
     use engage_aggregate::outputs::dedupe_first;
     use engage_aggregate::write_matched_csv;
-    use engage_clean::domain::PartitionWriter;
+    use engage_clean::domain::{PartitionWriter, SpoolFormat};
     use engage_clean::plan::partition_sessions;
     use engage_match::match_records;
     use engage_model::session::read_sessions;
@@ -473,7 +453,8 @@ mod tests {
                     .map(File::create)
                     .collect::<std::io::Result<Vec<_>>>()
                     .expect("create");
-                let mut w = PartitionWriter::new(files).expect("writer");
+                let mut w =
+                    PartitionWriter::with_format(files, SpoolFormat::Compact).expect("writer");
                 for r in piece {
                     w.write(r).expect("write");
                 }
@@ -486,13 +467,13 @@ mod tests {
             let by_part = partition_sessions(parsed.sessions.clone(), parts);
             let mut all: Vec<MatchedRecord> = Vec::new();
             for p in 0..parts {
-                let mut recs = Vec::new();
-                for piece in &spools {
-                    let bytes = std::fs::read(&piece[p as usize]).expect("read");
-                    for l in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                        recs.push(serde_json::from_slice::<ActivityRecord>(l).expect("json"));
-                    }
-                }
+                // Every piece's records of this partition, in piece order.
+                let recs: Vec<ActivityRecord> = pieces
+                    .iter()
+                    .flatten()
+                    .filter(|r| partition_of(&r.user_id, parts) == p)
+                    .cloned()
+                    .collect();
                 let index = SessionIndex::build(by_part.get(&p).cloned().unwrap_or_default());
                 all.extend(match_records(recs, &index, DEFAULT_TOLERANCE_NS).0);
             }
@@ -558,7 +539,8 @@ mod tests {
     fn a_corrupt_spool_line_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().expect("tempdir");
         let spool = dir.path().join("s.jsonl");
-        std::fs::write(&spool, b"{\"response_id\":\"a\"\n").expect("write");
+        // A frame cut inside its id.
+        std::fs::write(&spool, [7u8; 9]).expect("write");
         let header = b"user_id,session_id,created_at,milestone,lesson,progress\n";
         let sessions = spool_sessions(&header[..], 1, dir.path(), None).expect("sessions");
         let err = stream_match(

@@ -21,7 +21,7 @@
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::rc::Rc;
 
 use engage_model::time::Timestamp;
@@ -177,54 +177,58 @@ impl Ord for Head {
     }
 }
 
-fn read_u32(r: &mut impl Read) -> io::Result<usize> {
-    let mut b = [0; 4];
-    r.read_exact(&mut b)?;
-    Ok(u32::from_le_bytes(b) as usize)
-}
-
-fn read_bytes(r: &mut impl Read, into: &mut Vec<u8>) -> io::Result<()> {
-    let n = read_u32(r)?;
+/// Appends exactly `n` bytes of `r` to `into` (cleared first), a buffer at a
+/// time: a corrupt length cannot make us allocate it up front.
+fn read_into(r: &mut impl BufRead, n: usize, into: &mut Vec<u8>) -> io::Result<()> {
     into.clear();
-    // `take` + `read_to_end`: a corrupt length cannot make us allocate it up front.
-    let got = r.take(n as u64).read_to_end(into)?;
-    if got == n {
-        Ok(())
-    } else {
-        Err(io::ErrorKind::UnexpectedEof.into())
+    while into.len() < n {
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let m = buf.len().min(n - into.len());
+        into.extend_from_slice(&buf[..m]);
+        r.consume(m);
     }
+    Ok(())
 }
 
-/// Reads the next frame into `into`; `Ok(false)` at a clean end of the run.
-fn read_frame(r: &mut impl Read, into: &mut Frame) -> io::Result<bool> {
-    let mut first = [0; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut first[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
+fn read_array<const N: usize>(r: &mut impl BufRead) -> io::Result<[u8; N]> {
+    let mut b = [0; N];
+    r.read_exact(&mut b)?;
+    Ok(b)
+}
+
+/// Reads the next frame into `into`, reusing its buffers; `Ok(false)` at a
+/// clean end of the run.
+fn read_frame(r: &mut impl BufRead, into: &mut Frame) -> io::Result<bool> {
+    loop {
+        match r.fill_buf() {
+            Ok([]) => return Ok(false),
+            Ok(_) => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    let n = u32::from_le_bytes(first) as usize;
-    into.user.clear();
-    if r.take(n as u64).read_to_end(&mut into.user)? != n {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let mut ts = [0; 8];
-    r.read_exact(&mut ts)?;
-    into.ts = i64::from_le_bytes(ts);
-    read_bytes(r, &mut into.rid)?;
-    read_bytes(r, &mut into.csv)?;
+    let n = u32::from_le_bytes(read_array(r)?) as usize;
+    read_into(r, n, &mut into.user)?;
+    into.ts = i64::from_le_bytes(read_array(r)?);
+    let n = u32::from_le_bytes(read_array(r)?) as usize;
+    read_into(r, n, &mut into.rid)?;
+    let n = u32::from_le_bytes(read_array(r)?) as usize;
+    read_into(r, n, &mut into.csv)?;
     Ok(true)
 }
 
 /// Merges sorted runs into `matched.csv` (header included) and returns the
 /// number of rows written. Runs must hold disjoint response ids (rows are
-/// written as they are, nothing is deduplicated here).
-pub fn merge_runs<R: Read, W: Write>(runs: Vec<R>, mut out: W) -> Result<u64, ReportError> {
+/// written as they are, nothing is deduplicated here). Give each run a
+/// buffer (a `BufReader` over a file): frames are read from it in place.
+pub fn merge_runs<R: BufRead, W: Write>(runs: Vec<R>, mut out: W) -> Result<u64, ReportError> {
     {
         let mut header = csv::Writer::from_writer(&mut out);
         header.write_record(MATCHED_COLUMNS)?;
@@ -239,24 +243,20 @@ pub fn merge_runs<R: Read, W: Write>(runs: Vec<R>, mut out: W) -> Result<u64, Re
         }
     }
     let mut rows = 0;
+    // The frame last written; its buffers are swapped in for the next read,
+    // so the merge allocates nothing per row.
+    let mut prev = Frame::default();
     while let Some(mut top) = heap.peek_mut() {
         let head = &mut top.0;
         out.write_all(&head.frame.csv)?;
         rows += 1;
-        let prev = (std::mem::take(&mut head.frame.user), head.frame.ts);
-        let prev_rid = std::mem::take(&mut head.frame.rid);
+        std::mem::swap(&mut prev, &mut head.frame);
         let run = head.run;
-        let more = read_frame(&mut runs[run], &mut head.frame)?;
-        if !more {
+        if !read_frame(&mut runs[run], &mut head.frame)? {
             std::collections::binary_heap::PeekMut::pop(top);
             continue;
         }
-        if (
-            head.frame.user.as_slice(),
-            head.frame.ts,
-            head.frame.rid.as_slice(),
-        ) < (prev.0.as_slice(), prev.1, prev_rid.as_slice())
-        {
+        if head.frame.key() < prev.key() {
             return Err(ReportError::OutOfOrder);
         }
         // Dropping `top` re-sifts the heap with the run's new head.

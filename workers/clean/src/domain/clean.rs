@@ -20,7 +20,7 @@ use engage_model::RejectReason;
 use engage_model::selection::SelectedLearners;
 
 use super::parse::{ParsedView, RecordView, parse_view_with};
-use super::partition::{PartitionError, PartitionWriter};
+use super::partition::{PartitionError, PartitionWriter, SpoolFormat};
 use super::reader::{ActivityReader, RawItem, ReadError, ReaderOptions};
 use super::stats::{CleanStats, Reject};
 
@@ -46,6 +46,8 @@ pub struct CleanOptions {
     /// keeps bytes of a file that was never a log (a key file, `/proc`
     /// entries, a binary) out of `rejects.jsonl`.
     pub head_probation: usize,
+    /// How kept records are written into the partitions.
+    pub spool: SpoolFormat,
 }
 
 impl Default for CleanOptions {
@@ -54,6 +56,7 @@ impl Default for CleanOptions {
             reader: ReaderOptions::default(),
             dedup_capacity: DEFAULT_DEDUP_CAPACITY,
             head_probation: DEFAULT_HEAD_PROBATION,
+            spool: SpoolFormat::JsonLines,
         }
     }
 }
@@ -366,7 +369,7 @@ where
             mut rejects,
         } = sinks(piece, &range).map_err(|source| CleanError::Sinks { piece, source })?;
         let mut reader = ActivityReader::for_range(input, range.clone(), opts.reader)?;
-        let mut out = PartitionWriter::new(partitions)?;
+        let mut out = PartitionWriter::with_format(partitions, opts.spool)?;
         let stats = clean_piece(&mut reader, selection, opts, &mut out, &mut rejects)?;
         let (partitions, partition_counts) = out.finish()?;
         rejects.flush().map_err(CleanError::Rejects)?;

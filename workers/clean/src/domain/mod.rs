@@ -6,6 +6,7 @@
 //! - [`reader`]: streaming over gzip / JSON Lines / JSON arrays, byte ranges.
 //! - [`stats`]: counters and the rejects-file line.
 //! - [`partition`]: stable learner → partition hashing and partitioned output.
+//! - [`compact`]: the binary spool frames of `engage run`'s streamed match.
 //! - [`clean`]: a piece of input end to end, and the parallel fast path.
 //! - [`segment`]: the pre-pass that cuts gzip and JSON-array files into
 //!   segments several clean jobs can take.
@@ -17,6 +18,7 @@ pub use parse::{
     parse_view_with,
 };
 pub mod clean;
+pub mod compact;
 pub mod partition;
 pub mod reader;
 pub mod segment;
@@ -26,7 +28,7 @@ pub use clean::{
     CleanError, CleanOptions, Decision, PieceCleaner, PieceOutput, PieceSinks, clean_parallel,
     clean_piece,
 };
-pub use partition::{PartitionError, PartitionWriter, partition_of};
+pub use partition::{PartitionError, PartitionWriter, SpoolFormat, partition_of};
 pub use reader::{
     ActivityReader, Entry, InputFormat, RawItem, ReadError, ReaderOptions, is_splittable,
     split_ranges, split_ranges_by_size,

@@ -242,7 +242,7 @@ impl RecordView<'_> {
 }
 
 /// The 32 lowercase hex digits of an id (what `hex::encode` gives).
-fn hex_id(id: &[u8; 16]) -> [u8; 32] {
+pub(crate) fn hex_id(id: &[u8; 16]) -> [u8; 32] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
     for (i, b) in id.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Partitioning kept records by learner: a stable learner → partition hash,
-//! and a writer that streams records as JSON Lines into caller-supplied sinks.
+//! and a writer that streams records as JSON Lines (or compact frames, see
+//! [`SpoolFormat`]) into caller-supplied sinks.
 //!
 //! All of a learner's records in one piece land in one partition, so a match
 //! job can take one partition and see every record of its learners from that
@@ -11,10 +12,23 @@ use std::io::{BufWriter, Write};
 
 use engage_model::ActivityRecord;
 
+use super::compact;
 use super::parse::RecordView;
 
 /// Buffer per partition sink; memory is `partitions × SINK_BUFFER` at most.
 pub const SINK_BUFFER: usize = 64 * 1024;
+
+/// How kept records are written into the partition sinks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SpoolFormat {
+    /// JSON Lines of [`ActivityRecord`]: the clean stage's stored output,
+    /// read by the match and aggregate stages.
+    #[default]
+    JsonLines,
+    /// [`super::compact`] frames of the `matched.csv` fields only: the
+    /// scratch spool of `engage run --stop-after match`.
+    Compact,
+}
 
 /// Why writing partitioned output failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +39,9 @@ pub enum PartitionError {
     /// More sinks than a `u32` partition number can address.
     #[error("too many partition sinks: {0}")]
     TooManySinks(usize),
+    /// A record cannot be written in the compact format.
+    #[error("compact spool: {0}")]
+    Compact(#[from] super::compact::CompactError),
     /// Writing or flushing a sink failed.
     #[error("writing partition {partition}: {source}")]
     Io {
@@ -40,18 +57,26 @@ pub enum PartitionError {
 /// find a learner's records in the same partition clean wrote them to.
 pub use engage_model::layout::partition_of;
 
-/// Writes kept records as JSON Lines (serde of [`ActivityRecord`]), each into
-/// the sink of its learner's partition. Each sink is buffered; call
-/// [`PartitionWriter::finish`] to flush them and get them back.
+/// Writes kept records as JSON Lines (serde of [`ActivityRecord`]) or
+/// compact frames ([`SpoolFormat`]), each into the sink of its learner's
+/// partition. Each sink is buffered; call [`PartitionWriter::finish`] to
+/// flush them and get them back.
 pub struct PartitionWriter<W: Write> {
     sinks: Vec<BufWriter<W>>,
     counts: Vec<u64>,
     scratch: Vec<u8>,
+    format: SpoolFormat,
 }
 
 impl<W: Write> PartitionWriter<W> {
-    /// One sink per partition; the number of sinks is the partition count.
+    /// One sink per partition, JSON Lines; the number of sinks is the
+    /// partition count.
     pub fn new(sinks: Vec<W>) -> Result<Self, PartitionError> {
+        Self::with_format(sinks, SpoolFormat::JsonLines)
+    }
+
+    /// One sink per partition, written in `format`.
+    pub fn with_format(sinks: Vec<W>, format: SpoolFormat) -> Result<Self, PartitionError> {
         if sinks.is_empty() {
             return Err(PartitionError::NoSinks);
         }
@@ -66,6 +91,7 @@ impl<W: Write> PartitionWriter<W> {
                 .collect(),
             counts,
             scratch: Vec::with_capacity(512),
+            format,
         })
     }
 
@@ -75,35 +101,59 @@ impl<W: Write> PartitionWriter<W> {
         self.sinks.len() as u32
     }
 
-    /// Writes one record as a JSON line into its partition; returns the partition.
+    /// Writes one record into its partition; returns the partition.
     pub fn write(&mut self, record: &ActivityRecord) -> Result<u32, PartitionError> {
-        // Serialising a plain struct of strings and numbers into a Vec cannot fail.
-        self.write_line(&record.user_id, |buf| {
-            serde_json::to_writer(buf, record).map_err(std::io::Error::from)
-        })
+        match self.format {
+            // Serialising a plain struct of strings and numbers into a Vec cannot fail.
+            SpoolFormat::JsonLines => self.write_entry(&record.user_id, |buf| {
+                serde_json::to_writer(&mut *buf, record).map_err(std::io::Error::from)?;
+                buf.push(b'\n');
+                Ok(())
+            }),
+            SpoolFormat::Compact => {
+                let id = compact::id_from_hex(&record.response_id)?;
+                self.write_entry(&record.user_id, |buf| {
+                    compact::encode_fields(
+                        &id,
+                        record.timestamp,
+                        &record.user_id,
+                        record.audio_url.as_deref(),
+                        record.accuracy,
+                        buf,
+                    )
+                    .map_err(std::io::Error::other)
+                })
+            }
+        }
     }
 
-    /// Writes one borrowed record as a JSON line into its partition (the
-    /// same bytes as [`Self::write`] of the owned record); returns the partition.
+    /// Writes one borrowed record into its partition (the same bytes as
+    /// [`Self::write`] of the owned record); returns the partition.
     pub fn write_view(&mut self, record: &RecordView<'_>) -> Result<u32, PartitionError> {
-        self.write_line(&record.user_id, |buf| {
-            record.write_json(buf).map_err(std::io::Error::from)
-        })
+        match self.format {
+            SpoolFormat::JsonLines => self.write_entry(&record.user_id, |buf| {
+                record.write_json(buf).map_err(std::io::Error::from)?;
+                buf.push(b'\n');
+                Ok(())
+            }),
+            SpoolFormat::Compact => self.write_entry(&record.user_id, |buf| {
+                compact::encode(record, buf).map_err(std::io::Error::other)
+            }),
+        }
     }
 
-    /// Writes the line `json` puts into the scratch buffer (plus a newline)
-    /// into the learner's partition; returns the partition.
-    fn write_line(
+    /// Writes what `entry` puts into the scratch buffer into the learner's
+    /// partition; returns the partition.
+    fn write_entry(
         &mut self,
         user_id: &str,
-        json: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+        entry: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
     ) -> Result<u32, PartitionError> {
         // Not memoised per learner: a map of 20k learners missed the cache
         // on most lookups and cost more than the SHA-256 (SHA-NI) it saved.
         let partition = partition_of(user_id, self.partitions());
         self.scratch.clear();
-        json(&mut self.scratch).map_err(|source| PartitionError::Io { partition, source })?;
-        self.scratch.push(b'\n');
+        entry(&mut self.scratch).map_err(|source| PartitionError::Io { partition, source })?;
         let idx = partition as usize;
         self.sinks[idx]
             .write_all(&self.scratch)
