@@ -27,10 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use anyhow::Context;
 use engage_aggregate::matched_runs::{RunWriter, merge_runs};
 use engage_aggregate::{MatchedView, SessionView};
+use engage_clean::domain::SpoolFormat;
 use engage_clean::domain::compact::{self, CompactRow};
 use engage_match::{DEFAULT_TOLERANCE_NS, SessionIndex};
 use engage_model::Session;
-use engage_model::layout::partition_of;
 use engage_model::selection::SelectedLearners;
 use engage_model::session::{SessionReject, parse_sessions};
 use engage_model::time::Timestamp;
@@ -149,7 +149,8 @@ pub(crate) fn spool_sessions(
                 if milestone.is_some_and(|m| session.milestone.trim() == m) {
                     ids.insert(session.user_id.trim().to_string());
                 }
-                let sink = &mut sinks[partition_of(&session.user_id, partitions) as usize];
+                let sink = &mut sinks
+                    [SpoolFormat::Compact.partition_of(&session.user_id, partitions) as usize];
                 serde_json::to_writer(&mut *sink, &session)?;
                 sink.write_all(b"\n")?;
                 out.kept += 1;
@@ -354,8 +355,7 @@ mod tests {
     use super::*;
     use engage_aggregate::outputs::dedupe_first;
     use engage_aggregate::write_matched_csv;
-    use engage_clean::domain::{PartitionWriter, SpoolFormat};
-    use engage_clean::plan::partition_sessions;
+    use engage_clean::domain::PartitionWriter;
     use engage_match::match_records;
     use engage_model::session::read_sessions;
     use engage_model::{ActivityRecord, MatchedRecord};
@@ -464,19 +464,11 @@ mod tests {
 
             let parsed = read_sessions(csv.as_slice()).expect("sessions");
             assert!(!parsed.rejects.is_empty(), "bad session rows exercised");
-            let by_part = partition_sessions(parsed.sessions.clone(), parts);
-            let mut all: Vec<MatchedRecord> = Vec::new();
-            for p in 0..parts {
-                // Every piece's records of this partition, in piece order.
-                let recs: Vec<ActivityRecord> = pieces
-                    .iter()
-                    .flatten()
-                    .filter(|r| partition_of(&r.user_id, parts) == p)
-                    .cloned()
-                    .collect();
-                let index = SessionIndex::build(by_part.get(&p).cloned().unwrap_or_default());
-                all.extend(match_records(recs, &index, DEFAULT_TOLERANCE_NS).0);
-            }
+            // The in-memory path: every record (piece order) against every
+            // session, then keep-first by response id.
+            let index = SessionIndex::build(parsed.sessions.clone());
+            let recs: Vec<ActivityRecord> = pieces.iter().flatten().cloned().collect();
+            let all: Vec<MatchedRecord> = match_records(recs, &index, DEFAULT_TOLERANCE_NS).0;
             let (records, dups) = dedupe_first(all);
             let mut want = Vec::new();
             write_matched_csv(&mut want, &records).expect("render");
