@@ -35,7 +35,7 @@ use engage_runtime::audio_budget::{AudioBudget, Held, HoldError};
 use engage_runtime::config::DEFAULT_AUDIO_MEMORY_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::run_match::{auto_partitions, spool_sessions, stream_match};
+use crate::run_match::{SpooledSessions, auto_partitions, spool_sessions, stream_match};
 
 /// Clean's per-piece duplicate window when matching is streamed.
 const STREAMED_DEDUP_CAPACITY: usize = 1 << 16;
@@ -45,7 +45,7 @@ enum HeldSessions {
     /// Parsed, all of them (the full pipeline).
     InMemory(Vec<engage_model::Session>),
     /// One spool file per learner partition (`--stop-after match`).
-    Spooled(Vec<PathBuf>),
+    Spooled(SpooledSessions),
 }
 use rayon::prelude::*;
 
@@ -212,7 +212,7 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     let sessions_file = File::open(&args.sessions)
         .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
     let (held, session_rejects, milestone_selection) = if streamed {
-        let s = spool_sessions(
+        let mut s = spool_sessions(
             BufReader::new(sessions_file),
             partitions,
             &work,
@@ -220,7 +220,9 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
         )
         .with_context(|| format!("sessions file {}", args.sessions.display()))?;
         summary.sessions = session_counts(s.kept, &s.rejects);
-        (HeldSessions::Spooled(s.paths), s.rejects, s.selected)
+        let rejects = std::mem::take(&mut s.rejects);
+        let selected = s.selected.take();
+        (HeldSessions::Spooled(s), rejects, selected)
     } else {
         let parsed = read_sessions(BufReader::new(sessions_file))
             .with_context(|| format!("sessions file {}", args.sessions.display()))?;
@@ -295,11 +297,11 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     }
 
     let sessions = match held {
-        HeldSessions::Spooled(paths) => {
+        HeldSessions::Spooled(spooled) => {
             let threads = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2);
-            let c = stream_match(&pieces, &paths, &work, &out.join("matched.csv"), threads)?;
+            let c = stream_match(&pieces, &spooled, &work, &out.join("matched.csv"), threads)?;
             summary.activity.duplicates += c.duplicates;
             summary.activity.kept = summary.activity.kept.saturating_sub(c.duplicates);
             summary.matched = c.matched;

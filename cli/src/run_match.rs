@@ -1,7 +1,8 @@
 //! `engage run`'s match step in bounded memory: learner partition by
-//! partition, a few at a time, each written as a sorted run of `matched.csv`
-//! rows, then one k-way merge into `matched.csv`
-//! ([`engage_aggregate::matched_runs`]).
+//! partition, a few at a time, each written as sorted runs of `matched.csv`
+//! rows (one per key range of learners), then a k-way merge per key range
+//! ([`engage_aggregate::matched_runs`]), the ranges merged side by side
+//! straight into their places in `matched.csv`.
 //!
 //! The sessions file is streamed into one spool file per learner partition
 //! ([`spool_sessions`]), as clean spools the records. A partition's work:
@@ -18,14 +19,14 @@
 //! small whatever the log size.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context;
-use engage_aggregate::matched_runs::{RunWriter, merge_runs};
+use engage_aggregate::matched_runs::{RunWriter, matched_header, merge_run_rows};
 use engage_aggregate::{MatchedView, SessionView};
 use engage_clean::domain::SpoolFormat;
 use engage_clean::domain::compact::{self, CompactRow};
@@ -113,6 +114,60 @@ pub(crate) struct SpooledSessions {
     pub rejects: Vec<SessionReject>,
     /// With a milestone: the learners with a kept session at it.
     pub selected: Option<SelectedLearners>,
+    /// A sample of the learners (at most [`LEARNER_SAMPLE`], each equally
+    /// likely): where [`stream_match`] cuts `matched.csv` into key ranges
+    /// merged side by side.
+    pub learners: LearnerSample,
+}
+
+/// Most learners [`LearnerSample`] keeps.
+const LEARNER_SAMPLE: usize = 4096;
+
+/// A uniform sample of distinct learner ids in bounded memory: an id is
+/// kept when the low `level` bits of its (fixed-seed) hash are zero, and the
+/// level rises whenever more than [`LEARNER_SAMPLE`] ids are kept, so
+/// repeats of a learner do not weigh more and the order of rows does not
+/// matter.
+#[derive(Debug, Default)]
+pub(crate) struct LearnerSample {
+    level: u32,
+    ids: HashSet<String>,
+}
+
+impl LearnerSample {
+    fn hash(id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        foldhash::fast::FixedState::with_seed(0x6c65_6172_6e65_7273).hash_one(id)
+    }
+
+    fn kept(id: &str, level: u32) -> bool {
+        level == 0 || Self::hash(id).trailing_zeros() >= level
+    }
+
+    /// Offers one learner id.
+    pub(crate) fn offer(&mut self, id: &str) {
+        if !Self::kept(id, self.level) || self.ids.contains(id) {
+            return;
+        }
+        self.ids.insert(id.to_string());
+        while self.ids.len() > LEARNER_SAMPLE && self.level < 64 {
+            self.level += 1;
+            let level = self.level;
+            self.ids.retain(|u| Self::kept(u, level));
+        }
+    }
+
+    /// Up to `ranges - 1` ascending, distinct learner ids cutting the
+    /// sampled learners into `ranges` groups of about the same size.
+    pub(crate) fn splitters(&self, ranges: usize) -> Vec<String> {
+        let mut ids: Vec<&String> = self.ids.iter().collect();
+        ids.sort_unstable();
+        let mut out: Vec<String> = (1..ranges.max(1))
+            .filter_map(|i| ids.get(i * ids.len() / ranges).map(|u| u.to_string()))
+            .collect();
+        out.dedup();
+        out
+    }
 }
 
 /// Buffer per session spool file while spooling.
@@ -140,6 +195,7 @@ pub(crate) fn spool_sessions(
         kept: 0,
         rejects: Vec::new(),
         selected: None,
+        learners: LearnerSample::default(),
     };
     let milestone = milestone.map(str::trim);
     let mut ids: HashSet<String> = HashSet::new();
@@ -149,6 +205,7 @@ pub(crate) fn spool_sessions(
                 if milestone.is_some_and(|m| session.milestone.trim() == m) {
                     ids.insert(session.user_id.trim().to_string());
                 }
+                out.learners.offer(&session.user_id);
                 let sink = &mut sinks
                     [SpoolFormat::Compact.partition_of(&session.user_id, partitions) as usize];
                 serde_json::to_writer(&mut *sink, &session)?;
@@ -177,14 +234,25 @@ fn read_session_spool(path: &Path) -> anyhow::Result<Vec<Session>> {
         .collect()
 }
 
+/// What matching one partition produced.
+#[derive(Debug)]
+struct PartitionDone {
+    counts: StreamCounts,
+    /// `matched.csv` bytes of each key range's run.
+    range_bytes: Vec<u64>,
+}
+
 /// Matches one partition: `spools` in order (every piece's file of this
-/// partition) against the sessions in `sessions`, written as a sorted run to
-/// `run`.
+/// partition) against the sessions in `sessions`, written as sorted runs,
+/// `runs[k]` holding the learners of key range `k` (`splitters`, ascending,
+/// start ranges 1, 2, …).
 fn match_partition(
     spools: &[PathBuf],
     sessions: &Path,
-    run: &Path,
-) -> anyhow::Result<StreamCounts> {
+    runs: &[PathBuf],
+    splitters: &[String],
+) -> anyhow::Result<PartitionDone> {
+    anyhow::ensure!(runs.len() == splitters.len() + 1, "one run per key range");
     let sessions = read_session_spool(sessions)?;
     let bufs = spools
         .iter()
@@ -236,7 +304,7 @@ fn match_partition(
                 rank.get(r.user_id).copied().unwrap_or(u32::MAX),
                 r.timestamp,
                 i as u32,
-                index.nearest_position(&r.user_id, r.timestamp, DEFAULT_TOLERANCE_NS),
+                index.nearest_position(r.user_id, r.timestamp, DEFAULT_TOLERANCE_NS),
             )
         })
         .collect();
@@ -247,10 +315,25 @@ fn match_partition(
             .then_with(|| rows[a.2 as usize].id.cmp(&rows[b.2 as usize].id))
     });
 
-    let file = File::create(run).with_context(|| format!("cannot create {}", run.display()))?;
-    let mut w = RunWriter::new(BufWriter::with_capacity(256 * 1024, file));
+    let mut writers = runs
+        .iter()
+        .map(|run| {
+            File::create(run)
+                .map(|f| RunWriter::new(BufWriter::with_capacity(128 * 1024, f)))
+                .with_context(|| format!("cannot create {}", run.display()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Rows come in learner order, so the key range only moves forward.
+    let mut range = 0;
     for &(_, _, i, pos) in &order {
         let r = &rows[i as usize];
+        while splitters
+            .get(range)
+            .is_some_and(|s| r.user_id >= s.as_str())
+        {
+            range += 1;
+        }
+        let w = &mut writers[range];
         let session = pos.and_then(|p| index.session(p)).map(SessionView::from);
         let audio_url = r.audio_url;
         counts.rows += 1;
@@ -270,27 +353,43 @@ fn match_partition(
             session,
         })?;
     }
-    w.finish()?;
+    let range_bytes = writers.iter().map(RunWriter::csv_bytes).collect();
+    for w in writers {
+        w.finish()?;
+    }
     counts.duplicates = read - counts.rows;
-    Ok(counts)
+    Ok(PartitionDone {
+        counts,
+        range_bytes,
+    })
 }
 
 /// Matches every partition (`pieces[k][p]` is piece `k`'s spool of partition
-/// `p`; `sessions[p]` that partition's session spool, [`spool_sessions`])
-/// with at most `threads` partitions in flight, deletes the spool files as
-/// they are consumed, and writes `matched.csv` to `out`.
+/// `p`; `sessions.paths[p]` that partition's session spool,
+/// [`spool_sessions`]) with at most `threads` partitions in flight, deletes
+/// the spool files as they are consumed, and writes `matched.csv` to `out`.
+///
+/// The merge is parallel too: `matched.csv` is cut into `threads` key
+/// ranges at learners from the sessions' sample, every partition writes one
+/// run per range, and each range is merged by its own thread straight into
+/// its place in the file (its offset is known: the runs' writers count the
+/// bytes of their rows). A sample that is unrepresentative only makes the
+/// ranges uneven, never the file different.
 pub(crate) fn stream_match(
     pieces: &[Vec<PathBuf>],
-    sessions: &[PathBuf],
+    sessions: &SpooledSessions,
     work: &Path,
     out: &Path,
     threads: usize,
 ) -> anyhow::Result<StreamCounts> {
-    let partitions = sessions.len();
-    let run_path = |p: usize| work.join(format!("match-{p:04}.run"));
+    let partitions = sessions.paths.len();
+    let threads = threads.max(1);
+    let splitters = sessions.learners.splitters(threads);
+    let ranges = splitters.len() + 1;
+    let run_path = |p: usize, k: usize| work.join(format!("match-{p:04}-{k:02}.run"));
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
-    let results: Mutex<Vec<anyhow::Result<StreamCounts>>> = Mutex::new(Vec::new());
+    let results: Mutex<Vec<anyhow::Result<PartitionDone>>> = Mutex::new(Vec::new());
     let worker = || {
         while !failed.load(Ordering::Relaxed) {
             let p = next.fetch_add(1, Ordering::Relaxed);
@@ -299,8 +398,9 @@ pub(crate) fn stream_match(
             }
             let mut spools: Vec<PathBuf> =
                 pieces.iter().filter_map(|pc| pc.get(p).cloned()).collect();
-            let r = match_partition(&spools, &sessions[p], &run_path(p)).and_then(|c| {
-                spools.push(sessions[p].clone());
+            let runs: Vec<PathBuf> = (0..ranges).map(|k| run_path(p, k)).collect();
+            let r = match_partition(&spools, &sessions.paths[p], &runs, &splitters).and_then(|c| {
+                spools.push(sessions.paths[p].clone());
                 for s in &spools {
                     std::fs::remove_file(s)
                         .with_context(|| format!("cannot remove {}", s.display()))?;
@@ -326,26 +426,80 @@ pub(crate) fn stream_match(
         anyhow::bail!("a match thread panicked");
     }
     let mut counts = StreamCounts::default();
+    let mut range_bytes = vec![0u64; ranges];
     for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        counts.merge(r?);
+        let done = r?;
+        counts.merge(done.counts);
+        for (total, b) in range_bytes.iter_mut().zip(&done.range_bytes) {
+            *total += b;
+        }
     }
 
-    let runs = (0..partitions)
-        .map(|p| {
-            File::open(run_path(p))
-                .map(|f| BufReader::with_capacity(16 * 1024, f))
-                .with_context(|| format!("cannot open match run {p}"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let written = merge_runs(runs, BufWriter::with_capacity(1024 * 1024, file))?;
+    // Each range's offset in the file: the header, then the ranges before it.
+    let header = matched_header()?;
+    let mut offsets = Vec::with_capacity(ranges);
+    let mut at = header.len() as u64;
+    for b in &range_bytes {
+        offsets.push(at);
+        at += b;
+    }
+    let size = at;
+    File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let merge_range = |k: usize| -> anyhow::Result<u64> {
+        let runs = (0..partitions)
+            .map(|p| {
+                File::open(run_path(p, k))
+                    .map(|f| BufReader::with_capacity(16 * 1024, f))
+                    .with_context(|| format!("cannot open match run {p}/{k}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(out)
+            .with_context(|| format!("cannot open {}", out.display()))?;
+        // Range 0 writes the header in front of its rows.
+        let start = if k == 0 { 0 } else { offsets[k] };
+        file.seek(SeekFrom::Start(start))?;
+        let mut w = BufWriter::with_capacity(1024 * 1024, file);
+        if k == 0 {
+            w.write_all(&header)?;
+        }
+        let rows = merge_run_rows(runs, &mut w)?;
+        w.into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        Ok(rows)
+    };
+    let merged: Vec<anyhow::Result<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..ranges)
+            .map(|k| s.spawn(move || merge_range(k)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a merge thread panicked")))
+            })
+            .collect()
+    });
+    let mut written = 0;
+    for r in merged {
+        written += r?;
+    }
     anyhow::ensure!(
         written == counts.rows,
         "matched.csv has {written} rows, the partitions produced {}",
         counts.rows
     );
+    let len = std::fs::metadata(out)?.len();
+    anyhow::ensure!(
+        len == size,
+        "matched.csv has {len} bytes, its rows make {size}"
+    );
     for p in 0..partitions {
-        std::fs::remove_file(run_path(p))?;
+        for k in 0..ranges {
+            std::fs::remove_file(run_path(p, k))?;
+        }
     }
     Ok(counts)
 }
@@ -485,8 +639,7 @@ mod tests {
                 ))
             );
             let out = dir.path().join("matched.csv");
-            let c =
-                stream_match(&spools, &spooled.paths, dir.path(), &out, threads).expect("stream");
+            let c = stream_match(&spools, &spooled, dir.path(), &out, threads).expect("stream");
             let got = std::fs::read(&out).expect("matched.csv");
             assert_eq!(
                 String::from_utf8(got).expect("utf-8"),
@@ -537,13 +690,42 @@ mod tests {
         let sessions = spool_sessions(&header[..], 1, dir.path(), None).expect("sessions");
         let err = stream_match(
             &[vec![spool]],
-            &sessions.paths,
+            &sessions,
             dir.path(),
             &dir.path().join("m.csv"),
             1,
         )
         .expect_err("corrupt");
         assert!(format!("{err:#}").contains("corrupt work file"), "{err:#}");
+    }
+
+    /// The sample stays bounded, ignores repeats and row order, and cuts the
+    /// learners into ranges of about equal size.
+    #[test]
+    fn learner_sample_is_bounded_and_splits_evenly() {
+        let ids: Vec<String> = (0..50_000).map(|i| format!("learner-{i:05}")).collect();
+        let mut a = LearnerSample::default();
+        for id in ids.iter().chain(&ids) {
+            a.offer(id);
+        }
+        let mut b = LearnerSample::default();
+        for id in ids.iter().rev() {
+            b.offer(id);
+        }
+        assert!(a.ids.len() <= LEARNER_SAMPLE && a.ids.len() > LEARNER_SAMPLE / 4);
+        assert_eq!(a.ids, b.ids);
+        let cuts = a.splitters(4);
+        assert_eq!(cuts.len(), 3);
+        let mut sizes = [0usize; 4];
+        for id in &ids {
+            sizes[cuts.partition_point(|c| c.as_str() <= id.as_str())] += 1;
+        }
+        assert!(
+            sizes.iter().all(|&n| (9_000..16_000).contains(&n)),
+            "{sizes:?}"
+        );
+        assert!(LearnerSample::default().splitters(4).is_empty());
+        assert!(a.splitters(1).is_empty());
     }
 
     #[test]

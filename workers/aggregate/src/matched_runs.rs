@@ -54,6 +54,7 @@ pub struct RunWriter<W: Write> {
     bytes: Shared,
     last: Option<(String, Timestamp, String)>,
     rows: u64,
+    csv_bytes: u64,
 }
 
 impl<W: Write> std::fmt::Debug for RunWriter<W> {
@@ -74,6 +75,7 @@ impl<W: Write> RunWriter<W> {
             bytes,
             last: None,
             rows: 0,
+            csv_bytes: 0,
         }
     }
 
@@ -90,6 +92,7 @@ impl<W: Write> RunWriter<W> {
         {
             let mut csv = self.bytes.0.borrow_mut();
             write_frame(&mut self.out, key, &csv)?;
+            self.csv_bytes += csv.len() as u64;
             csv.clear();
         }
         match &mut self.last {
@@ -109,6 +112,11 @@ impl<W: Write> RunWriter<W> {
     /// Rows written so far.
     pub fn rows(&self) -> u64 {
         self.rows
+    }
+
+    /// Bytes of `matched.csv` the rows written so far make.
+    pub fn csv_bytes(&self) -> u64 {
+        self.csv_bytes
     }
 
     /// Flushes and returns the sink.
@@ -224,16 +232,27 @@ fn read_frame(r: &mut impl BufRead, into: &mut Frame) -> io::Result<bool> {
     Ok(true)
 }
 
+/// The bytes of `matched.csv`'s header line.
+pub fn matched_header() -> Result<Vec<u8>, ReportError> {
+    let mut header = csv::Writer::from_writer(Vec::new());
+    header.write_record(MATCHED_COLUMNS)?;
+    header
+        .into_inner()
+        .map_err(|e| ReportError::from(e.into_error()))
+}
+
 /// Merges sorted runs into `matched.csv` (header included) and returns the
 /// number of rows written. Runs must hold disjoint response ids (rows are
 /// written as they are, nothing is deduplicated here). Give each run a
 /// buffer (a `BufReader` over a file): frames are read from it in place.
 pub fn merge_runs<R: BufRead, W: Write>(runs: Vec<R>, mut out: W) -> Result<u64, ReportError> {
-    {
-        let mut header = csv::Writer::from_writer(&mut out);
-        header.write_record(MATCHED_COLUMNS)?;
-        header.flush()?;
-    }
+    out.write_all(&matched_header()?)?;
+    merge_run_rows(runs, out)
+}
+
+/// [`merge_runs`] without the header: the rows of one key range of
+/// `matched.csv`, for a caller that writes disjoint ranges side by side.
+pub fn merge_run_rows<R: BufRead, W: Write>(runs: Vec<R>, mut out: W) -> Result<u64, ReportError> {
     let mut runs = runs;
     let mut heap = BinaryHeap::with_capacity(runs.len());
     for (run, r) in runs.iter_mut().enumerate() {
@@ -480,6 +499,45 @@ mod tests {
                 r.record.response_id = format!("{:08x}", (i as u32).wrapping_mul(2_654_435_761));
             }
             prop_assert_eq!(via_runs(&records, parts), in_memory(&records));
+        }
+
+        /// Rows split at a learner into two key ranges, each merged apart
+        /// with [`merge_run_rows`] and laid after the header in range order,
+        /// are the whole file; each range's size is what its runs' writers
+        /// counted, so ranges can be written side by side at known offsets.
+        #[test]
+        fn key_ranges_merged_apart_concatenate_to_the_file(
+            mut records in prop::collection::vec(arb_record(), 0..60),
+            parts in 1usize..5,
+            split in ".{0,3}",
+        ) {
+            for (i, r) in records.iter_mut().enumerate() {
+                r.record.response_id = format!("{:08x}", (i as u32).wrapping_mul(2_654_435_761));
+            }
+            let mut file = matched_header().expect("header");
+            for below in [true, false] {
+                let mut counted = 0;
+                let runs: Vec<Vec<u8>> = (0..parts)
+                    .map(|p| {
+                        let mut rs: Vec<&MatchedRecord> = records
+                            .iter()
+                            .filter(|r| (r.record.user_id.as_str() < split.as_str()) == below)
+                            .filter(|r| engage_model::layout::partition_of(&r.record.user_id, parts as u32) == p as u32)
+                            .collect();
+                        rs.sort_by(|a, b| MatchedView::from(*a).key().cmp(&MatchedView::from(*b).key()));
+                        let mut w = RunWriter::new(Vec::new());
+                        for r in rs {
+                            w.push(&MatchedView::from(r)).expect("push");
+                        }
+                        counted += w.csv_bytes();
+                        w.finish().expect("finish")
+                    })
+                    .collect();
+                let before = file.len();
+                merge_run_rows(runs.iter().map(|r| r.as_slice()).collect(), &mut file).expect("merge");
+                prop_assert_eq!((file.len() - before) as u64, counted);
+            }
+            prop_assert_eq!(file, in_memory(&records));
         }
     }
 }
