@@ -164,7 +164,7 @@ impl Layout {
 /// versions and machines (never a randomly seeded hasher), so every stage
 /// finds a learner's records in the same partition.
 pub fn partition_of(user_id: &str, partitions: u32) -> u32 {
-    let d = Sha256::digest(user_id.as_bytes());
+    let d = crate::short_sha::sha256_parts(&[user_id.as_bytes()]);
     u32::from_be_bytes([d[0], d[1], d[2], d[3]]) % partitions.max(1)
 }
 

@@ -25,6 +25,7 @@ pub mod record;
 pub mod reject;
 pub mod selection;
 pub mod session;
+mod short_sha;
 pub mod summary;
 pub mod time;
 pub mod uri;

@@ -1,7 +1,6 @@
 //! Activity records: one spoken response, after alias normalisation.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::session::SessionMatch;
 use super::time::Timestamp;
@@ -62,19 +61,13 @@ pub fn response_id(user_id: &str, timestamp: Timestamp, audio_url: Option<&str>)
 /// The 16 bytes behind [`response_id`] (its hex encoding), for callers that
 /// key or write ids without allocating a string per record.
 pub fn response_id_bytes(user_id: &str, timestamp: Timestamp, audio_url: Option<&str>) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update(user_id.as_bytes());
-    h.update([0u8]);
-    h.update(timestamp.to_be_bytes());
-    h.update([0u8]);
-    match audio_url {
+    let ts = timestamp.to_be_bytes();
+    let digest = match audio_url {
         Some(u) => {
-            h.update([1u8]);
-            h.update(u.as_bytes());
+            crate::short_sha::sha256_parts(&[user_id.as_bytes(), &[0], &ts, &[0, 1], u.as_bytes()])
         }
-        None => h.update([0u8]),
-    }
-    let digest = h.finalize();
+        None => crate::short_sha::sha256_parts(&[user_id.as_bytes(), &[0], &ts, &[0, 0]]),
+    };
     let mut id = [0u8; 16];
     id.copy_from_slice(&digest[..16]);
     id
