@@ -11,6 +11,8 @@
 #   APPEND=1 PEERS=polars bench/clean-match/run.sh 2000
 #                                              (adds to the previous run's table
 #                                               instead of starting a new one)
+#   REPEAT=3 bench/clean-match/run.sh         (every contender 3 times in a row;
+#                                               the table shows the median run)
 #   SKIP_CLEAN=1 bench/clean-match/run.sh 5000 (without the `engage clean`
 #                                               reference, whose cleaned.jsonl
 #                                               is another copy of the input)
@@ -59,11 +61,13 @@ mkdir -p "$DATA/s3-empty"
 # {"name","size_mb","bytes","seconds","cpu_seconds","rss_kb"} to $RUNS.
 measure() {
   local name=$1 size=$2 out=$3; shift 3
-  rm -rf "$out"
-  cat "$FILE" "$SESSIONS" >/dev/null # warm the page cache the same way for everyone
-  /usr/bin/time -v -o "$DATA/.time" "$@" >"$DATA/.stdout" 2>"$DATA/.stderr" || {
-    cat "$DATA/.stderr" >&2; echo "$name failed" >&2; exit 1; }
-  python3 - "$name" "$size" "$(stat -c %s "$FILE")" "$DATA/.time" >>"$RUNS" <<'PY'
+  local rep
+  for ((rep = 1; rep <= ${REPEAT:-1}; rep++)); do
+    rm -rf "$out"
+    cat "$FILE" "$SESSIONS" >/dev/null # warm the page cache the same way for everyone
+    /usr/bin/time -v -o "$DATA/.time" "$@" >"$DATA/.stdout" 2>"$DATA/.stderr" || {
+      cat "$DATA/.stderr" >&2; echo "$name failed" >&2; exit 1; }
+    python3 - "$name" "$size" "$(stat -c %s "$FILE")" "$DATA/.time" >>"$RUNS" <<'PY'
 import json, re, sys
 name, size, nbytes, tfile = sys.argv[1:]
 t = open(tfile).read()
@@ -74,7 +78,8 @@ print(json.dumps({"name": name, "size_mb": int(size), "bytes": int(nbytes), "sec
                   "cpu_seconds": float(get("User time (seconds)")) + float(get("System time (seconds)")),
                   "rss_kb": int(get("Maximum resident set size (kbytes)"))}))
 PY
-  tail -n 1 "$RUNS" >&2
+    tail -n 1 "$RUNS" >&2
+  done
 }
 
 # check NAME CSV [--ties-ok]: the peer's rows against engage's matched.csv.

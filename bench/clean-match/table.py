@@ -25,7 +25,24 @@ def version(cmd):
 
 def main() -> None:
     data = sys.argv[1]
-    runs = [json.loads(l) for l in open(f"{data}/runs.jsonl") if l.strip()]
+    raw = [json.loads(l) for l in open(f"{data}/runs.jsonl") if l.strip()]
+    # With REPEAT=N, each contender ran N times in a row at each size: its
+    # row is the run with the median wall time (and the highest peak RSS of
+    # the N), so one slow or fast outlier does not decide a ratio.
+    runs, reps = [], {}
+    for r in raw:
+        key = (r["size_mb"], r["name"])
+        if key not in reps:
+            reps[key] = []
+            runs.append(key)
+        reps[key].append(r)
+    def median(rs):
+        rs = sorted(rs, key=lambda r: r["seconds"])
+        m = dict(rs[(len(rs) - 1) // 2])
+        m["rss_kb"] = max(r["rss_kb"] for r in rs)
+        m["walls"] = [r["seconds"] for r in rs]
+        return m
+    runs = [median(reps[k]) for k in runs]
     sizes = sorted({r["size_mb"] for r in runs})
     import duckdb
     import pandas
@@ -50,7 +67,9 @@ def main() -> None:
     w("CPU time (user + system) and peak RSS from `/usr/bin/time -v`; MB/s = input MB per wall second.")
     w("Each peer's rows were checked against engage's before its timing was kept (`check.py`: the same")
     w("responses, each with the same session — pandas semantics, ties included; polars may pick an")
-    w("equally near session, counted below).\n")
+    w("equally near session, counted below). With `REPEAT=N` every contender runs N times in a row")
+    w("and its row is the run with the median wall time (peak RSS: the highest of the N); the")
+    w("walls of all N are listed under each table.\n")
     w(f"Machine: {os.cpu_count()} cores ({cpu}), shared with other work; load average "
       f"{os.environ.get('LOADAVG', '?')}. engage {rev}, polars {polars.__version__}, "
       f"pandas {pandas.__version__}, DuckDB {duckdb.__version__}, {version(['jq', '--version'])}, "
@@ -91,6 +110,9 @@ def main() -> None:
               f"{100 * r['cpu_seconds'] / max(r['seconds'], 1e-9):.0f}% | {r['rss_kb'] / 1024:,.0f} | "
               f"{nbytes / 1e6 / max(r['seconds'], 1e-9):,.0f} | {ratio_w} | {ratio_m} | {checked} |")
         w("")
+        if any(len(r["walls"]) > 1 for r in rs):
+            w("Walls of every repeat: " + "; ".join(
+                f"{r['name']} " + ", ".join(f"{x:.2f}" for x in r["walls"]) for r in rs) + " s.\n")
 
     w("## Issue 14 targets\n")
     eng = {r["size_mb"]: r for r in runs if r["name"] == "engage"}

@@ -207,14 +207,18 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     // does not grow with the input (run_match.rs). The later stages need
     // every record at once and keep them in memory.
     let streamed = args.stop_after == Some(StopAfter::Match);
+    // `--stop-after clean` only needs the sessions' counts, rejects and
+    // milestone selection: it streams them too (into one spool file that is
+    // never read), so its memory does not grow with the sessions file.
+    let clean_only = args.stop_after == Some(StopAfter::Clean);
 
     // Sessions and selection.
     let sessions_file = File::open(&args.sessions)
         .with_context(|| format!("cannot read sessions {}", args.sessions.display()))?;
-    let (held, session_rejects, milestone_selection) = if streamed {
+    let (held, session_rejects, milestone_selection) = if streamed || clean_only {
         let mut s = spool_sessions(
             BufReader::new(sessions_file),
-            partitions,
+            if clean_only { 1 } else { partitions },
             &work,
             args.milestone.as_deref(),
         )

@@ -59,3 +59,28 @@ fn streamed_match_writes_the_full_runs_matched_csv_and_counts() -> anyhow::Resul
     }
     Ok(())
 }
+
+/// `--stop-after clean` streams the sessions too (for their counts, rejects
+/// and milestone selection): the same session counts as the full run, and
+/// nothing left in the work directory.
+#[test]
+fn stop_after_clean_counts_sessions_like_the_full_run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = gen_data(&dir.path().join("data"), 12, 20, 14)?;
+    let full = run(&data, &dir.path().join("full"), &[])?;
+    let out = dir.path().join("clean");
+    let got = run(&data, &out, &["--stop-after", "clean"])?;
+    assert_eq!(got["sessions"], full["sessions"]);
+    assert!(
+        got["sessions"]["kept"].as_u64().unwrap_or(0) > 0,
+        "sessions counted: {got}"
+    );
+    let cleaned = std::fs::read(out.join("cleaned.jsonl"))?;
+    assert_eq!(
+        cleaned.iter().filter(|b| **b == b'\n').count() as u64,
+        got["activity"]["kept"].as_u64().unwrap_or(u64::MAX),
+        "cleaned.jsonl holds the kept records"
+    );
+    assert!(!out.join("work").exists(), "spool files are removed");
+    Ok(())
+}
