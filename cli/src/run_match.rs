@@ -8,15 +8,16 @@
 //! ([`spool_sessions`]), as clean spools the records. A partition's work:
 //! read its sessions and its clean spool files (every piece, in file order;
 //! clean writes them as [`compact`] frames of the five record fields
-//! `matched.csv` shows, read back borrowed, without parsing); keep the first occurrence of each response id (a response's
-//! repeats share its learner's partition, so this is the batch-wide
-//! keep-first of [`engage_aggregate::outputs::dedupe_first`]); find each
-//! response's session with the match worker's [`SessionIndex`] (positions,
-//! no copies of session strings); sort by the `matched.csv` key and write
-//! the run. Peak memory is `threads ×` one partition (its spool bytes, rows
-//! and sessions) plus clean's buffers; the partition count (`--partitions`,
-//! by default from the input size, [`auto_partitions`]) keeps a partition
-//! small whatever the log size.
+//! `matched.csv` shows, read back borrowed, without parsing); keep the first
+//! occurrence of each response id (a response's repeats share its learner's
+//! partition, so this is the batch-wide keep-first of
+//! [`engage_aggregate::outputs::dedupe_first`]); find each response's
+//! session with the match worker's [`SessionIndex`] (positions, no copies of
+//! session strings); sort by the `matched.csv` key and write the runs. Peak
+//! memory is `threads ×` one partition (its spool bytes, rows and sessions)
+//! plus clean's buffers and one read buffer per run while merging; the
+//! partition count (`--partitions`, by default from the input size,
+//! [`auto_partitions`]) keeps a partition small whatever the log size.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
