@@ -235,6 +235,16 @@ fn read_session_spool(path: &Path) -> anyhow::Result<Vec<Session>> {
         .collect()
 }
 
+/// What the read buffers of one key range's merge may take together (one
+/// buffer per partition's run).
+const MERGE_BUDGET: usize = 4 * 1024 * 1024;
+
+/// The read buffer of each run in a merge of `runs` runs: smaller as the
+/// partition count grows, so the merge's memory does not grow with the log.
+fn merge_buffer(runs: usize) -> usize {
+    (MERGE_BUDGET / runs.max(1)).clamp(4 * 1024, 64 * 1024)
+}
+
 /// What matching one partition produced.
 #[derive(Debug)]
 struct PartitionDone {
@@ -450,7 +460,7 @@ pub(crate) fn stream_match(
         let runs = (0..partitions)
             .map(|p| {
                 File::open(run_path(p, k))
-                    .map(|f| BufReader::with_capacity(16 * 1024, f))
+                    .map(|f| BufReader::with_capacity(merge_buffer(partitions), f))
                     .with_context(|| format!("cannot open match run {p}/{k}"))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

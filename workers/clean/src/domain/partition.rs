@@ -15,8 +15,23 @@ use engage_model::ActivityRecord;
 use super::compact;
 use super::parse::RecordView;
 
-/// Buffer per partition sink; memory is `partitions × SINK_BUFFER` at most.
+/// Largest buffer per partition sink.
 pub const SINK_BUFFER: usize = 64 * 1024;
+
+/// Smallest buffer per partition sink.
+pub const MIN_SINK_BUFFER: usize = 4 * 1024;
+
+/// What one writer's sink buffers may take together: with many partitions
+/// each buffer shrinks (down to [`MIN_SINK_BUFFER`]) instead of memory
+/// growing with the partition count, which `engage run` derives from the
+/// log's size. A writer holds `max(SINK_BUDGET, partitions × MIN_SINK_BUFFER)`
+/// at most, and [`SINK_BUFFER`] per sink up to 128 partitions.
+pub const SINK_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The buffer each of `partitions` sinks gets.
+pub fn sink_buffer(partitions: usize) -> usize {
+    (SINK_BUDGET / partitions.max(1)).clamp(MIN_SINK_BUFFER, SINK_BUFFER)
+}
 
 /// How kept records are written into the partition sinks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -105,10 +120,11 @@ impl<W: Write> PartitionWriter<W> {
             return Err(PartitionError::TooManySinks(sinks.len()));
         }
         let counts = vec![0; sinks.len()];
+        let buffer = sink_buffer(sinks.len());
         Ok(Self {
             sinks: sinks
                 .into_iter()
-                .map(|w| BufWriter::with_capacity(SINK_BUFFER, w))
+                .map(|w| BufWriter::with_capacity(buffer, w))
                 .collect(),
             counts,
             scratch: Vec::with_capacity(512),
@@ -219,6 +235,28 @@ mod tests {
             session_id: None,
             sub_session_id: None,
         }
+    }
+
+    /// Sink buffers shrink as partitions grow, so a writer's memory is
+    /// bounded whatever partition count a log's size asks for.
+    #[test]
+    fn sink_buffers_fit_the_budget() {
+        assert_eq!(
+            sink_buffer(16),
+            SINK_BUFFER,
+            "the fleet's 16 partitions keep 64 KiB"
+        );
+        assert_eq!(sink_buffer(0), SINK_BUFFER);
+        for n in [1usize, 128, 129, 300, 2048, 4096, 100_000] {
+            let b = sink_buffer(n);
+            assert!((MIN_SINK_BUFFER..=SINK_BUFFER).contains(&b));
+            assert!(
+                b * n <= SINK_BUDGET.max(n * MIN_SINK_BUFFER),
+                "{n} partitions"
+            );
+        }
+        let w = PartitionWriter::new(vec![Vec::<u8>::new(); 4096]).unwrap();
+        assert!(w.sinks.iter().all(|s| s.capacity() == MIN_SINK_BUFFER));
     }
 
     /// The compact spool's hash spreads learners about evenly (it decides
