@@ -289,7 +289,7 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     for s in &stats {
         summary.activity.merge(&activity_counts(s));
     }
-    if args.stop_after == Some(StopAfter::Clean) {
+    if clean_only {
         let mut w = BufWriter::new(File::create(out.join("cleaned.jsonl"))?);
         for piece in &pieces {
             for part in piece {

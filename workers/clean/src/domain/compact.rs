@@ -131,22 +131,8 @@ pub fn encode_fields(
 /// The 16 bytes of a response id written as 32 lowercase or uppercase hex
 /// digits.
 pub fn id_from_hex(hex: &str) -> Result<[u8; 16], CompactError> {
-    let digit = |c: u8| -> Result<u8, CompactError> {
-        match c {
-            b'0'..=b'9' => Ok(c - b'0'),
-            b'a'..=b'f' => Ok(c - b'a' + 10),
-            b'A'..=b'F' => Ok(c - b'A' + 10),
-            _ => Err(CompactError::BadId),
-        }
-    };
-    let b = hex.as_bytes();
-    if b.len() != 32 {
-        return Err(CompactError::BadId);
-    }
     let mut id = [0u8; 16];
-    for (i, out) in id.iter_mut().enumerate() {
-        *out = (digit(b[2 * i])? << 4) | digit(b[2 * i + 1])?;
-    }
+    hex::decode_to_slice(hex, &mut id).map_err(|_| CompactError::BadId)?;
     Ok(id)
 }
 
