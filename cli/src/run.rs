@@ -272,9 +272,19 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     } else {
         CleanOptions::default()
     };
+    // `cleaned.jsonl` is one file: partitioning it would only cost a hash
+    // per kept record.
+    let clean_partitions = if clean_only { 1 } else { partitions };
     for (i, path) in args.activity.iter().enumerate() {
-        let (piece_files, piece_stats) =
-            clean_file(path, i, &work, partitions, &selection, &opts, &mut rejects)?;
+        let (piece_files, piece_stats) = clean_file(
+            path,
+            i,
+            &work,
+            clean_partitions,
+            &selection,
+            &opts,
+            &mut rejects,
+        )?;
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
@@ -449,7 +459,9 @@ fn clean_file(
         return Ok((files, stats));
     }
     let file = File::open(path)?;
-    let mut reader = ActivityReader::new(BufReader::new(file), opts.reader)
+    // Gzip is one stream: inflating it on its own thread lets the second
+    // core decompress while this one cleans.
+    let mut reader = ActivityReader::new_threaded(BufReader::new(file), opts.reader)
         .with_context(|| format!("reading {}", path.display()))?;
     let sinks = (0..partitions)
         .map(|p| File::create(part_path(0, p)))

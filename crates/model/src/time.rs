@@ -4,7 +4,7 @@
 //! resolution as pandas `datetime64[ns]`, so matching agrees with pandas to the
 //! nanosecond, including the inclusive 5-minute tolerance.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 /// Nanoseconds since 1970-01-01T00:00:00Z.
 pub type Timestamp = i64;
@@ -74,8 +74,57 @@ pub fn parse_timestamp_json(v: &serde_json::Value) -> Result<Timestamp, Timestam
 
 /// Formats an instant as RFC 3339 UTC with a `Z` suffix and only the fractional
 /// digits it needs (`2024-01-01T10:00:00Z`, `2024-01-01T10:00:00.250Z`).
+///
+/// Written by hand (every matched row has one): the same text chrono's
+/// `to_rfc3339_opts(SecondsFormat::AutoSi, true)` gives, which a property
+/// test checks over the whole `i64` nanosecond range (years 1677-2262).
 pub fn format_rfc3339(ts: Timestamp) -> String {
-    DateTime::<Utc>::from_timestamp_nanos(ts).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let secs = ts.div_euclid(NANOS_PER_SEC);
+    let nanos = ts.rem_euclid(NANOS_PER_SEC);
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = [0u8; 30];
+    let mut put = |at: usize, width: usize, mut v: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, sod / 3600);
+    put(14, 2, sod / 60 % 60);
+    put(17, 2, sod % 60);
+    let digits = match nanos {
+        0 => 0,
+        n if n % 1_000_000 == 0 => 3,
+        n if n % 1_000 == 0 => 6,
+        _ => 9,
+    };
+    if digits > 0 {
+        put(20, digits, nanos / 10i64.pow(9 - digits as u32));
+    }
+    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
+        out[i] = c;
+    }
+    let mut len = 19;
+    if digits > 0 {
+        out[19] = b'.';
+        len = 20 + digits;
+    }
+    out[len] = b'Z';
+    // Only ASCII digits and separators were written.
+    out[..=len].iter().map(|&b| char::from(b)).collect()
 }
 
 /// Seconds between two instants as a float (`b - a`).
@@ -86,6 +135,43 @@ pub fn seconds_between(a: Timestamp, b: Timestamp) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// chrono's text, which `format_rfc3339` was written to match.
+    fn chrono_rfc3339(ts: Timestamp) -> String {
+        use chrono::SecondsFormat;
+        DateTime::<Utc>::from_timestamp_nanos(ts).to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+
+    #[test]
+    fn formatting_matches_chrono_on_edges() {
+        for ts in [
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            1,
+            999,
+            1_000,
+            1_000_000,
+            NANOS_PER_SEC - 1,
+            -NANOS_PER_SEC,
+            951_782_400 * NANOS_PER_SEC, // 2000-02-29
+            1_709_251_200_000_000_000,   // 2024-03-01
+            4_107_542_400 * NANOS_PER_SEC,
+            -2_208_988_800 * NANOS_PER_SEC, // 1900-01-01
+        ] {
+            assert_eq!(format_rfc3339(ts), chrono_rfc3339(ts), "{ts}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn formatting_matches_chrono(ts in proptest::prelude::any::<i64>(), ms in -3_000_000_000_000i64..5_000_000_000_000) {
+            proptest::prop_assert_eq!(format_rfc3339(ts), chrono_rfc3339(ts));
+            let ms = ms * 1_000_000;
+            proptest::prop_assert_eq!(format_rfc3339(ms), chrono_rfc3339(ms));
+        }
+    }
 
     #[test]
     fn rfc3339_and_millis_agree() {

@@ -247,11 +247,12 @@ pub fn clean_piece<R: Read, W: Write, J: Write>(
                 write_reject(rejects, &rej)?;
             }
         }
-        match decision {
+        // By reference: moving the record view out cost a copy per record.
+        match &decision {
             Decision::Keep(r) => {
-                out.write_view(&r)?;
+                out.write_view(r)?;
             }
-            Decision::Reject(rej) => write_reject(rejects, &rej)?,
+            Decision::Reject(rej) => write_reject(rejects, rej)?,
             Decision::Drop => {}
         }
     }

@@ -2,8 +2,10 @@
 //! partitioning activity records. No network, broker or async runtime; input
 //! and output are `std::io::Read`/`Write` supplied by the caller.
 //!
-//! - [`parse`]: one line (or array element) → record, drop or reject.
+//! - [`parse`]: one line (or array element) → record, drop or reject;
+//!   `flat` is its hand-written fast path for flat objects.
 //! - [`reader`]: streaming over gzip / JSON Lines / JSON arrays, byte ranges.
+//! - [`read_ahead`]: gzip inflated on a thread of its own.
 //! - [`stats`]: counters and the rejects-file line.
 //! - [`partition`]: stable learner → partition hashing and partitioned output.
 //! - [`compact`]: the binary spool frames of `engage run`'s streamed match.
@@ -11,6 +13,7 @@
 //! - [`segment`]: the pre-pass that cuts gzip and JSON-array files into
 //!   segments several clean jobs can take.
 
+mod flat;
 pub mod parse;
 
 pub use parse::{
@@ -20,6 +23,7 @@ pub use parse::{
 pub mod clean;
 pub mod compact;
 pub mod partition;
+pub mod read_ahead;
 pub mod reader;
 pub mod segment;
 pub mod stats;

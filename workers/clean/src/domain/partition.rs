@@ -53,6 +53,10 @@ impl SpoolFormat {
     /// with a fixed seed: SHA-256 of every kept record's learner was about
     /// 5% of `engage run --stop-after match`. `partitions == 0` is treated as 1.
     pub fn partition_of(self, user_id: &str, partitions: u32) -> u32 {
+        if partitions <= 1 {
+            // One sink (e.g. `engage run --stop-after clean`): nothing to hash.
+            return 0;
+        }
         match self {
             Self::JsonLines => partition_of(user_id, partitions),
             Self::Compact => {
