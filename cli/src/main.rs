@@ -14,6 +14,7 @@ mod fleet;
 mod gen_data;
 mod global;
 mod ops_cmd;
+mod ordered_out;
 mod purge;
 mod quota;
 mod run;

@@ -35,6 +35,7 @@ use engage_runtime::audio_budget::{AudioBudget, Held, HoldError};
 use engage_runtime::config::DEFAULT_AUDIO_MEMORY_BYTES;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::ordered_out::OrderedFile;
 use crate::run_match::{SpooledSessions, auto_partitions, spool_sessions, stream_match};
 
 /// Clean's per-piece duplicate window when matching is streamed.
@@ -272,19 +273,26 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     } else {
         CleanOptions::default()
     };
-    // `cleaned.jsonl` is one file: partitioning it would only cost a hash
-    // per kept record.
-    let clean_partitions = if clean_only { 1 } else { partitions };
+    // `--stop-after clean` writes its pieces straight into `cleaned.jsonl`
+    // in order (ordered_out.rs) instead of spooling them all and copying.
+    let direct = if clean_only {
+        Some(OrderedFile::create(
+            &out.join("cleaned.jsonl"),
+            work.clone(),
+        )?)
+    } else {
+        None
+    };
     for (i, path) in args.activity.iter().enumerate() {
-        let (piece_files, piece_stats) = clean_file(
-            path,
-            i,
-            &work,
-            clean_partitions,
-            &selection,
-            &opts,
-            &mut rejects,
-        )?;
+        let target = match &direct {
+            Some(file) => Target::Ordered {
+                file,
+                first_piece: stats.len(),
+            },
+            None => Target::Partitions(partitions),
+        };
+        let (piece_files, piece_stats) =
+            clean_file(path, i, &work, target, &selection, &opts, &mut rejects)?;
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
@@ -299,14 +307,8 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
     for s in &stats {
         summary.activity.merge(&activity_counts(s));
     }
-    if clean_only {
-        let mut w = BufWriter::new(File::create(out.join("cleaned.jsonl"))?);
-        for piece in &pieces {
-            for part in piece {
-                std::io::copy(&mut File::open(part)?, &mut w)?;
-            }
-        }
-        w.flush()?;
+    if let Some(file) = direct {
+        file.finish(stats.len()).context("writing cleaned.jsonl")?;
         return finish(out, summary);
     }
 
@@ -413,17 +415,35 @@ fn read_records(path: &Path) -> anyhow::Result<Vec<ActivityRecord>> {
         .collect()
 }
 
-/// Cleans one activity file into per-partition work files: big plain JSON
-/// Lines files in parallel byte ranges (both cores), others sequentially.
+/// Where [`clean_file`] writes kept records.
+#[derive(Clone, Copy)]
+enum Target<'a> {
+    /// Per-partition work files.
+    Partitions(u32),
+    /// Straight into one file, pieces numbered on from `first_piece`.
+    Ordered {
+        file: &'a OrderedFile,
+        first_piece: usize,
+    },
+}
+
+/// Cleans one activity file into per-partition work files (or the ordered
+/// output): big plain JSON Lines files in parallel byte ranges (both cores),
+/// others sequentially. Returns each piece's work files (none for the
+/// ordered output) and counters.
 fn clean_file(
     path: &Path,
     file_ix: usize,
     work: &Path,
-    partitions: u32,
+    target: Target<'_>,
     selection: &SelectedLearners,
     opts: &CleanOptions,
     rejects: &mut impl Write,
 ) -> anyhow::Result<(Vec<Vec<PathBuf>>, Vec<CleanStats>)> {
+    let partitions = match target {
+        Target::Partitions(p) => p,
+        Target::Ordered { .. } => 1,
+    };
     let len = std::fs::metadata(path)?.len();
     let splittable = is_splittable(File::open(path)?)?;
     let threads = std::thread::available_parallelism()
@@ -434,46 +454,78 @@ fn clean_file(
     let rej_path = |piece: usize| work.join(format!("f{file_ix:03}-r{piece:04}-rejects.jsonl"));
     if splittable && len > 64 * 1024 * 1024 {
         let ranges = split_ranges(len, threads * 4);
-        let outputs = clean_parallel(
-            &ranges,
-            threads,
-            selection,
-            opts,
-            || File::open(path),
-            |piece, _| {
-                Ok(PieceSinks {
-                    partitions: (0..partitions)
-                        .map(|p| File::create(part_path(piece, p)))
-                        .collect::<std::io::Result<_>>()?,
-                    rejects: File::create(rej_path(piece))?,
-                })
-            },
-        )?;
+        let open = || File::open(path);
+        let rejects_sink = |piece| File::create(rej_path(piece));
+        let outputs: Vec<(usize, CleanStats)> = match target {
+            Target::Partitions(_) => {
+                clean_parallel(&ranges, threads, selection, opts, open, |piece, _| {
+                    Ok(PieceSinks {
+                        partitions: (0..partitions)
+                            .map(|p| File::create(part_path(piece, p)))
+                            .collect::<std::io::Result<_>>()?,
+                        rejects: rejects_sink(piece)?,
+                    })
+                })?
+                .into_iter()
+                .map(|o| (o.piece, o.stats))
+                .collect()
+            }
+            Target::Ordered { file, first_piece } => {
+                clean_parallel(&ranges, threads, selection, opts, open, |piece, _| {
+                    Ok(PieceSinks {
+                        partitions: vec![file.sink(first_piece + piece)],
+                        rejects: rejects_sink(piece)?,
+                    })
+                })?
+                .into_iter()
+                .map(|o| (o.piece, o.stats))
+                .collect()
+            }
+        };
         let mut files = Vec::new();
         let mut stats = Vec::new();
-        for o in outputs {
-            std::io::copy(&mut File::open(rej_path(o.piece))?, rejects)?;
-            files.push((0..partitions).map(|p| part_path(o.piece, p)).collect());
-            stats.push(o.stats);
+        for (piece, piece_stats) in outputs {
+            std::io::copy(&mut File::open(rej_path(piece))?, rejects)?;
+            if let Target::Partitions(_) = target {
+                files.push((0..partitions).map(|p| part_path(piece, p)).collect());
+            }
+            stats.push(piece_stats);
         }
         return Ok((files, stats));
     }
+    if let Target::Ordered { file, first_piece } = target {
+        let stats = clean_sequential(path, opts, selection, vec![file.sink(first_piece)], rejects)?;
+        return Ok((Vec::new(), vec![stats]));
+    }
+    let sinks = (0..partitions)
+        .map(|p| File::create(part_path(0, p)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let stats = clean_sequential(path, opts, selection, sinks, rejects)?;
+    Ok((
+        vec![(0..partitions).map(|p| part_path(0, p)).collect()],
+        vec![stats],
+    ))
+}
+
+/// Cleans a whole file on this thread (gzip inflated on another) into
+/// `sinks`, one per partition.
+fn clean_sequential<W: Write>(
+    path: &Path,
+    opts: &CleanOptions,
+    selection: &SelectedLearners,
+    sinks: Vec<W>,
+    rejects: &mut impl Write,
+) -> anyhow::Result<CleanStats> {
     let file = File::open(path)?;
     // Gzip is one stream: inflating it on its own thread lets the second
     // core decompress while this one cleans.
     let mut reader = ActivityReader::new_threaded(BufReader::new(file), opts.reader)
         .with_context(|| format!("reading {}", path.display()))?;
-    let sinks = (0..partitions)
-        .map(|p| File::create(part_path(0, p)))
-        .collect::<std::io::Result<Vec<_>>>()?;
     let mut writer = PartitionWriter::with_format(sinks, opts.spool)?;
     let stats = clean_piece(&mut reader, selection, opts, &mut writer, rejects)
         .with_context(|| format!("reading {}", path.display()))?;
     writer.finish()?;
-    Ok((
-        vec![(0..partitions).map(|p| part_path(0, p)).collect()],
-        vec![stats],
-    ))
+    Ok(stats)
 }
 
 /// Validates and analyzes every matched response with audio, exactly as the

@@ -76,11 +76,36 @@ fn stop_after_clean_counts_sessions_like_the_full_run() -> anyhow::Result<()> {
         "sessions counted: {got}"
     );
     let cleaned = std::fs::read(out.join("cleaned.jsonl"))?;
+    let lines: Vec<&[u8]> = cleaned.split_inclusive(|b| *b == b'\n').collect();
     assert_eq!(
-        cleaned.iter().filter(|b| **b == b'\n').count() as u64,
+        lines.len() as u64,
         got["activity"]["kept"].as_u64().unwrap_or(u64::MAX),
         "cleaned.jsonl holds the kept records"
     );
+    // The log was given twice (repeats across files are left to the match):
+    // each file's records in order, the first file's first.
+    let (first, second) = lines.split_at(lines.len() / 2);
+    assert!(
+        !first.is_empty() && first == second,
+        "cleaned.jsonl in input order"
+    );
     assert!(!out.join("work").exists(), "spool files are removed");
+
+    // A gzip log (inflated on its own thread) cleans to the same bytes.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &std::fs::read(&data.activity)?)?;
+    let gz_data = Dataset {
+        activity: dir.path().join("activity.jsonl.gz"),
+        sessions: data.sessions.clone(),
+        s3_root: data.s3_root.clone(),
+    };
+    std::fs::write(&gz_data.activity, gz.finish()?)?;
+    let gz_out = dir.path().join("clean-gz");
+    let from_gz = run(&gz_data, &gz_out, &["--stop-after", "clean"])?;
+    assert_eq!(from_gz["activity"], got["activity"]);
+    assert!(
+        std::fs::read(gz_out.join("cleaned.jsonl"))? == cleaned,
+        "cleaned.jsonl from the gzip log differs"
+    );
     Ok(())
 }

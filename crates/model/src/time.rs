@@ -80,8 +80,9 @@ pub fn parse_timestamp_json(v: &serde_json::Value) -> Result<Timestamp, Timestam
 /// test checks over the whole `i64` nanosecond range (years 1677-2262).
 pub fn format_rfc3339(ts: Timestamp) -> String {
     let secs = ts.div_euclid(NANOS_PER_SEC);
-    let nanos = ts.rem_euclid(NANOS_PER_SEC);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Both in range by construction: 0..1e9 and 0..86_400.
+    let nanos = ts.rem_euclid(NANOS_PER_SEC) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
     // Civil date from days since 1970-01-01 (H. Hinnant's civil_from_days).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -89,42 +90,41 @@ pub fn format_rfc3339(ts: Timestamp) -> String {
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    // i64 nanoseconds span the years 1677-2262: always four digits.
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as u32;
+    let two = |v: u32| [b'0' + (v / 10 % 10) as u8, b'0' + (v % 10) as u8];
     let mut out = [0u8; 30];
-    let mut put = |at: usize, width: usize, mut v: i64| {
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, sod / 3600);
-    put(14, 2, sod / 60 % 60);
-    put(17, 2, sod % 60);
+    let [y0, y1] = two(year / 100);
+    let [y2, y3] = two(year % 100);
+    let [mo0, mo1] = two(month);
+    let [d0, d1] = two(day);
+    let [h0, h1] = two(sod / 3600);
+    let [mi0, mi1] = two(sod / 60 % 60);
+    let [s0, s1] = two(sod % 60);
+    out[..19].copy_from_slice(&[
+        y0, y1, y2, y3, b'-', mo0, mo1, b'-', d0, d1, b'T', h0, h1, b':', mi0, mi1, b':', s0, s1,
+    ]);
     let digits = match nanos {
         0 => 0,
         n if n % 1_000_000 == 0 => 3,
         n if n % 1_000 == 0 => 6,
         _ => 9,
     };
-    if digits > 0 {
-        put(20, digits, nanos / 10i64.pow(9 - digits as u32));
-    }
-    for (i, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')] {
-        out[i] = c;
-    }
     let mut len = 19;
     if digits > 0 {
         out[19] = b'.';
+        let mut v = nanos / 10u32.pow(9 - digits as u32);
+        for i in (20..20 + digits).rev() {
+            out[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
         len = 20 + digits;
     }
     out[len] = b'Z';
-    // Only ASCII digits and separators were written.
-    out[..=len].iter().map(|&b| char::from(b)).collect()
+    // Only ASCII was written.
+    String::from_utf8_lossy(&out[..=len]).into_owned()
 }
 
 /// Seconds between two instants as a float (`b - a`).

@@ -82,11 +82,19 @@ impl<W: Write> RunWriter<W> {
     /// Appends one row; its key must not be below the previous row's.
     pub fn push(&mut self, row: &MatchedView<'_>) -> Result<(), ReportError> {
         let key = row.key();
-        if let Some((u, t, r)) = &self.last
-            && (u.as_str(), *t, r.as_str()) > key
-        {
-            return Err(ReportError::OutOfOrder);
-        }
+        // The previous learner is kept unless it changes: consecutive rows
+        // are mostly the same learner's.
+        let same_learner = match &self.last {
+            Some((u, t, r)) => match u.as_str().cmp(key.0) {
+                std::cmp::Ordering::Greater => return Err(ReportError::OutOfOrder),
+                std::cmp::Ordering::Equal if (*t, r.as_str()) > (key.1, key.2) => {
+                    return Err(ReportError::OutOfOrder);
+                }
+                std::cmp::Ordering::Equal => true,
+                std::cmp::Ordering::Less => false,
+            },
+            None => false,
+        };
         write_safe_record(&mut self.csv, &MATCHED_TEXT, &matched_cells(row))?;
         self.csv.flush()?;
         {
@@ -97,8 +105,10 @@ impl<W: Write> RunWriter<W> {
         }
         match &mut self.last {
             Some((u, t, r)) => {
-                u.clear();
-                u.push_str(key.0);
+                if !same_learner {
+                    u.clear();
+                    u.push_str(key.0);
+                }
                 *t = key.1;
                 r.clear();
                 r.push_str(key.2);

@@ -212,9 +212,14 @@ impl<W: Write> PartitionWriter<W> {
     pub fn finish(self) -> Result<(Vec<W>, Vec<u64>), PartitionError> {
         let mut out = Vec::with_capacity(self.sinks.len());
         for (i, sink) in self.sinks.into_iter().enumerate() {
-            let inner = sink.into_inner().map_err(|e| PartitionError::Io {
+            let mut inner = sink.into_inner().map_err(|e| PartitionError::Io {
                 partition: i as u32,
                 source: e.into_error(),
+            })?;
+            // `into_inner` writes the buffer out but does not flush the sink.
+            inner.flush().map_err(|source| PartitionError::Io {
+                partition: i as u32,
+                source,
             })?;
             out.push(inner);
         }
