@@ -584,7 +584,7 @@ envelope_case("envelope_forged_path", "A forged analyze job whose content hash i
 envelope_case("envelope_forged_batch_id", "A forged match job whose batch id climbs out of its directory (`../other`): dead-lettered as poison naming `forged_job`.",
               "match", json.dumps({"v": 1, "batch_id": "../other", "job_id": "match:../other:f000-r0000:0", "attempt": 0, "trace_id": "t", "job": {"piece": "f000-r0000", "partition": 0}}).encode(),
               "poison", "forged_job")
-c = case("envelope_forged_report", "A forged aggregate job {\"kind\":\"report\"} for this case's batch, published while the batch is still running: refused (dead-lettered as poison naming `forged_job`) instead of writing the batch's outputs early; the batch then completes with its true outputs.")
+c = case("envelope_forged_report", "A forged aggregate job {\"kind\":\"report\"} for this case's batch, published right after the batch is enqueued, so it is looked at before the batch can complete: refused (dead-lettered as poison naming `forged_job`) instead of writing the batch's outputs early; the batch then completes with its true outputs.")
 c.envelope = b'{"v":1,"batch_id":"{{BATCH}}","job_id":"report:{{BATCH}}","attempt":0,"trace_id":"forged","job":{"kind":"report"}}'
 c.extra = {
     "modes": ["fleet"],

@@ -148,7 +148,13 @@ pub(crate) async fn load_plan(
 ) -> Result<BatchPlan, JobError> {
     let mut plan = get_json::<BatchPlan>(&svc.storage, &layout.batch_spec(b)?)
         .await?
-        .ok_or_else(|| JobError::Poison(anyhow::anyhow!("batch {b} has no plan")))?;
+        // Learner and report jobs are emitted only after the plan is stored:
+        // one for a batch without a plan is forged or stray.
+        .ok_or_else(|| {
+            JobError::Poison(anyhow::anyhow!(
+                "forged_job: batch {b} has no plan (not planned yet, or purged)"
+            ))
+        })?;
     plan.pieces = batch_pieces(&svc.storage, layout, b, &plan).await?;
     Ok(plan)
 }
