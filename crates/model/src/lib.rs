@@ -35,11 +35,11 @@ pub use analysis::{
     PronunciationQuality,
 };
 pub use audio_ref::{AudioRef, AudioRefError};
-pub use record::{ActivityRecord, MatchedRecord, response_id, response_id_bytes};
+pub use record::{ActivityRecord, MatchedRecord, MatchedRef, response_id, response_id_bytes};
 pub use reject::RejectReason;
 pub use selection::{SelectedLearners, Selection, SelectionError};
 pub use session::{
-    ParsedSessions, Session, SessionMatch, SessionReject, SessionRow, SessionRows, SessionsError,
-    parse_sessions, read_sessions,
+    ParsedSessions, Session, SessionMatch, SessionMatchRef, SessionReject, SessionRow, SessionRows,
+    SessionsError, parse_sessions, read_sessions,
 };
 pub use time::{Timestamp, TimestampError, format_rfc3339, parse_timestamp_str};

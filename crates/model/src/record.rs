@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::session::SessionMatch;
+use super::session::{SessionMatch, SessionMatchRef};
 use super::time::Timestamp;
 
 /// One kept (English, selected, well-formed) response from the activity log.
@@ -49,6 +49,27 @@ impl MatchedRecord {
     pub fn phase(&self) -> Option<&str> {
         self.session.as_ref().map(|s| s.phase.as_str())
     }
+
+    /// The same row, borrowed.
+    pub fn borrowed(&self) -> MatchedRef<'_> {
+        MatchedRef {
+            record: &self.record,
+            session: self.session.as_ref().map(SessionMatchRef::from),
+        }
+    }
+}
+
+/// A [`MatchedRecord`] made of borrowed parts: the match stage pairs each
+/// response with its session in the shared session index without copying
+/// the session's strings. Serializes to exactly the same JSON as the owned
+/// row (the stage's output is read back as [`MatchedRecord`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MatchedRef<'a> {
+    /// The response.
+    pub record: &'a ActivityRecord,
+    /// The session it was matched to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionMatchRef<'a>>,
 }
 
 /// Derives the response id: the first 16 bytes of SHA-256 over the user id,
@@ -95,5 +116,68 @@ mod tests {
             hex::encode(response_id_bytes("42", 1_000, Some("s3://b/k"))),
             a
         );
+    }
+
+    use proptest::prelude::*;
+
+    fn opt_text() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of(".{0,8}")
+    }
+
+    fn matched() -> impl Strategy<Value = MatchedRecord> {
+        let record = (
+            ("[0-9a-f]{32}", ".{0,6}", any::<i64>(), opt_text()),
+            (proptest::option::of(any::<f64>()), opt_text(), opt_text()),
+            (opt_text(), opt_text()),
+        )
+            .prop_map(
+                |((response_id, user_id, timestamp, audio_url), (accuracy, o, r), (s, ss))| {
+                    ActivityRecord {
+                        response_id,
+                        user_id,
+                        timestamp,
+                        audio_url,
+                        accuracy: accuracy.filter(|a| a.is_finite()),
+                        original_text: o,
+                        response_text: r,
+                        session_id: s,
+                        sub_session_id: ss,
+                    }
+                },
+            );
+        let session = proptest::option::of(
+            (
+                ".{0,6}",
+                any::<i64>(),
+                ".{0,4}",
+                ".{0,4}",
+                ".{0,4}",
+                ".{0,4}",
+            )
+                .prop_map(
+                    |(session_id, created_at, milestone, lesson, phase, progress)| SessionMatch {
+                        session_id,
+                        created_at,
+                        milestone,
+                        lesson,
+                        phase,
+                        progress,
+                    },
+                ),
+        );
+        (record, session).prop_map(|(record, session)| MatchedRecord { record, session })
+    }
+
+    proptest! {
+        /// The match stage writes borrowed rows; the aggregate stage reads
+        /// them back as owned ones: the JSON must be the same bytes.
+        #[test]
+        fn borrowed_rows_serialize_like_owned_ones(m in matched()) {
+            let owned = serde_json::to_vec(&m).unwrap();
+            let borrowed = serde_json::to_vec(&m.borrowed()).unwrap();
+            prop_assert_eq!(&owned, &borrowed);
+            let back: MatchedRecord = serde_json::from_slice(&borrowed).unwrap();
+            prop_assert_eq!(back.session, m.session);
+        }
     }
 }

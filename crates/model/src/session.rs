@@ -61,6 +61,50 @@ impl From<&Session> for SessionMatch {
     }
 }
 
+/// [`SessionMatch`] borrowed from a [`Session`] or a [`SessionMatch`]: the
+/// same fields in the same order, so it serializes to the same JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SessionMatchRef<'a> {
+    /// The session id.
+    pub session_id: &'a str,
+    /// When the session was created.
+    pub created_at: Timestamp,
+    /// The session's milestone.
+    pub milestone: &'a str,
+    /// The session's lesson.
+    pub lesson: &'a str,
+    /// The session's phase.
+    pub phase: &'a str,
+    /// The session's progress, as written.
+    pub progress: &'a str,
+}
+
+impl<'a> From<&'a Session> for SessionMatchRef<'a> {
+    fn from(s: &'a Session) -> Self {
+        Self {
+            session_id: &s.session_id,
+            created_at: s.created_at,
+            milestone: &s.milestone,
+            lesson: &s.lesson,
+            phase: &s.phase,
+            progress: &s.progress,
+        }
+    }
+}
+
+impl<'a> From<&'a SessionMatch> for SessionMatchRef<'a> {
+    fn from(s: &'a SessionMatch) -> Self {
+        Self {
+            session_id: &s.session_id,
+            created_at: s.created_at,
+            milestone: &s.milestone,
+            lesson: &s.lesson,
+            phase: &s.phase,
+            progress: &s.progress,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Sessions CSV parsing
 // ---------------------------------------------------------------------------
@@ -315,6 +359,19 @@ mod tests {
 
     fn parse(s: &str) -> ParsedSessions {
         read_sessions(s.as_bytes()).expect("readable")
+    }
+
+    #[test]
+    fn a_session_borrowed_serializes_like_its_owned_match() {
+        let rows = parse(
+            "user_id,session_id,created_at,milestone,lesson,progress,phase\nu1,s1,2024-05-01T10:00:00Z,M1,L2,3.50,\n",
+        );
+        let s = &rows.sessions[0];
+        let owned = serde_json::to_string(&SessionMatch::from(s)).unwrap();
+        let borrowed = serde_json::to_string(&SessionMatchRef::from(s)).unwrap();
+        assert_eq!(owned, borrowed);
+        // The phase falls back to the lesson: the borrowed form carries it.
+        assert!(borrowed.contains(r#""phase":"L2""#), "{borrowed}");
     }
 
     #[test]

@@ -21,9 +21,9 @@ use crate::ledger::{LearnerItems, RestoredFacts, RestoredItem, ScanResult};
 use crate::pieces::{batch_pieces, segment_ids};
 use crate::services::Services;
 use crate::store_io::{get_json, get_jsonl};
-use engage_model::MatchedRecord;
 use engage_model::jobs::{BatchPlan, CleanDone, ids};
 use engage_model::layout::Layout;
+use engage_model::{MatchedRecord, MatchedRef};
 
 #[derive(Deserialize)]
 struct LearnerFile {
@@ -31,12 +31,14 @@ struct LearnerFile {
 }
 
 /// Item ids of matched records that are final at match time (unmatched or no audio).
-pub fn final_at_match(r: &MatchedRecord) -> bool {
+pub fn final_at_match(r: MatchedRef<'_>) -> bool {
     r.session.is_none() || r.record.audio_url.is_none()
 }
 
 /// Groups matched records into per-learner ledger items.
-pub fn learner_items(records: &[MatchedRecord]) -> BTreeMap<String, LearnerItems> {
+pub fn learner_items<'a>(
+    records: impl IntoIterator<Item = MatchedRef<'a>>,
+) -> BTreeMap<String, LearnerItems> {
     let mut m: BTreeMap<String, LearnerItems> = BTreeMap::new();
     for r in records {
         let e = m.entry(r.record.user_id.clone()).or_default();
@@ -97,7 +99,7 @@ async fn rebuild_locked(svc: &Services, batch: &str, job: &str) -> Result<ScanRe
                         .await?
                 {
                     facts.match_done.push(ids::match_part(&piece.piece, p));
-                    for (u, li) in learner_items(&recs) {
+                    for (u, li) in learner_items(recs.iter().map(MatchedRecord::borrowed)) {
                         let e = facts.learners.entry(u).or_default();
                         e.items.extend(li.items);
                         e.final_items.extend(li.final_items);

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use engage_model::envelope::StageName;
 use engage_model::jobs::{DownloadJob, MatchJob, ids};
 use engage_model::layout::Layout;
-use engage_model::{ActivityRecord, Session};
+use engage_model::{ActivityRecord, MatchedRef, Session, SessionMatchRef};
 use engage_runtime::fan_in;
 use engage_runtime::job_error::{ErrorClass, JobError};
 use engage_runtime::recovery::learner_items;
@@ -16,7 +16,7 @@ use engage_runtime::stage::{Emit, JobCtx, Stage};
 use engage_runtime::store_io::{get_jsonl, to_jsonl};
 use moka::future::Cache;
 
-use crate::domain::{DEFAULT_TOLERANCE_NS, SessionIndex, match_records};
+use crate::domain::{DEFAULT_TOLERANCE_NS, SessionIndex, match_positions};
 
 /// Sessions kept indexed across jobs, counted in sessions (≈ 100 bytes each
 /// indexed, so at most ≈ 200 MiB).
@@ -94,7 +94,19 @@ impl Stage for MatchStage {
             )
         })?;
         let index = self.index(ctx, &layout, job.partition).await?;
-        let (matched, stats) = match_records(records, &index, DEFAULT_TOLERANCE_NS);
+        // Each response is paired with its session in the shared index:
+        // nothing of the session is copied per row.
+        let (positions, stats) = match_positions(&records, &index, DEFAULT_TOLERANCE_NS);
+        let matched: Vec<MatchedRef<'_>> = records
+            .iter()
+            .zip(positions)
+            .map(|(record, at)| MatchedRef {
+                record,
+                session: at
+                    .and_then(|at| index.session(at))
+                    .map(SessionMatchRef::from),
+            })
+            .collect();
         let body = to_jsonl(&matched)?;
         let n = body.len() as u64;
         svc.storage
@@ -115,7 +127,8 @@ impl Stage for MatchStage {
 
         // Register before emitting, so no item can finish before it is expected.
         let part = ids::match_part(&job.piece, job.partition);
-        let mut emits = fan_in::partition_done(ctx, &part, &learner_items(&matched)).await?;
+        let mut emits =
+            fan_in::partition_done(ctx, &part, &learner_items(matched.iter().copied())).await?;
         for r in matched.iter().filter(|r| r.session.is_some()) {
             if let Some(url) = &r.record.audio_url {
                 let d = DownloadJob {
