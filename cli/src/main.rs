@@ -19,6 +19,7 @@ mod purge;
 mod quota;
 mod run;
 mod run_match;
+mod run_segments;
 
 use std::process::ExitCode;
 

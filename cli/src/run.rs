@@ -37,6 +37,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ordered_out::OrderedFile;
 use crate::run_match::{SpooledSessions, auto_partitions, spool_sessions, stream_match};
+use crate::run_segments::{DEFAULT_SEGMENT_BYTES, clean_segmented};
 
 /// Clean's per-piece duplicate window when matching is streamed.
 const STREAMED_DEDUP_CAPACITY: usize = 1 << 16;
@@ -102,6 +103,12 @@ pub(crate) struct RunArgs {
     /// activity log (gzip counted at 8× its size), at least 4.
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// With --stop-after clean, a gzip or JSON-array log is decompressed on
+    /// one thread and cut into segments of about this many (decompressed)
+    /// bytes, cleaned on the other threads as they come (about four
+    /// segments are in memory at a time).
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_BYTES)]
+    pub segment_bytes: u64,
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
@@ -130,6 +137,9 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         _ => bail!("--weights takes three numbers: engagement,emotional,accuracy"),
     };
     weights.validate().context("--weights")?;
+    if args.segment_bytes == 0 {
+        bail!("--segment-bytes must be at least 1");
+    }
     if args.partitions == Some(0) {
         bail!("--partitions must be at least 1");
     }
@@ -291,8 +301,16 @@ fn run_into(args: &RunArgs, weights: &Weights, out: &Path) -> anyhow::Result<Sum
             },
             None => Target::Partitions(partitions),
         };
-        let (piece_files, piece_stats) =
-            clean_file(path, i, &work, target, &selection, &opts, &mut rejects)?;
+        let (piece_files, piece_stats) = clean_file(
+            path,
+            i,
+            &work,
+            target,
+            &selection,
+            &opts,
+            args.segment_bytes,
+            &mut rejects,
+        )?;
         pieces.extend(piece_files);
         stats.extend(piece_stats);
     }
@@ -428,9 +446,12 @@ enum Target<'a> {
 }
 
 /// Cleans one activity file into per-partition work files (or the ordered
-/// output): big plain JSON Lines files in parallel byte ranges (both cores),
-/// others sequentially. Returns each piece's work files (none for the
-/// ordered output) and counters.
+/// output): big plain JSON Lines files in parallel byte ranges (both cores);
+/// into the ordered output, gzip and JSON-array files in segments cut by one
+/// thread and cleaned by the others (run_segments.rs); the rest
+/// sequentially. Returns each piece's work files (none for the ordered
+/// output) and counters.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
 fn clean_file(
     path: &Path,
     file_ix: usize,
@@ -438,6 +459,7 @@ fn clean_file(
     target: Target<'_>,
     selection: &SelectedLearners,
     opts: &CleanOptions,
+    segment_bytes: u64,
     rejects: &mut impl Write,
 ) -> anyhow::Result<(Vec<Vec<PathBuf>>, Vec<CleanStats>)> {
     let partitions = match target {
@@ -452,14 +474,14 @@ fn clean_file(
     let part_path =
         |piece: usize, p: u32| work.join(format!("f{file_ix:03}-r{piece:04}-part-{p:04}.spool"));
     let rej_path = |piece: usize| work.join(format!("f{file_ix:03}-r{piece:04}-rejects.jsonl"));
+    // Buffered: serde_json writes a reject in many small pieces, each a
+    // write(2) on a bare File (most of the CPU time of a log with 1 % bad
+    // lines went there).
+    let rejects_sink =
+        |piece| File::create(rej_path(piece)).map(|f| BufWriter::with_capacity(64 * 1024, f));
     if splittable && len > 64 * 1024 * 1024 {
         let ranges = split_ranges(len, threads * 4);
         let open = || File::open(path);
-        // Buffered: serde_json writes a reject in many small pieces, each a
-        // write(2) on a bare File (most of the CPU time of a log with 1 % bad
-        // lines went there).
-        let rejects_sink =
-            |piece| File::create(rej_path(piece)).map(|f| BufWriter::with_capacity(64 * 1024, f));
         let outputs: Vec<(usize, CleanStats)> = match target {
             Target::Partitions(_) => {
                 clean_parallel(&ranges, threads, selection, opts, open, |piece, _| {
@@ -496,6 +518,27 @@ fn clean_file(
             stats.push(piece_stats);
         }
         return Ok((files, stats));
+    }
+    // Cut into segments cleaned by the other threads: the ordered output
+    // only. Partitioned work files would be segments × partitions files
+    // (thousands for a big gzip log), whose system time ate the gain;
+    // there the log is inflated on one thread and cleaned on another.
+    if let (false, true, Target::Ordered { file, first_piece }) = (splittable, threads > 1, target)
+    {
+        let cleaned = clean_segmented(path, selection, opts, segment_bytes, threads, |piece| {
+            Ok(PieceSinks {
+                partitions: vec![file.sink(first_piece + piece)],
+                rejects: rejects_sink(piece)?,
+            })
+        })?;
+        if let Some(stats) = cleaned {
+            for piece in 0..stats.len() {
+                let path = rej_path(piece);
+                std::io::copy(&mut File::open(&path)?, rejects)?;
+                std::fs::remove_file(&path)?;
+            }
+            return Ok((Vec::new(), stats));
+        }
     }
     if let Target::Ordered { file, first_piece } = target {
         let stats = clean_sequential(path, opts, selection, vec![file.sink(first_piece)], rejects)?;
