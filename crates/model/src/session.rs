@@ -63,7 +63,7 @@ impl From<&Session> for SessionMatch {
 
 /// [`SessionMatch`] borrowed from a [`Session`] or a [`SessionMatch`]: the
 /// same fields in the same order, so it serializes to the same JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SessionMatchRef<'a> {
     /// The session id.
     pub session_id: &'a str,

@@ -18,7 +18,7 @@ use std::io::Write;
 use engage_model::csv_safe::csv_safe;
 use engage_model::time::Timestamp;
 use engage_model::time::format_rfc3339;
-use engage_model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord, Session, SessionMatch};
+use engage_model::{ANSWER_FIELDS, AnalysisOutcome, MatchedRecord};
 use serde::Serialize;
 
 use crate::domain::{ReportRow, row_order};
@@ -237,48 +237,9 @@ pub struct MatchedView<'a> {
     pub session: Option<SessionView<'a>>,
 }
 
-/// The session columns of a `matched.csv` row, borrowed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionView<'a> {
-    /// The session id.
-    pub session_id: &'a str,
-    /// When the session was created.
-    pub created_at: Timestamp,
-    /// The milestone.
-    pub milestone: &'a str,
-    /// The lesson.
-    pub lesson: &'a str,
-    /// The phase.
-    pub phase: &'a str,
-    /// The progress, as written.
-    pub progress: &'a str,
-}
-
-impl<'a> From<&'a SessionMatch> for SessionView<'a> {
-    fn from(s: &'a SessionMatch) -> Self {
-        Self {
-            session_id: &s.session_id,
-            created_at: s.created_at,
-            milestone: &s.milestone,
-            lesson: &s.lesson,
-            phase: &s.phase,
-            progress: &s.progress,
-        }
-    }
-}
-
-impl<'a> From<&'a Session> for SessionView<'a> {
-    fn from(s: &'a Session) -> Self {
-        Self {
-            session_id: &s.session_id,
-            created_at: s.created_at,
-            milestone: &s.milestone,
-            lesson: &s.lesson,
-            phase: &s.phase,
-            progress: &s.progress,
-        }
-    }
-}
+/// The session columns of a `matched.csv` row, borrowed: the model's
+/// borrowed session match (the match stage serializes the same type).
+pub use engage_model::SessionMatchRef as SessionView;
 
 impl<'a> From<&'a MatchedRecord> for MatchedView<'a> {
     fn from(m: &'a MatchedRecord) -> Self {
