@@ -178,3 +178,104 @@ impl<T> Drop for StopOnPanic<'_, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gzip log of `lines` English records, in a temporary directory.
+    fn gzip_log(lines: usize) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&path).unwrap(),
+            flate2::Compression::fast(),
+        );
+        for i in 0..lines {
+            writeln!(
+                gz,
+                r#"{{"user_id":"u{}","language":"en","timestamp":{},"accuracy":50}}"#,
+                i % 7,
+                1_700_000_000_000u64 + i as u64
+            )
+            .unwrap();
+        }
+        gz.finish().unwrap();
+        (dir, path)
+    }
+
+    fn clean(
+        path: &Path,
+        fail_at: Option<usize>,
+    ) -> (anyhow::Result<Option<Vec<CleanStats>>>, Vec<Vec<u8>>) {
+        let outs: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
+        struct Out<'a>(&'a Mutex<Vec<(usize, Vec<u8>)>>, usize, Vec<u8>);
+        impl Write for Out<'_> {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.2.extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                let bytes = std::mem::take(&mut self.2);
+                self.0.lock().unwrap().push((self.1, bytes));
+                Ok(())
+            }
+        }
+        let r = clean_segmented(
+            path,
+            &SelectedLearners::All,
+            &CleanOptions::default(),
+            2048,
+            2,
+            |piece| {
+                if fail_at.is_some_and(|f| piece >= f) {
+                    return Err(io::Error::other("disk full"));
+                }
+                Ok(PieceSinks {
+                    partitions: vec![Out(&outs, piece, Vec::new())],
+                    rejects: io::sink(),
+                })
+            },
+        );
+        let mut outs = outs.into_inner().unwrap();
+        outs.sort_by_key(|(p, _)| *p);
+        (r, outs.into_iter().map(|(_, b)| b).collect())
+    }
+
+    /// Every line is cleaned once, in its segment's place, whatever thread
+    /// took the segment.
+    #[test]
+    fn segments_cover_the_log_in_order() {
+        let (_dir, path) = gzip_log(2_000);
+        let (r, outs) = clean(&path, None);
+        let stats = r.unwrap().unwrap();
+        assert!(stats.len() > 10, "{} segments", stats.len());
+        assert_eq!(stats.iter().map(|s| s.read).sum::<u64>(), 2_000);
+        assert_eq!(stats.iter().map(|s| s.kept).sum::<u64>(), 2_000);
+        let all = outs.concat();
+        let timestamps: Vec<u64> = all
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice::<serde_json::Value>(l).unwrap()["timestamp"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        let want: Vec<u64> = (0..2_000u64)
+            .map(|i| (1_700_000_000_000 + i) * 1_000_000)
+            .collect();
+        assert_eq!(timestamps, want);
+    }
+
+    /// Segments that cannot be written (every one from the fourth on, so
+    /// every cleaner fails) fail the run with the first one's reason and
+    /// stop the cutter instead of leaving it waiting for a cleaner.
+    #[test]
+    fn a_failing_segment_stops_the_run_with_its_error() {
+        let (_dir, path) = gzip_log(2_000);
+        let (r, _) = clean(&path, Some(3));
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("segment 3") && e.contains("disk full"), "{e}");
+    }
+}
