@@ -21,8 +21,8 @@ use engage_aggregate::outputs::{count_into, dedupe_first, render};
 use engage_aggregate::{Weights, aggregate_all};
 use engage_analyze::acoustic::analyze_bytes;
 use engage_clean::domain::{
-    ActivityReader, CleanOptions, CleanStats, PartitionWriter, PieceSinks, SpoolFormat,
-    clean_parallel, clean_piece, is_splittable, split_ranges,
+    ActivityReader, CleanOptions, CleanStats, PieceSinks, SpoolFormat, clean_into, clean_parallel,
+    is_splittable, split_ranges,
 };
 use engage_clean::plan::{activity_counts, partition_sessions, session_counts};
 use engage_download::domain::{AUDIO_MISSING, memory_need, validate};
@@ -479,6 +479,12 @@ fn clean_file(
     // lines went there).
     let rejects_sink =
         |piece| File::create(rej_path(piece)).map(|f| BufWriter::with_capacity(64 * 1024, f));
+    // Appends a piece's rejects (in piece order) and removes its file.
+    let take_rejects = |piece, rejects: &mut dyn Write| -> std::io::Result<()> {
+        let path = rej_path(piece);
+        std::io::copy(&mut File::open(&path)?, rejects)?;
+        std::fs::remove_file(&path)
+    };
     if splittable && len > 64 * 1024 * 1024 {
         let ranges = split_ranges(len, threads * 4);
         let open = || File::open(path);
@@ -511,7 +517,7 @@ fn clean_file(
         let mut files = Vec::new();
         let mut stats = Vec::new();
         for (piece, piece_stats) in outputs {
-            std::io::copy(&mut File::open(rej_path(piece))?, rejects)?;
+            take_rejects(piece, rejects)?;
             if let Target::Partitions(_) = target {
                 files.push((0..partitions).map(|p| part_path(piece, p)).collect());
             }
@@ -533,9 +539,7 @@ fn clean_file(
         })?;
         if let Some(stats) = cleaned {
             for piece in 0..stats.len() {
-                let path = rej_path(piece);
-                std::io::copy(&mut File::open(&path)?, rejects)?;
-                std::fs::remove_file(&path)?;
+                take_rejects(piece, rejects)?;
             }
             return Ok((Vec::new(), stats));
         }
@@ -568,10 +572,8 @@ fn clean_sequential<W: Write>(
     // core decompress while this one cleans.
     let mut reader = ActivityReader::new_threaded(BufReader::new(file), opts.reader)
         .with_context(|| format!("reading {}", path.display()))?;
-    let mut writer = PartitionWriter::with_format(sinks, opts.spool)?;
-    let stats = clean_piece(&mut reader, selection, opts, &mut writer, rejects)
+    let (stats, ..) = clean_into(&mut reader, selection, opts, sinks, rejects)
         .with_context(|| format!("reading {}", path.display()))?;
-    writer.finish()?;
     Ok(stats)
 }
 

@@ -19,8 +19,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 
 use anyhow::Context;
 use engage_clean::domain::{
-    ActivityReader, CleanOptions, CleanStats, Cutting, PartitionWriter, PieceSinks, clean_piece,
-    cut_segments,
+    ActivityReader, CleanOptions, CleanStats, Cutting, PieceSinks, clean_into, cut_segments,
 };
 use engage_model::jobs::SegmentStart;
 use engage_model::selection::SelectedLearners;
@@ -58,11 +57,7 @@ where
             mut rejects,
         } = sinks(piece).with_context(|| format!("creating the outputs of segment {piece}"))?;
         let mut reader = ActivityReader::for_segment(bytes, start, opts.reader)?;
-        let mut out = PartitionWriter::with_format(partitions, opts.spool)?;
-        let stats = clean_piece(&mut reader, selection, opts, &mut out, &mut rejects)?;
-        out.finish()?;
-        rejects.flush()?;
-        Ok(stats)
+        Ok(clean_into(&mut reader, selection, opts, partitions, &mut rejects)?.0)
     };
 
     // One segment waits while the others are cleaned: the cutter blocks

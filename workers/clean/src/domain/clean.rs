@@ -213,6 +213,23 @@ impl<'s> PieceCleaner<'s> {
     }
 }
 
+/// [`clean_piece`] into `partitions` (written in `opts.spool`), then flushes
+/// both sinks: the piece's outputs are complete when it returns. Returns the
+/// counters, the partition sinks and the records written to each.
+pub fn clean_into<R: Read, W: Write, J: Write>(
+    reader: &mut ActivityReader<R>,
+    selection: &SelectedLearners,
+    opts: &CleanOptions,
+    partitions: Vec<W>,
+    rejects: &mut J,
+) -> Result<(CleanStats, Vec<W>, Vec<u64>), CleanError> {
+    let mut out = PartitionWriter::with_format(partitions, opts.spool)?;
+    let stats = clean_piece(reader, selection, opts, &mut out, rejects)?;
+    let (partitions, counts) = out.finish()?;
+    rejects.flush().map_err(CleanError::Rejects)?;
+    Ok((stats, partitions, counts))
+}
+
 /// Cleans everything `reader` yields: kept records go to `out`, rejects to
 /// `rejects` as JSON lines. Returns the piece's counters. Neither sink is
 /// flushed here except the partition buffers when the caller calls
@@ -370,10 +387,8 @@ where
             mut rejects,
         } = sinks(piece, &range).map_err(|source| CleanError::Sinks { piece, source })?;
         let mut reader = ActivityReader::for_range(input, range.clone(), opts.reader)?;
-        let mut out = PartitionWriter::with_format(partitions, opts.spool)?;
-        let stats = clean_piece(&mut reader, selection, opts, &mut out, &mut rejects)?;
-        let (partitions, partition_counts) = out.finish()?;
-        rejects.flush().map_err(CleanError::Rejects)?;
+        let (stats, partitions, partition_counts) =
+            clean_into(&mut reader, selection, opts, partitions, &mut rejects)?;
         Ok(PieceOutput {
             piece,
             range,

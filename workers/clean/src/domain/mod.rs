@@ -29,8 +29,8 @@ pub mod segment;
 pub mod stats;
 
 pub use clean::{
-    CleanError, CleanOptions, Decision, PieceCleaner, PieceOutput, PieceSinks, clean_parallel,
-    clean_piece,
+    CleanError, CleanOptions, Decision, PieceCleaner, PieceOutput, PieceSinks, clean_into,
+    clean_parallel, clean_piece,
 };
 pub use partition::{PartitionError, PartitionWriter, SpoolFormat, partition_of};
 pub use reader::{
